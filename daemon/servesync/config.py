@@ -1,0 +1,159 @@
+"""The daemon config (``servesync.yaml``): load, validate against its schema, freeze.
+
+Called by the CLI at start and on SIGHUP. Defaults are those of a production
+GPU head node, so ``servesync validate`` with no config judges files as the
+cluster will. Reads one file; no other side effects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servesync import schemas
+from servesync.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/servesync/servesync.yaml"
+CONFIG_ENV = "SERVESYNC_CONFIG"
+
+DEFAULT_ENGINE_KWARGS_DENY = (
+    "model",
+    "tokenizer",
+    "download_dir",
+    "trust_remote_code",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "device",
+    "distributed_executor_backend",
+)
+DEFAULT_ENV_DENY = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Where the desired state comes from: a directory, or a git repository."""
+
+    path: str | None = "/srv/servesync/desired_state"  # a plain dir or a local git working copy
+    git_url: str | None = None  # a remote (or local) repository cloned into state_dir
+    branch: str = "main"
+    subpath: str = ""  # folder inside the repository that holds users/
+    poll_interval_s: float = 15.0
+    verify_signatures: bool = False
+    trusted_keys_file: str | None = None  # armored public keys imported into a private keyring
+
+
+@dataclass(frozen=True, slots=True)
+class RayConfig:
+    address: str = "auto"  # "auto" (ray start --head), "local" (in-process), or ray://host:port
+    num_cpus: int | None = None  # only for address "local"
+    namespace: str = "serve"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    accelerator_type: str = "gpu"  # "cpu", "gpu" (any GPU), or a Ray accelerator type e.g. "H20"
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000
+    openai_base_url: str | None = None  # what users are told; default http://<host>:<port>/v1
+    engine_kwargs_deny: tuple[str, ...] = DEFAULT_ENGINE_KWARGS_DENY
+    env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
+    allow_hub_ids: bool = True
+    deploy_timeout_s: float = 900.0  # a model not RUNNING by then is FAILED
+    replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
+
+    @property
+    def cpu_platform(self) -> bool:
+        return self.accelerator_type.lower() == "cpu"
+
+    @property
+    def base_url(self) -> str:
+        if self.openai_base_url:
+            return self.openai_base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    state_dir: str = "/var/lib/servesync"
+    status_dir: str = "/var/lib/servesync/status"
+    storage_root: str = "/private"
+    ray: RayConfig = field(default_factory=RayConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    tick_interval_s: float = 30.0
+    path: str | None = None  # the file it was read from, if any
+
+    @property
+    def source_root(self) -> Path:
+        """The folder holding ``users/`` for a directory source."""
+        base = Path(self.source.path or ".")
+        return base / self.source.subpath if self.source.subpath else base
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or "://" in value or value.startswith("git@"):
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = None) -> Config:
+    """Build a Config from an already schema-valid mapping; relative paths are
+    taken relative to ``base_dir`` (the config file's folder)."""
+    src = dict(data.get("source") or {})
+    serving = dict(data.get("serving") or {})
+    ray = dict(data.get("ray") or {})
+    for key in ("engine_kwargs_deny", "env_deny"):
+        if key in serving:
+            serving[key] = tuple(serving[key])
+    if "replica_env" in serving:
+        serving["replica_env"] = dict(serving["replica_env"])
+    if "git_url" in src and "path" not in src:
+        src["path"] = None
+    for key in ("path", "git_url", "trusted_keys_file"):
+        if key in src:
+            src[key] = _resolve(base_dir, src[key])
+    top: dict[str, Any] = {}
+    for key in ("state_dir", "status_dir", "storage_root"):
+        if key in data:
+            top[key] = _resolve(base_dir, data[key])
+    if "state_dir" in top and "status_dir" not in top:
+        top["status_dir"] = str(Path(top["state_dir"]) / "status")
+    if "tick_interval_s" in data:
+        top["tick_interval_s"] = float(data["tick_interval_s"])
+    return Config(
+        source=SourceConfig(**src),
+        ray=RayConfig(**ray),
+        serving=ServingConfig(**serving),
+        path=path,
+        **top,
+    )
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config file; ``None`` tries $SERVESYNC_CONFIG, then the default
+    path, then falls back to built-in defaults. Raises ConfigError naming the
+    file and field when the file is unreadable or invalid."""
+    explicit = path is not None or CONFIG_ENV in os.environ
+    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    if not chosen.exists():
+        if explicit:
+            raise ConfigError(f"{chosen}: config file not found")
+        return Config()
+    try:
+        data = yaml.safe_load(chosen.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{chosen}: cannot read config: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{chosen}: config must be a mapping")
+    errors = schemas.validator("servesync-config").iter_errors(data)
+    first = min(errors, key=lambda e: list(e.absolute_path), default=None)
+    if first is not None:
+        pointer = "/" + "/".join(str(p) for p in first.absolute_path)
+        raise ConfigError(f"{chosen}: {pointer}: {first.message}")
+    return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))

@@ -1,0 +1,79 @@
+"""Typed errors of servesync, chosen by type, never by message text.
+
+Two families:
+
+* :class:`Issue` is *data*, not an exception: one problem found in one
+  desired-state document (file, line, JSON pointer, class). Validation
+  collects them; a bad document never stops the others.
+* :class:`ServesyncError` and its subclasses are raised. ``TransientError``
+  means "back off and retry" (a Ray call timed out, the GCS is away);
+  ``PermanentError`` means "record it and wait for a new commit" (a model
+  failed to deploy). ``ConfigError`` and ``LockHeldError`` stop the process
+  with a clear message (CLI exit 2 / systemd failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class IssueCode(IntEnum):
+    """Error classes as in the MVP serving API (HTTP-like codes)."""
+
+    INVALID = 400  # invalid YAML / schema: parse error, missing or unknown field, wrong type
+    FORBIDDEN = 403  # path escape, another user's folder, denied engine key or env name
+    CONFLICT = 409  # two documents of one user declare the same model_id
+    UNPROCESSABLE = 422  # replicas/GPUs out of range, min > max, GPUs on a cpu platform
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem in one document: where it is and what class it is."""
+
+    code: IssueCode
+    file: str  # path relative to the desired-state root, '/'-separated
+    line: int  # 1-based; 0 when the problem concerns the whole file and no line applies
+    pointer: str  # JSON pointer into the document ('' for the whole document)
+    message: str
+
+    def render(self) -> str:
+        """``path:line: <code> <pointer>: message``, the text format of ``validate``."""
+        pointer = self.pointer or "/"
+        return f"{self.file}:{self.line}: {int(self.code)} {pointer}: {self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": int(self.code),
+            "line": self.line,
+            "pointer": self.pointer,
+            "message": self.message,
+        }
+
+
+class ServesyncError(Exception):
+    """Base class of every error servesync raises on purpose."""
+
+
+class ConfigError(ServesyncError):
+    """The daemon config is missing or invalid (exit 2, never a crash loop)."""
+
+
+class LockHeldError(ServesyncError):
+    """Another servesync already owns this state directory."""
+
+
+class SourceError(ServesyncError):
+    """The desired-state source could not be read (missing dir, git failure)."""
+
+
+class TransientError(ServesyncError):
+    """A failure that may pass by itself: retry after ``delay_s`` (with backoff)."""
+
+    def __init__(self, message: str, *, delay_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class PermanentError(ServesyncError):
+    """A failure a retry will not fix: record it and wait for a new spec."""
