@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from servesync.records import Event, EventKind, GatewayRecord, ModelRecord, Stat
 from servesync.store import STATE_FILE, StateFileError, Store
 
 
-def record(key: str = "svc-alice-20250101-120000-ab12", **changes: object) -> ModelRecord:
+def record(key: str = "svc-alice-20250101-120000-ab12", **changes: Any) -> ModelRecord:
     rec = ModelRecord(
         model_key=key,
         user_id="alice",
@@ -35,7 +36,7 @@ def record(key: str = "svc-alice-20250101-120000-ab12", **changes: object) -> Mo
         updated_at="2025-01-01T12:00:00Z",
         events=(Event(at="2025-01-01T12:00:00Z", kind=EventKind.SUBMITTED, revision="f" * 40),),
     )
-    return replace(rec, **changes)  # type: ignore[arg-type]
+    return replace(rec, **changes)
 
 
 def stat_id(path: Path) -> tuple[int, int]:
@@ -168,6 +169,7 @@ def test_open_removes_temp_files_of_a_killed_writer(tmp_path: Path) -> None:
 WRITER = r"""
 import sys
 from pathlib import Path
+from typing import Any
 from servesync.records import ModelRecord, State
 from servesync.store import Store
 
