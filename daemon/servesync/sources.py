@@ -73,6 +73,8 @@ class Source(Protocol):
 
     def force_fetch(self) -> None: ...
 
+    def poll_interval_s(self) -> float | None: ...  # how often to poll; None: watch instead
+
 
 def open_source(config: Config, *, clock: Callable[[], float] = time.monotonic) -> Source:
     """The source described by ``config.source`` (no I/O beyond a few stat calls)."""
@@ -113,6 +115,9 @@ class DirectorySource:
 
     def force_fetch(self) -> None:
         """Nothing to fetch: every refresh reads the folder."""
+
+    def poll_interval_s(self) -> float | None:
+        return None
 
 
 class Keyring:
@@ -179,7 +184,7 @@ class GitSource:
         self.branch = branch
         self.subpath = subpath.strip("/")
         self.checkout_dir = checkout_dir
-        self.poll_interval_s = poll_interval_s
+        self._poll_s = poll_interval_s
         self.keyring = keyring
         self._clock = clock
         self._local = _is_local(url)
@@ -214,6 +219,10 @@ class GitSource:
 
     def force_fetch(self) -> None:
         self._force.set()
+
+    def poll_interval_s(self) -> float | None:
+        """A remote is polled; a local repository is watched (and read each refresh)."""
+        return None if self._local else self._poll_s
 
     def refresh(self) -> Snapshot:
         with self._lock:
@@ -286,7 +295,7 @@ class GitSource:
             return True
         if self._local:
             return self._local_tip() != _rev(repo, self._remote_ref)
-        return self._clock() - self._last_fetch >= self.poll_interval_s
+        return self._clock() - self._last_fetch >= self._poll_s
 
     def _local_tip(self) -> str | None:
         """The branch's SHA read from the local repository's files (no subprocess)."""
