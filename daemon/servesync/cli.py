@@ -1,0 +1,166 @@
+"""The ``servesync`` command line: one ``_cmd_<name>(args) -> int`` per subcommand.
+
+Entry point of the console script and of ``python -m servesync``. Each
+subcommand registers itself in :func:`build_parser` with
+``set_defaults(func=_cmd_<name>)``; add new ones (``once``, ``plan``,
+``status``, ``run``) the same way. Side effects are those of the subcommand;
+this module itself only parses arguments and prints.
+
+Exit codes: 0 success, 1 the command ran and found problems (e.g. invalid
+files), 2 usage error (bad arguments, missing path, invalid config).
+
+``validate --format json`` prints one object::
+
+    {"ok": bool, "revision": null,
+     "files": [{"path": str, "ok": bool,
+                "errors": [...file-level errors: location, size, encoding...],
+                "documents": [{"index": int, "line": int, "model_id": str | null,
+                               "ok": bool, "errors": [{"code", "line", "pointer",
+                                                       "message"}]}]}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from servesync import __version__, config, schemas, validating
+from servesync.errors import ConfigError, SourceError
+from servesync.specs import DesiredState
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="servesync",
+        description="GitOps for Ray Serve LLM: converge a Ray Serve cluster to the model "
+        "files committed under users/<user_id>/ of a desired-state repository.",
+    )
+    parser.add_argument("--version", action="version", version=f"servesync {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_validate(sub)
+    _add_schema(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (argparse's own exits included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+def _error(message: str) -> int:
+    print(f"servesync: error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- validate -----------------------------------------------------------------------
+
+
+def _add_validate(sub: Any) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="check a desired-state tree (exit 0 valid, 1 invalid, 2 usage error)",
+        description="Check every users/<user_id>/**/*.yaml file of a desired-state tree "
+        "as the daemon would: YAML, schema, model_source paths, deny lists, the "
+        "platform's GPUs and duplicate model_ids. Prints one line per error "
+        "(path:line: <code> <json-pointer>: message) and a summary on stderr. "
+        "Exit 0 all valid, 1 any invalid, 2 usage error.",
+    )
+    p.add_argument("path", nargs="?", metavar="PATH",
+                   help="the tree holding users/ (default: the config's source root)")
+    p.add_argument("--config", metavar="FILE",
+                   help="daemon config to judge by: platform, storage_root, deny lists "
+                   f"(default: ${config.CONFIG_ENV}, else {config.DEFAULT_CONFIG_PATH} "
+                   "if it exists, else built-in GPU defaults)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: one line per error; json: one object with every file and "
+                   "document (default text)")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        return _error(str(e))
+    if args.path is None and cfg.source.path is None:
+        return _error("no PATH given and the config's source is a git URL")
+    root = Path(args.path) if args.path is not None else cfg.source_root
+    try:
+        state = validating.validate_tree(root, cfg)
+    except SourceError as e:
+        return _error(str(e))
+    if args.format == "json":
+        print(json.dumps(_state_json(state), indent=2))
+    else:
+        for issue in state.issues():
+            print(issue.render())
+    print(_summary(state), file=sys.stderr)
+    return 0 if state.ok else 1
+
+
+def _state_json(state: DesiredState) -> dict[str, Any]:
+    return {
+        "ok": state.ok,
+        "revision": state.revision,
+        "files": [
+            {
+                "path": f.path,
+                "ok": f.ok,
+                "errors": [i.to_json() for i in f.issues],
+                "documents": [
+                    {"index": d.index, "line": d.line, "model_id": d.model_id, "ok": d.ok,
+                     "errors": [i.to_json() for i in d.issues]}
+                    for d in f.documents
+                ],
+            }
+            for f in state.files
+        ],
+    }
+
+
+def _summary(state: DesiredState) -> str:
+    docs = sum(len(f.documents) for f in state.files)
+    bad_files = sum(1 for f in state.files if not f.ok)
+    errors = len(state.issues())
+    head = "ok" if state.ok else "invalid"
+    return (f"{head}: {len(state.files)} files, {docs} documents, "
+            f"{len(state.specs)} valid models; {errors} errors in {bad_files} files")
+
+
+# --- schema -------------------------------------------------------------------------
+
+
+def _add_schema(sub: Any) -> None:
+    p = sub.add_parser(
+        "schema",
+        help="print one of servesync's JSON Schemas",
+        description="Print a JSON Schema (draft 2020-12) as shipped, e.g. for an editor or "
+        "a CI check. Names: " + ", ".join(schemas.NAMES) + ".",
+    )
+    p.add_argument("name", metavar="NAME", help="one of: " + ", ".join(schemas.NAMES))
+    p.set_defaults(func=_cmd_schema)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    if args.name not in schemas.NAMES:
+        return _error(f"unknown schema {args.name!r}; choose from {', '.join(schemas.NAMES)}")
+    try:
+        text = schemas.text(args.name)
+    except OSError as e:
+        print(f"servesync: error: schema {args.name!r} is not installed: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
