@@ -1,0 +1,128 @@
+"""Translate a :class:`~servesync.specs.ModelSpec` into Ray Serve LLM's config.
+
+Pure functions, no ``ray`` import: :mod:`servesync.applying` passes the dicts
+built here to ``ray.serve.llm.LLMConfig(**kwargs)`` and to the gateway's
+``OpenAiIngress``; unit tests check them as plain data. No side effects.
+
+Facts from Ray 2.60's source that shape the output:
+
+* a CPU-only model is told by ``placement_group_config={"bundles": [{"CPU":
+  n}]}`` (Ray then infers ``accelerator_config.kind == "cpu"`` and runs vLLM
+  with the ``mp`` executor); ``accelerator_type`` is rejected with it;
+* on GPU the default bundles are ``[{"GPU": 1}] * tensor_parallel_size``, so
+  only ``tensor_parallel_size`` and (optionally) ``accelerator_type`` are set;
+* Serve LLM's default ``target_ongoing_requests`` is 1e9, so it is always
+  set explicitly when autoscaling;
+* the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
+  the name ourselves so the gateway can address it (:func:`server_deployment_name`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from servesync.config import ServingConfig
+from servesync.specs import Autoscaling, ModelSpec
+
+SERVER_NAME_PREFIX = "LLMServer:"
+"""``build_llm_deployment``'s default ``name_prefix`` (``LLMServer.__name__ + ":"``)."""
+
+GENERIC_ACCELERATORS = ("gpu", "cpu")
+"""``serving.accelerator_type`` values that name a platform, not a Ray accelerator type."""
+
+
+def deployment_base_name(public_id: str) -> str:
+    """The ``deployment_config["name"]`` of a model: its public id made safe the
+    way Ray itself does it (``/`` → ``--``, ``.`` → ``_``)."""
+    return public_id.replace("/", "--").replace(".", "_")
+
+
+def server_deployment_name(public_id: str) -> str:
+    """Name of the LLM server deployment inside the model's own application."""
+    return SERVER_NAME_PREFIX + deployment_base_name(public_id)
+
+
+def llm_config_kwargs(
+    spec: ModelSpec, *, public_id: str, serving: ServingConfig
+) -> dict[str, Any]:
+    """The keyword arguments of ``ray.serve.llm.LLMConfig`` for one model."""
+    kwargs: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": public_id,
+            "model_source": spec.resolved_source,
+        },
+        "deployment_config": _deployment_config(spec, public_id=public_id, serving=serving),
+        "engine_kwargs": _engine_kwargs(spec, serving=serving),
+    }
+    env = replica_env(spec, serving=serving)
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    if serving.cpu_platform:
+        kwargs["placement_group_config"] = {"bundles": [{"CPU": spec.cpus_per_replica}]}
+    elif serving.accelerator_type.lower() not in GENERIC_ACCELERATORS:
+        kwargs["accelerator_type"] = serving.accelerator_type
+    return kwargs
+
+
+def replica_env(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, str]:
+    """Environment of the model's replicas: the model's ``env`` overlaid by the
+    operator's ``serving.replica_env`` (the operator's values win: a commit
+    cannot undo e.g. ``HF_HUB_OFFLINE``). Shown in plain text on the Ray
+    dashboard, so never a place for secrets."""
+    return {**dict(spec.env), **serving.replica_env}
+
+
+def _deployment_config(
+    spec: ModelSpec, *, public_id: str, serving: ServingConfig
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": deployment_base_name(public_id)}
+    if spec.autoscaling is not None:
+        out["autoscaling_config"] = autoscaling_config(spec.autoscaling)
+    else:
+        out["num_replicas"] = spec.num_replicas if spec.num_replicas is not None else 1
+    if not serving.cpu_platform:
+        # On GPU the replica actor shares the first GPU bundle; give it the CPUs asked.
+        out["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica}
+    return out
+
+
+def autoscaling_config(autoscaling: Autoscaling) -> dict[str, Any]:
+    """Ray Serve's ``autoscaling_config``; ``idle_timeout_s`` becomes
+    ``downscale_delay_s`` (how long load must stay low before a replica is
+    removed; Ray also uses it for the last step 1 → 0)."""
+    out: dict[str, Any] = {
+        "min_replicas": autoscaling.min_replicas,
+        "max_replicas": autoscaling.max_replicas,
+        "target_ongoing_requests": autoscaling.target_ongoing_requests,
+    }
+    if autoscaling.idle_timeout_s is not None:
+        out["downscale_delay_s"] = autoscaling.idle_timeout_s
+    return out
+
+
+def _engine_kwargs(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]:
+    out = dict(spec.engine_kwargs)
+    if not serving.cpu_platform and spec.gpus_per_replica > 0:
+        out["tensor_parallel_size"] = spec.gpus_per_replica
+    return out
+
+
+def gateway_model_cards(public_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The ``model_cards`` the gateway's ``OpenAiIngress`` lists on ``/v1/models``,
+    as the fields of Ray's ``ModelCard`` (one per public model id; the keys
+    must equal those of ``llm_deployments``)."""
+    return {
+        public_id: {
+            "id": public_id,
+            "object": "model",
+            "owned_by": "servesync",
+            "permission": [],
+            "metadata": {
+                "model_id": public_id,
+                "input_modality": "text",
+                "max_request_context_length": None,
+            },
+        }
+        for public_id in public_ids
+    }
