@@ -37,12 +37,13 @@ from ray import serve
 from servesync import llmconfigs
 from servesync.config import Config
 from servesync.errors import PermanentError, ServesyncError, TransientError
+from servesync.naming import GATEWAY_APP
 from servesync.records import AppObservation, AppStatus, Observed
 from servesync.specs import ModelSpec
 
 T = TypeVar("T")
+__all__ = ["GATEWAY_APP", "RayApplier", "classify"]
 
-GATEWAY_APP = "servesync-gateway"
 GATEWAY_ROUTE = "/"
 CALL_TIMEOUT_S = 30.0  # one Ray call (deploy submission, status, delete)
 CONNECT_TIMEOUT_S = 60.0  # ray.init + serve.start; a local start takes ~10-20 s on 2 cores

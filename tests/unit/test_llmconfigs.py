@@ -1,0 +1,188 @@
+"""ModelSpec → Ray Serve LLM's LLMConfig kwargs: CPU/GPU/accelerator, scaling, env, names."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from servesync.config import ServingConfig
+from servesync.llmconfigs import (
+    deployment_base_name,
+    gateway_model_cards,
+    llm_config_kwargs,
+    server_deployment_name,
+)
+from servesync.specs import Autoscaling, ModelSpec
+
+PUBLIC_ID = "alice-202501011200-chat"
+CPU = ServingConfig(accelerator_type="cpu")
+GPU = ServingConfig(accelerator_type="gpu")
+H20 = ServingConfig(accelerator_type="H20")
+
+
+def spec(**changes: Any) -> ModelSpec:
+    base = ModelSpec(
+        user_id="alice",
+        suffix="chat",
+        model_source="${STORAGE_ROOT}/alice/m",
+        resolved_source="/private/alice/m",
+        num_replicas=2,
+        autoscaling=None,
+        gpus_per_replica=1,
+        cpus_per_replica=4,
+        engine_kwargs={"max_model_len": 4096},
+        env={"USER_VAR": "1"},
+    )
+    return replace(base, **changes)
+
+
+def kwargs(s: ModelSpec, serving: ServingConfig) -> dict[str, Any]:
+    return llm_config_kwargs(s, public_id=PUBLIC_ID, serving=serving)
+
+
+PLATFORM_CASES = [
+    pytest.param(
+        spec(gpus_per_replica=0, cpus_per_replica=2), CPU,
+        {"placement_group_config": {"bundles": [{"CPU": 2}]}},
+        ("accelerator_type",),
+        {"max_model_len": 4096},
+        {"name": "alice-202501011200-chat", "num_replicas": 2},
+        id="cpu-platform: CPU bundle, no accelerator_type, no TP",
+    ),
+    pytest.param(
+        spec(gpus_per_replica=2), GPU,
+        {},
+        ("accelerator_type", "placement_group_config"),
+        {"max_model_len": 4096, "tensor_parallel_size": 2},
+        {"name": "alice-202501011200-chat", "num_replicas": 2,
+         "ray_actor_options": {"num_cpus": 4}},
+        id="any GPU: default bundles, TP = GPUs per replica",
+    ),
+    pytest.param(
+        spec(gpus_per_replica=1), H20,
+        {"accelerator_type": "H20"},
+        ("placement_group_config",),
+        {"max_model_len": 4096, "tensor_parallel_size": 1},
+        {"name": "alice-202501011200-chat", "num_replicas": 2,
+         "ray_actor_options": {"num_cpus": 4}},
+        id="specific accelerator type is passed through",
+    ),
+    pytest.param(
+        spec(gpus_per_replica=1), ServingConfig(accelerator_type="GPU"),
+        {},
+        ("accelerator_type", "placement_group_config"),
+        {"max_model_len": 4096, "tensor_parallel_size": 1},
+        {"name": "alice-202501011200-chat", "num_replicas": 2,
+         "ray_actor_options": {"num_cpus": 4}},
+        id="'GPU' in any case is generic, not an accelerator type",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("s", "serving", "expected", "absent", "engine", "deployment"), PLATFORM_CASES
+)
+def test_platform_shapes_the_config(
+    s: ModelSpec,
+    serving: ServingConfig,
+    expected: dict[str, Any],
+    absent: tuple[str, ...],
+    engine: dict[str, Any],
+    deployment: dict[str, Any],
+) -> None:
+    out = kwargs(s, serving)
+    assert out["model_loading_config"] == {
+        "model_id": PUBLIC_ID, "model_source": "/private/alice/m",
+    }
+    for key, value in expected.items():
+        assert out[key] == value
+    for key in absent:
+        assert key not in out
+    assert out["engine_kwargs"] == engine
+    assert out["deployment_config"] == deployment
+
+
+SCALING_CASES = [
+    pytest.param(
+        Autoscaling(min_replicas=1, max_replicas=3, target_ongoing_requests=8),
+        {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8},
+        id="explicit target, no idle timeout",
+    ),
+    pytest.param(
+        Autoscaling(min_replicas=0, max_replicas=2, target_ongoing_requests=2.5,
+                    idle_timeout_s=600),
+        {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 2.5,
+         "downscale_delay_s": 600},
+        id="idle timeout becomes downscale_delay_s",
+    ),
+]
+
+
+@pytest.mark.parametrize(("autoscaling", "expected"), SCALING_CASES)
+def test_autoscaling_replaces_num_replicas(
+    autoscaling: Autoscaling, expected: dict[str, Any]
+) -> None:
+    out = kwargs(spec(num_replicas=None, autoscaling=autoscaling), GPU)["deployment_config"]
+    assert out["autoscaling_config"] == expected
+    assert "num_replicas" not in out
+
+
+def test_replica_env_merges_model_env_under_operator_env() -> None:
+    serving = replace(CPU, replica_env={"HF_HUB_OFFLINE": "1", "SHARED": "operator"})
+    s = spec(gpus_per_replica=0, env={"SHARED": "user", "USER_VAR": "1"})
+    assert kwargs(s, serving)["runtime_env"] == {
+        "env_vars": {"HF_HUB_OFFLINE": "1", "SHARED": "operator", "USER_VAR": "1"},
+    }
+
+
+def test_no_env_means_no_runtime_env() -> None:
+    assert "runtime_env" not in kwargs(spec(env={}), GPU)
+
+
+def test_spec_engine_kwargs_are_not_mutated() -> None:
+    s = spec(gpus_per_replica=2)
+    kwargs(s, GPU)
+    assert dict(s.engine_kwargs) == {"max_model_len": 4096}
+
+
+@pytest.mark.parametrize(
+    ("public_id", "base"),
+    [("alice-202501011200-chat", "alice-202501011200-chat"),
+     ("bob-202501011200-qwen2.5", "bob-202501011200-qwen2_5")],
+)
+def test_deployment_names_follow_rays_rule(public_id: str, base: str) -> None:
+    assert deployment_base_name(public_id) == base
+    assert server_deployment_name(public_id) == f"LLMServer:{base}"
+
+
+def test_gateway_cards_one_per_model() -> None:
+    cards = gateway_model_cards(["a-1-x", "b-2-y"])
+    assert sorted(cards) == ["a-1-x", "b-2-y"]
+    assert cards["a-1-x"]["id"] == "a-1-x"
+    assert cards["a-1-x"]["object"] == "model"
+
+
+ALL_CASES = [
+    (spec(gpus_per_replica=0, cpus_per_replica=2), CPU),
+    (spec(gpus_per_replica=2), GPU),
+    (spec(gpus_per_replica=1), H20),
+    (spec(num_replicas=None, autoscaling=SCALING_CASES[1].values[0]), GPU),
+]
+
+
+@pytest.mark.parametrize(("s", "serving"), ALL_CASES)
+def test_real_llmconfig_accepts_the_kwargs(s: ModelSpec, serving: ServingConfig) -> None:
+    """Pydantic validation of Ray's own LLMConfig (imports Ray, starts nothing)."""
+    llm = pytest.importorskip("ray.serve.llm")
+    config = llm.LLMConfig(**kwargs(s, serving))
+    assert config.model_id == PUBLIC_ID
+    expected_kind = "cpu" if serving.cpu_platform else "gpu"
+    assert config.accelerator_config.kind == expected_kind
+
+
+def test_real_llmconfig_rejects_an_unknown_accelerator() -> None:
+    llm = pytest.importorskip("ray.serve.llm")
+    with pytest.raises(ValueError, match="accelerator"):
+        llm.LLMConfig(**kwargs(spec(), ServingConfig(accelerator_type="NoSuchGPU")))
