@@ -54,6 +54,7 @@ _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "str"))
 _DOC_START_RE = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 _TRIVIAL_LINE_RE = re.compile(r"^\s*(#.*|%.*)?$")
+_MARKER_LINE_RE = re.compile(r"^---\s*(#.*)?$")
 _CONSTRUCTOR = SafeConstructor()
 
 
@@ -224,12 +225,21 @@ def _parse_parts(text: str, *, rel: str) -> tuple[RawDocument, ...]:
             nodes = _compose_all(part)
         except (yaml.YAMLError, ValueError) as e:
             line, message = _describe(e, part)
-            issue = Issue(IssueCode.INVALID, rel, offset + line, "", message)
-            docs.append(RawDocument(index=len(docs), line=offset + line, issues=(issue,)))
+            line = offset + min(line, part.rstrip().count("\n") + 1)  # not the next '---'
+            issue = Issue(IssueCode.INVALID, rel, line, "", message)
+            first = offset + _first_content_line(part)
+            docs.append(RawDocument(index=len(docs), line=min(first, line), issues=(issue,)))
             continue
         for node in nodes:
             docs.append(_document(node, len(docs), rel, line_offset=offset))
     return tuple(docs)
+
+
+def _first_content_line(part: str) -> int:
+    for number, line in enumerate(part.splitlines(), start=1):
+        if not _TRIVIAL_LINE_RE.match(line) and not _MARKER_LINE_RE.match(line):
+            return number
+    return 1
 
 
 def _describe(error: Exception, text: str) -> tuple[int, str]:

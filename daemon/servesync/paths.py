@@ -113,7 +113,7 @@ def _location_problem(path: str, *, user_id: str, storage_root: str) -> Rejectio
     if _under(path, users) and other != user_id:
         return Rejection(IssueCode.FORBIDDEN, f"{path} is in another user's folder "
                          f"({other!r}); models may come from {where}")
-    if path in roots or _under(path, root):
+    if path in roots or path == root or _under(path, root):
         return Rejection(IssueCode.FORBIDDEN, f"{path} is not under {where}")
     return Rejection(IssueCode.FORBIDDEN, f"{path} is outside the storage root {root}")
 

@@ -99,7 +99,9 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
     out.issues.extend(_schema_issues(doc, file.path))
     if not isinstance(data, dict):
         return out
-    resolved = _check_source(data, doc, file, config, out.issues)
+    flagged = {i.pointer for i in out.issues}
+    resolved = None if "/model_source" in flagged \
+        else _check_source(data, doc, file, config, out.issues)
     out.issues.extend(_semantic_issues(data, doc, file.path, config))
     if not out.issues and resolved is not None:
         out.spec = _build(data, doc, file, config, resolved)

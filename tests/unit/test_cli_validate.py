@@ -1,0 +1,143 @@
+"""``servesync validate`` and ``servesync schema``: exit codes and output formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servesync import cli, schemas
+
+GOOD = "model_id: m\nmodel_source: org/m\n"
+BAD = "model_id: m\nmodel_source: org/m\nnum_replicas: 0\nfoo: 1\n"
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "tree"
+    root.mkdir()
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Judge by built-in defaults unless a test passes --config."""
+    monkeypatch.delenv("SERVESYNC_CONFIG", raising=False)
+    monkeypatch.setattr("servesync.config.DEFAULT_CONFIG_PATH", str(tmp_path / "none.yaml"))
+    return tmp_path
+
+
+def test_a_valid_tree_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": GOOD})
+    assert cli.main(["validate", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("ok: 1 files, 1 documents, 1 valid models")
+
+
+def test_an_invalid_tree_exits_1_with_one_line_per_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": BAD, "users/alice/n.yaml": GOOD,
+                            "stray/x.yaml": GOOD})
+    assert cli.main(["validate", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "stray/x.yaml:0: 400 /: not under users/<user_id>/: ignored",
+        "users/alice/m.yaml:1: 409 /model_id: model_id 'm' of user 'alice' is also declared "
+        "at users/alice/n.yaml:1",
+        "users/alice/m.yaml:3: 422 /num_replicas: 0 is less than the minimum of 1",
+        "users/alice/m.yaml:4: 400 /foo: unknown field 'foo'",
+        "users/alice/n.yaml:1: 409 /model_id: model_id 'm' of user 'alice' is also declared "
+        "at users/alice/m.yaml:1",
+    ]
+    assert err.startswith("invalid: 3 files, 2 documents, 0 valid models; 5 errors in 3 files")
+
+
+def test_json_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": GOOD + "---\n" + "model_id: [\n",
+                            "users/x.yaml": GOOD})
+    assert cli.main(["validate", str(root), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    [alice, stray] = data["files"]
+    assert (alice["path"], alice["ok"], alice["errors"]) == ("users/alice/m.yaml", False, [])
+    assert [(d["model_id"], d["ok"]) for d in alice["documents"]] == [("m", True), (None, False)]
+    [error] = alice["documents"][1]["errors"]
+    assert set(error) == {"code", "line", "pointer", "message"}
+    assert (error["code"], error["line"], error["pointer"]) == (400, 4, "")
+    assert stray["documents"] == []
+    assert [e["code"] for e in stray["errors"]] == [400]
+
+
+def test_json_of_a_valid_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": GOOD})
+    assert cli.main(["validate", str(root), "--format=json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True
+    assert data["files"][0]["documents"][0]["errors"] == []
+
+
+def test_the_config_decides_the_platform(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": GOOD + "gpus_per_replica: 1\n"})
+    cfg = tmp_path / "servesync.yaml"
+    cfg.write_text("serving: {accelerator_type: cpu}\n")
+    assert cli.main(["validate", str(root)]) == 0
+    assert cli.main(["validate", str(root), "--config", str(cfg)]) == 1
+
+
+def test_the_default_path_is_the_configured_source(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": BAD})
+    cfg = tmp_path / "servesync.yaml"
+    cfg.write_text(f"source: {{path: {root}}}\n")
+    assert cli.main(["validate", "--config", str(cfg)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["validate", "{tmp}/absent"], "not a directory"),
+        (["validate", "{tmp}", "--config", "{tmp}/missing.yaml"], "config file not found"),
+        (["validate", "{tmp}", "--config", "{tmp}/bad.yaml"], "'nope' was unexpected"),
+        (["validate", "--config", "{tmp}/git.yaml"], "git URL"),
+        (["validate", "{tmp}", "--format", "xml"], "invalid choice"),
+        (["schema", "nope"], "unknown schema"),
+        (["frobnicate"], "invalid choice"),
+        ([], "usage"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             argv: list[str], words: str) -> None:
+    (tmp_path / "bad.yaml").write_text("serving: {nope: 1}\n")
+    (tmp_path / "git.yaml").write_text("source: {git_url: 'https://example.com/r.git'}\n")
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["validate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit 0 all valid, 1 any invalid, 2 usage error" in text
+
+
+@pytest.mark.parametrize("name", ["serving-model", "servesync-config"])
+def test_schema_prints_the_schema(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["schema", name]) == 0
+    assert json.loads(capsys.readouterr().out) == schemas.load(name)
+
+
+def test_the_installed_console_script(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"users/alice/m.yaml": BAD})
+    script = Path(sys.executable).parent / "servesync"
+    env = {"PATH": "/usr/bin:/bin", "SERVESYNC_CONFIG": str(tmp_path / "c.yaml")}
+    (tmp_path / "c.yaml").write_text("serving: {accelerator_type: cpu}\n")
+    done = subprocess.run([str(script), "validate", str(root)], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "users/alice/m.yaml:3: 422 /num_replicas" in done.stdout
+    assert done.stderr.startswith("invalid: ")
