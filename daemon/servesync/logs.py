@@ -22,6 +22,7 @@ rule is still "never pass a secret to a logger".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,6 +65,12 @@ class RedactingFilter(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # A bad format string must not raise here: the handler reports it as usual.
+        with contextlib.suppress(Exception):
+            self._redact_record(record)
+        return True
+
+    def _redact_record(self, record: logging.LogRecord) -> None:
         message = self.redact(record.getMessage())
         record.msg, record.args = message, None
         for key, value in _extras(record).items():
@@ -73,7 +80,6 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
-        return True
 
 
 class JsonFormatter(logging.Formatter):

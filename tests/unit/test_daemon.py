@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -199,6 +200,24 @@ def test_triggers_during_a_tick_coalesce_into_one_more(tmp_path: Path) -> None:
         assert len(ticker.snapshots) == 2
     finally:
         assert loop.stop()
+
+
+def test_a_context_manager_factory_is_entered_once_and_exited_at_stop(tmp_path: Path) -> None:
+    ticker, events = FakeTicker(), []
+
+    @contextlib.contextmanager
+    def factory(config: Config) -> Iterator[FakeTicker]:
+        events.append("enter")
+        yield ticker
+        events.append("exit")
+
+    loop = DaemonLoop(_config(tmp_path), ticker_factory=factory, notifier=Notifier(None))
+    loop.start()
+    assert loop.ready.wait(WITHIN_S)
+    loop.triggers.fire("interval")
+    assert wait_for(lambda: len(ticker.snapshots) == 2)
+    assert loop.stop()
+    assert events == ["enter", "exit"]
 
 
 def test_a_raising_tick_does_not_stop_the_loop(
