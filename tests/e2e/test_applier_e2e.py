@@ -1,0 +1,175 @@
+"""RayApplier against a real Ray Serve + vLLM (CPU) + the tiny model + the openai client.
+
+The layout DESIGN.md measured, checked end to end: each model is its own
+Serve application behind one gateway application; adding model B keeps
+model A's replica and every request to A succeeds meanwhile; removing B
+takes it off ``/v1/models`` and out of Serve.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from servesync.applying import GATEWAY_APP, RayApplier
+from servesync.config import Config
+from servesync.records import AppStatus
+from servesync.specs import ModelSpec
+from tests.e2e.conftest import TIMINGS
+
+pytestmark = pytest.mark.e2e
+
+START_DEADLINE_S = 180.0
+GATEWAY_DEADLINE_S = 60.0
+A = ("e2e-202601010000-tiny-a", "svc-e2e-a")
+B = ("e2e-202601010000-tiny-b", "svc-e2e-b")
+
+
+def tiny_spec(model: Path, suffix: str) -> ModelSpec:
+    return ModelSpec(
+        user_id="e2e", suffix=suffix, model_source=str(model), resolved_source=str(model),
+        num_replicas=1, autoscaling=None, gpus_per_replica=0, cpus_per_replica=1,
+        engine_kwargs={"max_model_len": 256},
+    )
+
+
+def wait_for(what: str, check: Callable[[], bool], *, deadline_s: float) -> float:
+    """Poll ``check`` until true; return the seconds it took, fail at the deadline."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > deadline_s:
+            pytest.fail(f"{what}: not reached within {deadline_s:.0f} s")
+        time.sleep(1.0)
+    return time.monotonic() - start
+
+
+def wait_running(applier: RayApplier, app_name: str) -> float:
+    def running() -> bool:
+        status = applier.observe().status(app_name)
+        assert status not in (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY), status
+        return status is AppStatus.RUNNING
+
+    return wait_for(f"{app_name} RUNNING", running, deadline_s=START_DEADLINE_S)
+
+
+def listed(client: OpenAI) -> set[str]:
+    try:
+        return {m.id for m in client.models.list().data}
+    except Exception:  # the gateway is (re)starting
+        return set()
+
+
+def ask(client: OpenAI, model: str) -> str:
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8,
+        temperature=0,
+    )
+    return reply.choices[0].message.content or ""
+
+
+@dataclass
+class Loop:
+    """Requests to one model, back to back, on a thread, until stopped."""
+
+    client: OpenAI
+    model: str
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if ask(self.client, self.model):
+                    self.ok += 1
+                else:
+                    self.failures.append("empty answer")
+            except Exception as e:  # every failure counts, whatever it is
+                self.failures.append(f"{type(e).__name__}: {e}")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@pytest.fixture(scope="module")
+def client(e2e_config: Config) -> OpenAI:
+    return OpenAI(base_url=e2e_config.serving.base_url, api_key="x", timeout=30.0,
+                  max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def served_a(applier: RayApplier, tiny_model: Path, client: OpenAI) -> Iterator[str]:
+    """Model A deployed as its own application and published by the gateway."""
+    start = time.monotonic()
+    applier.deploy_model(tiny_spec(tiny_model, "tiny-a"), app_name=A[1], public_id=A[0])
+    TIMINGS["deploy_model() call (A)"] = f"{time.monotonic() - start:.1f} s"
+    TIMINGS["model A start to RUNNING"] = f"{wait_running(applier, A[1]):.1f} s"
+    start = time.monotonic()
+    applier.deploy_gateway([A])
+    TIMINGS["deploy_gateway() call"] = f"{time.monotonic() - start:.1f} s"
+    took = wait_for("gateway lists A", lambda: listed(client) == {A[0]},
+                    deadline_s=GATEWAY_DEADLINE_S)
+    TIMINGS["gateway first deploy"] = f"{took:.1f} s"
+    yield A[0]
+
+
+def test_model_answers_through_the_gateway(
+    applier: RayApplier, client: OpenAI, served_a: str
+) -> None:
+    assert ask(client, served_a).strip()
+    assert {m.id for m in client.models.list().data} == {served_a}
+    observed = applier.observe()
+    assert observed.reachable
+    assert observed.status(A[1]) is AppStatus.RUNNING
+    assert observed.apps[A[1]].running_replicas == 1
+    assert observed.status(GATEWAY_APP) is AppStatus.RUNNING
+
+
+def test_adding_and_removing_b_leaves_a_alone(
+    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str
+) -> None:
+    a_replicas = applier.replica_actor_ids(A[1])
+    assert len(a_replicas) == 1
+    loop = Loop(client, served_a)
+    thread = threading.Thread(target=loop.run, name="requests-to-A")
+    thread.start()
+    try:
+        start = time.monotonic()
+        applier.deploy_model(tiny_spec(tiny_model, "tiny-b"), app_name=B[1], public_id=B[0])
+        TIMINGS["model B start to RUNNING"] = f"{wait_running(applier, B[1]):.1f} s"
+        gw_start = time.monotonic()
+        applier.deploy_gateway([A, B])
+        wait_for("gateway lists A and B", lambda: listed(client) == {A[0], B[0]},
+                 deadline_s=GATEWAY_DEADLINE_S)
+        wait_for("gateway RUNNING",
+                 lambda: applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING,
+                 deadline_s=GATEWAY_DEADLINE_S)
+        TIMINGS["gateway redeploy (A → A+B)"] = f"{time.monotonic() - gw_start:.1f} s"
+        TIMINGS["adding B, total"] = f"{time.monotonic() - start:.1f} s"
+        time.sleep(3.0)  # a few more requests to A through the new gateway replica
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    TIMINGS["requests to A while adding B"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    assert loop.failures == []
+    assert loop.ok > 0
+    assert applier.replica_actor_ids(A[1]) == a_replicas
+    assert ask(client, B[0]).strip()
+
+    applier.deploy_gateway([A])
+    took = wait_for("B leaves the gateway", lambda: listed(client) == {A[0]},
+                    deadline_s=GATEWAY_DEADLINE_S)
+    TIMINGS["gateway redeploy (A+B → A)"] = f"{took:.1f} s"
+    applier.delete_app(B[1])
+    took = wait_for("B's application deleted",
+                    lambda: applier.observe().status(B[1]) is AppStatus.MISSING,
+                    deadline_s=GATEWAY_DEADLINE_S)
+    TIMINGS["delete B's application"] = f"{took:.1f} s"
+    assert ask(client, served_a).strip()
+    assert applier.replica_actor_ids(A[1]) == a_replicas
