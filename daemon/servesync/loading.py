@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,18 +166,33 @@ def load_file(root: Path, rel: str, *, is_symlink: bool = False) -> LoadedFile:
     if not USER_ID_RE.fullmatch(parts[1]):
         return _file_issue(rel, IssueCode.INVALID, f"folder {parts[1]!r} is not a valid "
                            f"user id (^[a-z0-9][a-z0-9_-]{{0,31}}$)")
-    path = root / rel
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return _file_issue(rel, IssueCode.INVALID,
-                               f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
-        text = path.read_bytes().decode("utf-8-sig")
+        text = _read(root / rel).decode("utf-8-sig")
+    except _Unreadable as e:
+        return _file_issue(rel, IssueCode.INVALID, str(e))
     except UnicodeDecodeError as e:
         return _file_issue(rel, IssueCode.INVALID, f"not UTF-8: {e.reason} at byte {e.start}")
     except OSError as e:
         return _file_issue(rel, IssueCode.INVALID, f"cannot read: {e.strerror or e}")
     return LoadedFile(path=rel, user_id=parts[1], documents=parse_text(text, rel=rel))
+
+
+class _Unreadable(Exception):
+    """The file can't be read as a desired-state file (size, type)."""
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, refusing non-regular files and reading at most the limit + 1."""
+    info = path.lstat()
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unreadable("not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise _Unreadable(f"file is {info.st_size} bytes, over the {MAX_FILE_BYTES} byte limit")
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _Unreadable(f"file is over the {MAX_FILE_BYTES} byte limit")
+    return data
 
 
 def load_tree(root: Path) -> tuple[LoadedFile, ...]:

@@ -229,6 +229,13 @@ def test_undecodable_files_are_refused(tmp_path: Path, content: bytes, words: st
     assert words in loaded["users/a/f.yaml"].issues[0].message
 
 
+def test_special_files_are_not_read(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"users/a/ok.yaml": GOOD})
+    os.mkfifo(root / "users/a/pipe.yaml")  # reading it would block forever
+    loaded = _load(root)
+    assert "not a regular file" in loaded["users/a/pipe.yaml"].issues[0].message
+
+
 def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     loaded = _load(_write(tmp_path, {"users/a/f.yaml": b"\xef\xbb\xbf" + GOOD.encode()}))
     assert loaded["users/a/f.yaml"].documents[0].data == {"model_id": "m",
