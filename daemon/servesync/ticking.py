@@ -70,6 +70,7 @@ class Reconciler:
         self.store = store
         self.applier = applier
         self.clock = clock
+        self.ticks = int(store.meta().get("tick", 0))  # persisted only with real changes
 
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
@@ -93,14 +94,17 @@ class Reconciler:
         desired, observed = self.read(snapshot)
         actions = self.plan(desired, observed)
         errors = [i.render() for i in desired.issues()]
+        self.ticks += 1
+        tick = self.ticks
+        # Each action is recorded as soon as it is carried out (a crash loses at
+        # most the one in flight); an idle tick writes nothing.
         for action in actions:
             log.info("%s", act.describe(action))
             error = self._execute(action)
             if error:
                 errors.append(error)
-        tick = int(self.store.meta().get("tick", 0)) + 1
-        self.store.set_meta(tick=tick, revision=snapshot.revision,
-                            last_tick_at=self.clock().isoformat(timespec="seconds"))
+        if actions:
+            self.store.set_meta(tick=tick, revision=snapshot.revision)
         recorded = self.store.models()
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
