@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_validate(sub)
     _add_schema(sub)
+    _add_once(sub)
+    _add_plan(sub)
+    _add_status(sub)
+    _add_run(sub)
     return parser
 
 
@@ -107,6 +111,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         for issue in state.issues():
             print(issue.render())
+    sys.stdout.flush()
     print(_summary(state), file=sys.stderr)
     return 0 if state.ok else 1
 
@@ -164,3 +169,146 @@ def _cmd_schema(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+# --- once / plan / run: the reconcile tick ------------------------------------------
+
+
+def _config_arg(p: Any) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help=f"daemon config (default: ${config.CONFIG_ENV}, else "
+                   f"{config.DEFAULT_CONFIG_PATH} if it exists, else built-in defaults)")
+
+
+def _add_once(sub: Any) -> None:
+    p = sub.add_parser(
+        "once", help="run one reconcile tick (exit 0 converged, 1 not)",
+        description="Read the desired state, validate it, observe Ray, plan and apply one "
+        "tick, write the status files. With --wait, keep ticking until nothing is in "
+        "flight or the time is up. Exit 0 converged, 1 not (failed model, invalid file, "
+        "still deploying), 2 usage or config error, or another servesync holds the state.",
+    )
+    _config_arg(p)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="keep ticking up to SECONDS until converged (default: one tick)")
+    p.set_defaults(func=_cmd_once)
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from servesync import runtime
+
+    return _guarded(lambda cfg: runtime.once(cfg, wait_s=args.wait), args.config)
+
+
+def _add_plan(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan", help="print the actions a tick would take (exit 0 none, 1 some, 2 error)",
+        description="Like `once`, but only prints the plan: one line per action "
+        "(create, update, scale, start, retry, redeploy, stop, delete, gateway, record, "
+        "forget) with its reason. Changes nothing. Exit 0 nothing to do, 1 changes, "
+        "2 error (bad config, Ray unreachable).",
+    )
+    _config_arg(p)
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from servesync import runtime
+
+    return _guarded(runtime.plan, args.config)
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run the daemon (systemd: Type=notify)",
+        description="Watch the desired-state source and converge Ray Serve LLM: a tick on "
+        "every commit (watched) or fetch (remote), and every tick_interval_s for drift. "
+        "SIGTERM/SIGINT stop it (models keep serving), SIGHUP reloads the config and "
+        "fetches. Exit 0 stopped, 1 crashed, 2 config error or state dir locked.",
+    )
+    _config_arg(p)
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="one line per event on stderr: text, or JSON for machines")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from servesync import daemon, runtime
+    from servesync.logs import setup_logging
+    from servesync.sdnotify import Notifier
+
+    setup_logging(fmt=args.log_format, level=args.log_level.upper())
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        return _error(str(e))
+    return daemon.run_daemon(
+        cfg, ticker_factory=lambda c: runtime.reconciler(c, lock=False),
+        notifier=Notifier.from_env(),
+    )
+
+
+def _guarded(fn: Any, config_path: str | None) -> int:
+    """Load the config and run ``fn(cfg)``; servesync's own errors exit 2 with a message."""
+    from servesync.errors import ServesyncError
+
+    try:
+        cfg = config.load(config_path)
+        code: int = fn(cfg)
+    except ServesyncError as e:
+        return _error(str(e))
+    return code
+
+
+# --- status -------------------------------------------------------------------------
+
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser(
+        "status", help="show the models from the status files",
+        description="Print the status files' models as a table (id, state, replicas, "
+        "revision, error), or index.json with --json. Reads files only; needs no Ray. "
+        "With --wait, wait until every enabled model is RUNNING (exit 0) or the time is "
+        "up (exit 1).",
+    )
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="print index.json as it is")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for every model to be RUNNING or STOPPED")
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from servesync import publishing
+    from servesync.errors import ServesyncError
+
+    try:
+        status_dir = Path(config.load(args.config).status_dir)
+    except ConfigError as e:
+        return _error(str(e))
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            index = publishing.load_index(status_dir)
+        except ServesyncError as e:
+            index, problem = None, str(e)
+        if index is not None and _all_up(index):
+            break
+        if time.monotonic() >= deadline:
+            if index is None:
+                return _error(problem)
+            break
+        time.sleep(1.0)
+    if args.json:
+        print(json.dumps(index, indent=2))
+    else:
+        print(publishing.render_table(status_dir))
+    return 0 if (not args.wait or _all_up(index)) else 1
+
+
+def _all_up(index: dict[str, Any]) -> bool:
+    models = index.get("models") or []
+    return bool(models) and all(m.get("state") in ("RUNNING", "STOPPED") for m in models)

@@ -10,6 +10,8 @@ Called by the CLI with a ticker factory (the reconcile tick lives in
   job (``poll_interval_s``: a tick only if the fetched tip changed). Triggers
   arriving during a tick coalesce into exactly one more tick after it;
 * a tick that raises is logged with its traceback, and the loop goes on;
+* a tick that leaves work in flight (``settled`` false: a model loading, a
+  deletion waiting for the gateway) is followed by another ``FOLLOW_UP_S`` later;
 * sd_notify: READY=1 once the first tick attempt has finished (failed or
   not: STATUS then says why), WATCHDOG=1 from the worker thread itself
   (a stuck tick stops the pings, so systemd restarts a wedged daemon),
@@ -35,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 STOP_GRACE_S = 8.0  # finish the current tick; systemd's TimeoutStopSec is 15
+FOLLOW_UP_S = 2.0  # a tick that left work in flight (a model loading) is followed up this soon
 IDLE_WAKE_S = 1.0
 
 
@@ -273,9 +276,18 @@ class DaemonLoop:
         if snapshot.error:
             text += f"; source: {snapshot.error}"
         self.notifier.status(text[:200])
+        if not getattr(result, "settled", bool(result)):
+            self._follow_up()
         quiet = text.split(" ", 2)[2] == self._last_status  # same outcome as last time
         log.log(logging.DEBUG if quiet else logging.INFO, "%s in %.2f s", text, took)
         self._last_status = text.split(" ", 2)[2]
+
+    def _follow_up(self) -> None:
+        """Tick again soon: a deploy or deletion is in flight (not settled)."""
+        when = datetime.now(UTC) + timedelta(seconds=FOLLOW_UP_S)
+        with contextlib.suppress(Exception):  # the scheduler is shut down while stopping
+            self._scheduler.add_job(self.triggers.fire, "date", args=("follow-up",),
+                                    id="follow-up", replace_existing=True, run_date=when)
 
     def _reload(self) -> None:
         """SIGHUP: new config if valid (same state_dir), then fetch now."""
