@@ -139,6 +139,13 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # ray.init() reconfigures the root logger (its own JSON format); servesync's
+    # loggers keep this handler whatever Ray does to the root.
+    ours = logging.getLogger("servesync")
+    for old in list(ours.handlers):
+        ours.removeHandler(old)
+    ours.addHandler(handler)
+    ours.propagate = False
     for noisy in ("apscheduler", "watchfiles", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler

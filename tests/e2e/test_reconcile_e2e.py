@@ -1,0 +1,183 @@
+"""The reconcile tick end to end: real files → Reconciler → real Ray Serve LLM.
+
+One scenario in phases, as an operator lives it (issue 3), each asserting
+what a user would see through the real ``openai`` client and the status
+files: add A → answers; add B while a client loops on A → A's replica is the
+same and every request succeeded; scale A → B untouched; break B's file →
+B keeps serving its last good version and status shows the 400; delete B →
+gone from /v1/models and Ray; restart servesync → no redeploy; ``serve
+delete`` A by hand → the next tick restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from servesync.applying import RayApplier
+from servesync.config import Config
+from servesync.records import AppStatus, ModelRecord, State
+from servesync.sources import DirectorySource
+from servesync.store import Store
+from servesync.ticking import Reconciler, TickResult
+from tests.e2e.conftest import TIMINGS
+from tests.e2e.test_applier_e2e import Loop, ask, listed, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CONVERGE_DEADLINE_S = 300.0
+MODEL = """\
+model_id: {suffix}
+model_source: $HOME/common/hf/tiny
+num_replicas: {replicas}
+cpus_per_replica: 1
+engine_kwargs:
+  max_model_len: 256
+"""
+
+
+class World:
+    """The desired tree, the store and a reconciler, as the daemon holds them."""
+
+    def __init__(self, config: Config, applier: RayApplier, root: Path) -> None:
+        self.config, self.applier, self.root = config, applier, root
+        self.source = DirectorySource(root)
+        self.reconciler = self.restart()
+
+    def restart(self) -> Reconciler:
+        """A fresh Reconciler on the same state dir, like a restarted daemon."""
+        store = Store(Path(self.config.state_dir))
+        self.reconciler = Reconciler(self.config, store=store, applier=self.applier)
+        return self.reconciler
+
+    def write(self, user: str, suffix: str, text: str) -> None:
+        path = self.root / "users" / user / f"{suffix}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def tick(self) -> TickResult:
+        return self.reconciler.tick(self.source.refresh())
+
+    def converge(self, what: str) -> TickResult:
+        start = time.monotonic()
+        result = self.tick()
+        while not result.settled:
+            if time.monotonic() - start > CONVERGE_DEADLINE_S:
+                pytest.fail(f"{what}: not settled in {CONVERGE_DEADLINE_S:.0f} s: {result}")
+            time.sleep(1.0)
+            result = self.tick()
+        TIMINGS[what] = f"{time.monotonic() - start:.1f} s"
+        return result
+
+    def model(self, suffix: str) -> ModelRecord:
+        (rec,) = [r for r in self.reconciler.store.models().values() if r.suffix == suffix]
+        return rec
+
+    def index(self) -> dict[str, object]:
+        data: dict[str, object] = json.loads(
+            (Path(self.config.status_dir) / "index.json").read_text())
+        return data
+
+
+@pytest.fixture(scope="module")
+def world(applier: RayApplier, e2e_config: Config, tiny_model: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> World:
+    base = tmp_path_factory.mktemp("reconcile")
+    storage = base / "private"
+    shutil.copytree(tiny_model, storage / "hf" / "tiny")  # inside the storage root
+    config = replace(e2e_config, storage_root=str(storage), state_dir=str(base / "state"),
+                     status_dir=str(base / "status"))
+    Path(config.state_dir).mkdir()
+    return World(config, applier, base / "desired")
+
+
+@pytest.fixture(scope="module")
+def client(e2e_config: Config) -> OpenAI:
+    return OpenAI(base_url=e2e_config.serving.base_url, api_key="x", timeout=30.0,
+                  max_retries=0)
+
+
+def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> None:
+    # --- add A: it answers through the gateway -----------------------------------------
+    world.write("alice", "a", MODEL.format(suffix="a", replicas=1))
+    result = world.converge("reconcile: add A until settled")
+    assert result.converged, result
+    a = world.model("a")
+    assert a.state is State.RUNNING
+    assert a.public_id.startswith("alice-") and a.public_id.endswith("-a")
+    assert ask(client, a.public_id).strip()
+    assert listed(client) == {a.public_id}
+
+    # --- add B while a client loops on A ------------------------------------------------
+    a_replicas = applier.replica_actor_ids(a.app_name)
+    loop = Loop(client, a.public_id)
+    thread = threading.Thread(target=loop.run, name="requests-to-A")
+    thread.start()
+    try:
+        world.write("bob", "b", MODEL.format(suffix="b", replicas=1))
+        world.converge("reconcile: add B until settled")
+        time.sleep(2.0)
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    TIMINGS["reconcile: requests to A while adding B"] = (
+        f"{loop.ok} ok, {len(loop.failures)} failed")
+    assert loop.failures == [] and loop.ok > 0
+    assert applier.replica_actor_ids(a.app_name) == a_replicas
+    b = world.model("b")
+    assert ask(client, b.public_id).strip()
+    assert listed(client) == {a.public_id, b.public_id}
+
+    # --- scale A: B is not touched --------------------------------------------------------
+    b_replicas = applier.replica_actor_ids(b.app_name)
+    world.write("alice", "a", MODEL.format(suffix="a", replicas=2))
+    world.converge("reconcile: scale A to 2 until settled")
+    assert world.model("a").state is State.RUNNING
+    assert applier.observe().apps[a.app_name].running_replicas == 2
+    assert applier.replica_actor_ids(b.app_name) == b_replicas
+    assert any(e.kind == "SCALED" for e in world.model("a").events)
+
+    # --- break B's file: B keeps serving its last good version, status shows the 400 ------
+    world.write("bob", "b", MODEL.format(suffix="b", replicas="many"))
+    result = world.tick()
+    assert not result.actions and not result.converged
+    assert world.model("b").state is State.RUNNING
+    assert world.model("b").spec_hash == b.spec_hash
+    errors = world.index()["errors"]
+    assert isinstance(errors, list) and errors
+    assert errors[0]["code"] == 400 and errors[0]["path"] == "users/bob/b.yaml"
+    assert ask(client, b.public_id).strip()
+
+    # --- delete B: gone from /v1/models and from Ray -------------------------------------
+    (world.root / "users" / "bob" / "b.yaml").unlink()
+    world.converge("reconcile: delete B until settled")
+    assert listed(client) == {a.public_id}
+    assert applier.observe().status(b.app_name) is AppStatus.MISSING
+    assert not (Path(world.config.status_dir) / "models" / f"{b.model_key}.json").exists()
+
+    # --- restart servesync: nothing is redeployed ---------------------------------------
+    a_replicas = applier.replica_actor_ids(a.app_name)
+    world.reconciler.store.close()
+    world.restart()
+    result = world.tick()
+    assert result.actions == () and result.converged
+    assert applier.replica_actor_ids(a.app_name) == a_replicas
+
+    # --- `serve delete` A by hand: the next tick restores it ------------------------------
+    from ray import serve
+
+    serve.delete(a.app_name)
+    wait_for("A deleted by hand", lambda: applier.observe().status(a.app_name)
+             is AppStatus.MISSING, deadline_s=120)
+    result = world.tick()
+    assert [str(x.kind) for x in result.actions] == ["gateway", "redeploy"]
+    world.converge("reconcile: restore A after serve.delete")
+    assert world.model("a").public_id == a.public_id
+    assert ask(client, a.public_id).strip()
