@@ -69,7 +69,13 @@ class RayApplier:
         return self._connected
 
     def connect(self) -> None:
-        """Connect to Ray and start Serve's HTTP proxy; a no-op when connected."""
+        """Connect to Ray and start Serve's HTTP proxy; a no-op when connected.
+
+        Ray 2.60 enables token auth for a cluster started while
+        ``~/.ray/auth_token`` exists. A driver finds the token by itself only
+        for address ``"auto"``; with an explicit ``host:port`` set
+        ``RAY_AUTH_MODE=token`` in servesync's environment.
+        """
         if self._connected and ray.is_initialized():
             return
         self._bounded(self._connect, what="connect to Ray", timeout_s=CONNECT_TIMEOUT_S)

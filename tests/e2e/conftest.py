@@ -42,6 +42,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def timings() -> dict[str, str]:
+    """Durations the tests measured, printed in the terminal summary."""
+    return TIMINGS
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from servesync import tinymodel
 

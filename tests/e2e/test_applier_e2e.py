@@ -21,7 +21,6 @@ from servesync.applying import GATEWAY_APP, RayApplier
 from servesync.config import Config
 from servesync.records import AppStatus
 from servesync.specs import ModelSpec
-from tests.e2e.conftest import TIMINGS
 
 pytestmark = pytest.mark.e2e
 
@@ -104,18 +103,20 @@ def client(e2e_config: Config) -> OpenAI:
 
 
 @pytest.fixture(scope="module")
-def served_a(applier: RayApplier, tiny_model: Path, client: OpenAI) -> Iterator[str]:
+def served_a(
+    applier: RayApplier, tiny_model: Path, client: OpenAI, timings: dict[str, str]
+) -> Iterator[str]:
     """Model A deployed as its own application and published by the gateway."""
     start = time.monotonic()
     applier.deploy_model(tiny_spec(tiny_model, "tiny-a"), app_name=A[1], public_id=A[0])
-    TIMINGS["deploy_model() call (A)"] = f"{time.monotonic() - start:.1f} s"
-    TIMINGS["model A start to RUNNING"] = f"{wait_running(applier, A[1]):.1f} s"
+    timings["deploy_model() call (A)"] = f"{time.monotonic() - start:.1f} s"
+    timings["model A start to RUNNING"] = f"{wait_running(applier, A[1]):.1f} s"
     start = time.monotonic()
     applier.deploy_gateway([A])
-    TIMINGS["deploy_gateway() call"] = f"{time.monotonic() - start:.1f} s"
+    timings["deploy_gateway() call"] = f"{time.monotonic() - start:.1f} s"
     took = wait_for("gateway lists A", lambda: listed(client) == {A[0]},
                     deadline_s=GATEWAY_DEADLINE_S)
-    TIMINGS["gateway first deploy"] = f"{took:.1f} s"
+    timings["gateway first deploy"] = f"{took:.1f} s"
     yield A[0]
 
 
@@ -132,7 +133,8 @@ def test_model_answers_through_the_gateway(
 
 
 def test_adding_and_removing_b_leaves_a_alone(
-    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str
+    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
+    timings: dict[str, str],
 ) -> None:
     a_replicas = applier.replica_actor_ids(A[1])
     assert len(a_replicas) == 1
@@ -142,7 +144,7 @@ def test_adding_and_removing_b_leaves_a_alone(
     try:
         start = time.monotonic()
         applier.deploy_model(tiny_spec(tiny_model, "tiny-b"), app_name=B[1], public_id=B[0])
-        TIMINGS["model B start to RUNNING"] = f"{wait_running(applier, B[1]):.1f} s"
+        timings["model B start to RUNNING"] = f"{wait_running(applier, B[1]):.1f} s"
         gw_start = time.monotonic()
         applier.deploy_gateway([A, B])
         wait_for("gateway lists A and B", lambda: listed(client) == {A[0], B[0]},
@@ -150,13 +152,13 @@ def test_adding_and_removing_b_leaves_a_alone(
         wait_for("gateway RUNNING",
                  lambda: applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING,
                  deadline_s=GATEWAY_DEADLINE_S)
-        TIMINGS["gateway redeploy (A → A+B)"] = f"{time.monotonic() - gw_start:.1f} s"
-        TIMINGS["adding B, total"] = f"{time.monotonic() - start:.1f} s"
+        timings["gateway redeploy (A → A+B)"] = f"{time.monotonic() - gw_start:.1f} s"
+        timings["adding B, total"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(3.0)  # a few more requests to A through the new gateway replica
     finally:
         loop.stop()
         thread.join(timeout=60)
-    TIMINGS["requests to A while adding B"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    timings["requests to A while adding B"] = f"{loop.ok} ok, {len(loop.failures)} failed"
     assert loop.failures == []
     assert loop.ok > 0
     assert applier.replica_actor_ids(A[1]) == a_replicas
@@ -165,11 +167,11 @@ def test_adding_and_removing_b_leaves_a_alone(
     applier.deploy_gateway([A])
     took = wait_for("B leaves the gateway", lambda: listed(client) == {A[0]},
                     deadline_s=GATEWAY_DEADLINE_S)
-    TIMINGS["gateway redeploy (A+B → A)"] = f"{took:.1f} s"
+    timings["gateway redeploy (A+B → A)"] = f"{took:.1f} s"
     applier.delete_app(B[1])
     took = wait_for("B's application deleted",
                     lambda: applier.observe().status(B[1]) is AppStatus.MISSING,
                     deadline_s=GATEWAY_DEADLINE_S)
-    TIMINGS["delete B's application"] = f"{took:.1f} s"
+    timings["delete B's application"] = f"{took:.1f} s"
     assert ask(client, served_a).strip()
     assert applier.replica_actor_ids(A[1]) == a_replicas

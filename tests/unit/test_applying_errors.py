@@ -1,6 +1,9 @@
-"""Ray's exceptions map to Transient or Permanent by type, never by message text."""
+"""Ray's exceptions map to Transient or Permanent by type; Ray calls run under a deadline."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
@@ -38,3 +41,36 @@ def test_classify_by_type(error: BaseException, kind: type[Exception]) -> None:
     out = applying.classify(error, what="deploy x")
     assert type(out) is kind
     assert str(out).startswith("cannot deploy x: ")
+
+
+def test_a_hung_ray_call_times_out_and_blocks_no_later_tick() -> None:
+    """A call stuck (e.g. on a dead GCS) fails at its deadline; while it is
+    still stuck, other calls fail fast; once it returns, calls work again."""
+    ray_thread = applying._RayThread()
+    release = threading.Event()
+    with pytest.raises(TransientError, match="no answer from Ray"):
+        ray_thread.call(lambda: release.wait(10), what="hang", timeout_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="still busy"):
+        ray_thread.call(lambda: 1, what="observe", timeout_s=5)
+    assert time.monotonic() - started < 1.0
+    release.set()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert ray_thread.call(lambda: 42, what="observe", timeout_s=5) == 42
+            break
+        except TransientError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_errors_raised_on_the_ray_thread_reach_the_caller() -> None:
+    ray_thread = applying._RayThread()
+
+    def boom() -> None:
+        raise KeyError("LLMServer:x does not exist")
+
+    with pytest.raises(KeyError):
+        ray_thread.call(boom, what="boom", timeout_s=5)
+    assert ray_thread.call(lambda: "next", what="next", timeout_s=5) == "next"
