@@ -1,0 +1,36 @@
+"""The README's examples stay true: its config loads, its model file validates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from servesync import config, validating
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_config_example_loads(tmp_path: Path) -> None:
+    (block,) = [b for b in yaml_blocks() if "state_dir:" in b]
+    path = tmp_path / "servesync.yaml"
+    path.write_text(block)
+    cfg = config.load(path)
+    assert cfg.serving.accelerator_type == "H20"
+    assert cfg.source.git_url is not None and cfg.ray.address == "auto"
+
+
+def test_readme_model_example_validates(tmp_path: Path) -> None:
+    (block,) = [b for b in yaml_blocks() if "model_id:" in b]
+    user = tmp_path / "users" / "alice"
+    user.mkdir(parents=True)
+    (user / "chat.yaml").write_text(block)
+    cfg = config.Config(storage_root=str(tmp_path / "private"))
+    state = validating.validate_tree(tmp_path, cfg)
+    assert state.ok, [i.render() for i in state.issues()]
+    (spec,) = state.specs
+    assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
+    assert spec.resolved_source == str(tmp_path / "private" / "hf" / "Qwen2.5-0.5B-Instruct")
