@@ -120,6 +120,8 @@ class RayApplier:
         finally:
             ray.shutdown()
             self._connected = False
+            self._owns_cluster = False
+            self._gcs = None
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
                 self._temp_dir = None

@@ -118,6 +118,12 @@ def served_a(
                     deadline_s=GATEWAY_DEADLINE_S)
     timings["gateway first deploy"] = f"{took:.1f} s"
     yield A[0]
+    # Leave the session's Ray as found, for the next e2e module.
+    applier.deploy_gateway([])
+    applier.delete_app(A[1])
+    wait_for("A and the gateway deleted",
+             lambda: not {A[1], GATEWAY_APP} & set(applier.observe().apps),
+             deadline_s=GATEWAY_DEADLINE_S)
 
 
 def test_model_answers_through_the_gateway(
