@@ -1,0 +1,64 @@
+"""The generated tiny model: the shape vLLM CPU accepts, a chat template, idempotence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servesync import tinymodel
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tinymodel.generate(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def test_config_has_the_shape_vllm_cpu_accepts(model: Path) -> None:
+    config = json.loads((model / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 128)
+    assert (config["num_attention_heads"], config["head_dim"]) == (2, 64)
+    assert config["vocab_size"] == 512
+    assert tinymodel.is_complete(model)
+
+
+def test_tokenizer_has_512_tokens_and_a_chat_template(model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    assert len(tok) == 512
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Hello!"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt == "<s><|user|>Hello!</s><|assistant|>"
+    assert tok.decode(tok("Hello there")["input_ids"]) == "Hello there"
+
+
+def test_a_complete_model_is_left_as_it_is(model: Path) -> None:
+    weights = model / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert tinymodel.generate(model) == model
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_an_incomplete_folder_is_replaced(tmp_path: Path) -> None:
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    (dest / "config.json").write_text("{}")
+    tinymodel.generate(dest)
+    assert tinymodel.is_complete(dest)
+    assert json.loads((dest / "config.json").read_text())["hidden_size"] == 128
+
+
+def test_cli_usage_error_exits_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "servesync.tinymodel"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "usage" in done.stderr
