@@ -133,8 +133,8 @@ class RayApplier:
         try:
             self._ensure_reachable()
             status = self._bounded(serve.status, what="read serve.status()")
-        except ServesyncError:
-            return Observed(reachable=False)
+        except ServesyncError as e:
+            return Observed(reachable=False, error=str(e))
         apps: dict[str, AppObservation] = {}
         for name, app in status.applications.items():
             running = sum(

@@ -212,8 +212,8 @@ def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: st
 
 def _running(rec: ModelRecord, clock: Clock, message: str) -> RecordOnly:
     return _record(rec, clock, EventKind.RUNNING, message, message, state=State.RUNNING,
-                   enabled=True, applied_hash=rec.spec_hash, applied_revision=rec.attempted_revision,
-                   error_summary=None, attempts=0)
+                   enabled=True, applied_hash=rec.spec_hash,
+                   applied_revision=rec.attempted_revision, error_summary=None, attempts=0)
 
 
 def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:

@@ -155,6 +155,7 @@ class Observed:
 
     apps: dict[str, AppObservation] = field(default_factory=dict)
     reachable: bool = True
+    error: str = ""  # why Ray could not be asked, when not reachable
 
     def status(self, app_name: str) -> AppStatus:
         obs = self.apps.get(app_name)

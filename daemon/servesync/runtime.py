@@ -27,11 +27,11 @@ ONCE_POLL_S = 2.0
 
 
 def _applier(config: Config):  # type: ignore[no-untyped-def]
+    """The Ray applier, not yet connected: its first observe() connects, and a
+    Ray that is down then shows as "unreachable" in the status, not a crash."""
     from servesync.applying import RayApplier  # the only module that imports ray
 
-    applier = RayApplier(config)
-    applier.connect()
-    return applier
+    return RayApplier(config)
 
 
 @contextmanager

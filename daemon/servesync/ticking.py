@@ -78,8 +78,9 @@ class Reconciler:
         try:
             observed = self.applier.observe()
         except TransientError as e:
-            log.warning("ray unreachable: %s", e)
-            observed = Observed(reachable=False)
+            observed = Observed(reachable=False, error=str(e))
+        if not observed.reachable:
+            log.warning("Ray unreachable: %s", observed.error or "no answer")
         return desired, observed
 
     def plan(self, desired: DesiredState, observed: Observed) -> tuple[act.Action, ...]:
@@ -150,7 +151,8 @@ class Reconciler:
                  observed: Observed, tick: int, snapshot: Snapshot) -> None:
         source_error = snapshot.error
         if not observed.reachable:
-            source_error = (source_error + "; " if source_error else "") + "Ray unreachable"
+            ray_error = "Ray unreachable" + (f": {observed.error}" if observed.error else "")
+            source_error = f"{source_error}; {ray_error}" if source_error else ray_error
         publishing.publish(
             Path(self.config.status_dir), records=recorded, desired=desired, observed=observed,
             tick=tick, revision=snapshot.revision, source_error=source_error,
