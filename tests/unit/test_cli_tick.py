@@ -1,0 +1,94 @@
+"""``servesync once``, ``plan`` and ``status`` through the CLI, Ray replaced by the fake.
+
+The real Ray path of the same commands is covered by tests/e2e; here the
+exit codes, output and the state-dir lock are checked in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from servesync import cli, runtime
+from servesync.locking import StateLock
+from tests.unit.test_ticking import FakeRay
+
+MODEL = "model_id: tiny\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
+
+
+class SettlingRay(FakeRay):
+    """Every observe() first lets what was submitted come up."""
+
+    def observe(self):  # type: ignore[no-untyped-def]
+        observed = super().observe()
+        self.settle()
+        return observed
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, SettlingRay]:
+    root = tmp_path / "desired"
+    (root / "users" / "alice").mkdir(parents=True)
+    (root / "users" / "alice" / "tiny.yaml").write_text(MODEL)
+    (tmp_path / "private" / "hf" / "tiny").mkdir(parents=True)
+    cfg = tmp_path / "servesync.yaml"
+    cfg.write_text(
+        f"source: {{path: {root}}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"storage_root: {tmp_path / 'private'}\nserving: {{accelerator_type: cpu}}\n"
+    )
+    ray = SettlingRay()
+    monkeypatch.setattr(runtime, "_applier", lambda config: ray)
+    monkeypatch.setattr(runtime, "ONCE_POLL_S", 0.0)
+    ray.shutdown = lambda: None  # type: ignore[attr-defined]
+    return cfg, tmp_path / "state", ray
+
+
+def test_plan_then_once_then_status(setup: tuple[Path, Path, SettlingRay],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _state, ray = setup
+    assert cli.main(["plan", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("create   alice-") and "new model" in out
+    assert ray.calls == []  # plan changes nothing
+
+    assert cli.main(["once", "--config", str(cfg)]) == 1  # submitted, not yet converged
+    assert cli.main(["once", "--config", str(cfg), "--wait", "30"]) == 0
+    assert "converged" in capsys.readouterr().out
+
+    assert cli.main(["plan", "--config", str(cfg)]) == 0
+    assert "noop" in capsys.readouterr().out
+
+    assert cli.main(["status", "--config", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert "RUNNING" in table and "alice-" in table
+    assert cli.main(["status", "--config", str(cfg), "--json"]) == 0
+    index = json.loads(capsys.readouterr().out)
+    assert index["models"][0]["state"] == "RUNNING"
+
+
+def test_once_is_refused_while_another_servesync_holds_the_state(
+        setup: tuple[Path, Path, SettlingRay], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, state, ray = setup
+    state.mkdir()
+    with StateLock(state):
+        assert cli.main(["once", "--config", str(cfg)]) == 2
+    assert "another servesync" in capsys.readouterr().err
+    assert ray.calls == []
+
+
+def test_status_without_status_files_is_a_clear_error(
+        setup: tuple[Path, Path, SettlingRay], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _, _ = setup
+    assert cli.main(["status", "--config", str(cfg)]) == 2
+    assert "index.json" in capsys.readouterr().err
+
+
+def test_status_wait_times_out_when_not_running(
+        setup: tuple[Path, Path, SettlingRay], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _, _ = setup
+    assert cli.main(["once", "--config", str(cfg)]) == 1  # DEPLOYING
+    capsys.readouterr()
+    assert cli.main(["status", "--config", str(cfg), "--wait", "0.5"]) == 1
+    assert "DEPLOYING" in capsys.readouterr().out
