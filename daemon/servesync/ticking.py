@@ -120,9 +120,11 @@ class Reconciler:
         try:
             match action:
                 case act.Deploy(record=rec, spec=spec):
+                    # Write ahead: a crash between the two leaves a DEPLOYING record
+                    # that the planner resubmits, never an application with no record.
+                    self.store.put(rec)
                     self.applier.deploy_model(spec, app_name=rec.app_name,
                                               public_id=rec.public_id)
-                    self.store.put(rec)
                 case act.DeleteApp(record=rec):
                     self.applier.delete_app(rec.app_name)
                 case act.UpdateGateway(members=members):

@@ -214,3 +214,20 @@ def test_delete_leaves_gateway_before_app(env: tuple[Config, Path]) -> None:
     assert ("delete", b.app_name) in ray.calls
     assert b.public_id not in ray.calls[kinds.index("gateway")][1]
     assert [m.suffix for m in rec.store.models().values()] == ["a"]
+
+
+def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
+        env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    ray.fail_next = RuntimeError("process killed mid-submit")  # not a servesync error
+    with pytest.raises(RuntimeError):
+        rec.tick(snap)
+    (model,) = rec.store.models().values()
+    assert model.state is State.DEPLOYING and ray.apps == {}
+    converge(rec, ray, snap, ticks=10)
+    assert list(rec.store.models()) == [model.model_key]  # same name, no second admission
+    assert ("deploy", model.public_id) in ray.calls
