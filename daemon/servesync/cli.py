@@ -51,7 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (argparse's own exits included)."""
+    """Run one command; returns the exit code (argparse's own exits included).
+
+    Called as the program (``argv`` None: the console script, ``python -m
+    servesync``) after a command that loaded Ray, the process ends here with
+    ``os._exit`` once output is flushed: measured with Ray 2.60 + vLLM, a
+    ``servesync run`` that had deployed a model and stopped cleanly on SIGTERM
+    was killed by SIGABRT in the interpreter's final garbage collection
+    (exit -6 instead of 0), which systemd reports as a failed stop. Every
+    resource is already released by then (lock, store, Ray connection).
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -61,7 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     code: int = args.func(args)
+    if argv is None and "ray" in sys.modules:
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """Flush logs and stdio, then end the process without interpreter finalization."""
+    import contextlib
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _error(message: str) -> int:
