@@ -1,0 +1,345 @@
+"""``servesync run`` as a real process, against a real external Ray cluster (issue 4).
+
+Everything is real: a ``ray start --head`` cluster with its own temp dir,
+ports and auth token (:class:`tests.e2e.processes.RayHead`), the daemon as
+a ``servesync run --config FILE`` subprocess, a desired-state git repository
+the test commits to with ``git``, an AF_UNIX datagram socket as systemd's
+``NOTIFY_SOCKET``, real signals and the real ``openai`` client. The test
+process never joins the cluster as a driver: Serve's replicas (with their
+actor ids) are read from the cluster's dashboard REST API.
+
+Two tests share one daemon and one model, in order:
+
+* git mode: a commit on ``main`` is served and recorded with its SHA; a
+  scale commit runs 2 replicas; a bad commit is reported (400, path, SHA)
+  while the model keeps serving its last good version; the fix clears it; a
+  commit on another branch changes nothing. The time from ``git commit``
+  returning to index.json showing the new revision is printed.
+* lifecycle: READY=1 after the first tick, STATUS= lines, a second ``run``
+  and a ``once`` are refused by the state lock (exit 2), SIGTERM exits 0
+  quickly with STOPPING=1 while the model keeps answering, and a restarted
+  daemon adopts the model: same replica actors, no deploy or scale event,
+  every request answered throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai import OpenAI
+
+from tests.e2e.conftest import REPLICA_ENV, TIMINGS, free_port
+from tests.e2e.processes import Daemon, GitRepo, NotifySocket, RayHead, run_cli, tail
+from tests.e2e.test_applier_e2e import Loop, ask, listed, wait_for
+
+pytestmark = pytest.mark.e2e
+
+READY_DEADLINE_S = 300.0  # ray.init + serve.start (controller, proxy) + the first tick
+REVISION_DEADLINE_S = 60.0  # a commit reaches index.json in about a second
+RUNNING_DEADLINE_S = 600.0  # a CPU model takes 35-80 s, more when other tests run
+GATEWAY_DEADLINE_S = 120.0
+STOP_DEADLINE_S = 10.0
+MODEL_FILE = "users/alice/tiny.yaml"
+MODEL = """\
+model_id: tiny
+model_source: $HOME/common/hf/tiny
+num_replicas: {replicas}
+cpus_per_replica: 1
+engine_kwargs:
+  max_model_len: 256
+"""
+
+
+class World:
+    """The cluster, the repository, the daemon's config and the running daemon."""
+
+    def __init__(self, head: RayHead, base: Path, tiny_model: Path) -> None:
+        self.head, self.base = head, base
+        shutil.copytree(tiny_model, base / "private" / "hf" / "tiny")
+        self.repo = GitRepo(base / "desired")
+        self.initial_sha, _ = self.repo.commit({"README.md": "desired state\n"}, "empty")
+        self.status_dir = base / "status"
+        self.http_port = free_port()
+        self.config_path = base / "servesync.yaml"
+        self.config_path.write_text(json.dumps({  # JSON is YAML
+            "source": {"path": str(self.repo.path), "branch": "main"},
+            "state_dir": str(base / "state"),
+            "status_dir": str(self.status_dir),
+            "storage_root": str(base / "private"),
+            "ray": {"address": head.address},
+            "serving": {
+                "accelerator_type": "cpu", "http_host": "127.0.0.1",
+                "http_port": self.http_port, "deploy_timeout_s": 600,
+                "replica_env": dict(REPLICA_ENV),
+            },
+            "tick_interval_s": 30,
+        }, indent=2))  # fmt: skip
+        self.notify = NotifySocket()
+        self.daemons: list[Daemon] = []
+        self.client = OpenAI(base_url=f"http://127.0.0.1:{self.http_port}/v1", api_key="x",
+                             timeout=30.0, max_retries=0)
+
+    # -- processes --------------------------------------------------------------------
+
+    def env(self, *, notify: bool = True) -> dict[str, str]:
+        env = self.head.driver_env()
+        env.pop("NOTIFY_SOCKET", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        if notify:
+            env["NOTIFY_SOCKET"] = str(self.notify.path)
+        return env
+
+    def start_daemon(self) -> Daemon:
+        log = self.base / f"daemon-{len(self.daemons) + 1}.log"
+        daemon = Daemon(self.config_path, log, self.env()).start()
+        self.daemons.append(daemon)
+        return daemon
+
+    @property
+    def daemon(self) -> Daemon:
+        return self.daemons[-1]
+
+    def close(self) -> None:
+        for daemon in self.daemons:
+            daemon.close()
+        self.notify.close()
+
+    @contextmanager
+    def explained(self) -> Iterator[None]:
+        """On any failure, print what the daemons, Ray and the status files said."""
+        try:
+            yield
+        except BaseException:
+            for daemon in self.daemons:
+                print(f"\n===== {daemon.log_path.name} (tail) =====\n{daemon.log()}")
+            print(f"\n===== ray start =====\n{tail(self.head.log_path, 2000)}")
+            print(f"\n===== index.json =====\n{tail(self.status_dir / 'index.json', 4000)}")
+            print(f"\n===== sd_notify =====\n{self.notify.texts()}")
+            raise
+
+    # -- status files -----------------------------------------------------------------
+
+    def index(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.status_dir / "index.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return data
+
+    def model(self) -> dict[str, Any]:
+        """The one model's line in index.json ({} while there is none)."""
+        models = self.index().get("models") or []
+        assert len(models) <= 1, models
+        return models[0] if models else {}
+
+    def model_doc(self) -> dict[str, Any]:
+        key = self.model()["model_key"]
+        data: dict[str, Any] = json.loads(
+            (self.status_dir / "models" / f"{key}.json").read_text())
+        return data
+
+    def commit(self, files: dict[str, str], message: str, timing: str) -> str:
+        """Commit on main; wait for index.json to show the SHA; record how long it took."""
+        sha, committed = self.repo.commit(files, message)
+        wait_for(f"index.json at {sha[:12]} ({message})",
+                 lambda: self.index().get("revision") == sha, deadline_s=REVISION_DEADLINE_S)
+        TIMINGS[f"daemon: git commit → index.json revision ({timing})"] = (
+            f"{time.monotonic() - committed:.2f} s")
+        return sha
+
+    def wait_running(self, sha: str, what: str) -> dict[str, Any]:
+        """Wait for the model to be RUNNING with ``sha`` applied; fail on FAILED."""
+        start = time.monotonic()
+
+        def running() -> bool:
+            model = self.model()
+            assert model.get("state") != "FAILED", model
+            return model.get("state") == "RUNNING" and model.get("applied_revision") == sha
+
+        wait_for(f"{what}: RUNNING at {sha[:12]}", running, deadline_s=RUNNING_DEADLINE_S)
+        TIMINGS[f"daemon: {what} until RUNNING"] = f"{time.monotonic() - start:.1f} s"
+        return self.model()
+
+    def events(self, *kinds: str) -> list[dict[str, Any]]:
+        return [e for e in self.model_doc()["events"] if e["kind"] in kinds]
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    """A ``ray start --head`` cluster of this module, ended by its own session's pids."""
+    pytest.importorskip("vllm")
+    head = RayHead(num_cpus=16)
+    try:
+        TIMINGS["daemon: ray start --head"] = f"{head.start():.1f} s"
+        yield head
+    finally:
+        left = head.stop()
+        assert not left, f"Ray processes survived SIGKILL: {left}"
+
+
+@pytest.fixture(scope="module")
+def world(ray_head: RayHead, tiny_model: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The daemon running on the external cluster, watching an empty repository."""
+    world = World(ray_head, tmp_path_factory.mktemp("daemon"), tiny_model)
+    try:
+        world.start_daemon()
+        yield world
+    finally:
+        world.close()
+
+
+def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
+    with world.explained():
+        # --- the first tick, then READY=1 (sd_notify) ----------------------------------
+        started = time.monotonic()
+        ready = world.notify.wait(lambda t: t == "READY=1", timeout_s=READY_DEADLINE_S)
+        assert ready is not None, "no READY=1"
+        TIMINGS["daemon: start until READY=1"] = f"{ready.at - started:.1f} s"
+        texts = world.notify.texts()
+        first_status = next(i for i, t in enumerate(texts) if t.startswith("STATUS="))
+        assert first_status < texts.index("READY=1"), texts  # READY after the first tick
+        assert world.initial_sha[:12] in texts[first_status], texts
+        index = world.index()
+        assert index["revision"] == world.initial_sha
+        assert index["models"] == [] and index["errors"] == []
+        assert index["ray_reachable"] is True
+
+        # --- commit a model: it is served, recorded with that commit's SHA -------------
+        added = world.commit({MODEL_FILE: MODEL.format(replicas=1)}, "alice: add tiny", "add")
+        model = world.wait_running(added, "add model")
+        public_id = model["model_id"]
+        assert public_id.startswith("alice-") and public_id.endswith("-tiny")
+        assert world.index()["revision"] == added
+        wait_for("gateway lists the model", lambda: listed(world.client) == {public_id},
+                 deadline_s=GATEWAY_DEADLINE_S)
+        assert ask(world.client, public_id).strip()
+        app = world.model_doc()["serve_status"]["app_name"]
+        assert len(world.head.running_replica_ids(app)) == 1
+
+        # --- commit a scale change: 2 replicas, the new SHA applied ----------------------
+        scaled = world.commit({MODEL_FILE: MODEL.format(replicas=2)}, "alice: 2 replicas",
+                              "scale")
+        model = world.wait_running(scaled, "scale to 2")
+        assert model["num_replicas"] == 2
+        wait_for("Ray runs 2 replicas", lambda: len(world.head.running_replica_ids(app)) == 2,
+                 deadline_s=GATEWAY_DEADLINE_S)
+        assert any(e["revision"] == scaled for e in world.events("SCALED"))
+        assert ask(world.client, public_id).strip()
+
+        # --- commit a bad file: reported at its SHA, the model keeps serving --------------
+        bad = world.commit({MODEL_FILE: MODEL.format(replicas="many")}, "alice: oops", "bad")
+        index = world.index()
+        assert [(e["code"], e["path"]) for e in index["errors"]] == [(400, MODEL_FILE)], index
+        model = world.model()
+        assert model["state"] == "RUNNING" and model["applied_revision"] == scaled, model
+        assert ask(world.client, public_id).strip()
+        assert len(world.head.running_replica_ids(app)) == 2
+        assert bad != scaled
+
+        # --- commit the fix: no errors at the new SHA, RUNNING --------------------------
+        fixed = world.commit({MODEL_FILE: MODEL.format(replicas=2)}, "alice: fix", "fix")
+        index = world.index()
+        assert index["errors"] == [] and index["revision"] == fixed
+        model = world.model()
+        assert model["state"] == "RUNNING", model
+        assert model["applied_revision"] == scaled  # same spec as applied: nothing redeployed
+        assert ask(world.client, public_id).strip()
+
+        # --- a commit on another branch changes nothing ---------------------------------
+        world.repo.git("checkout", "-q", "-b", "other")
+        world.repo.commit({"users/bob/other.yaml": MODEL.format(replicas=1)
+                           .replace("model_id: tiny", "model_id: other")}, "bob: on other")
+        world.repo.git("checkout", "-q", "main")
+        time.sleep(5.0)  # the watcher saw the other branch's ref move
+        index = world.index()
+        assert index["revision"] == fixed and len(index["models"]) == 1, index
+        # a later commit on main makes a tick that certainly read the repository after it
+        later = world.commit({"README.md": "desired state, v2\n"}, "readme", "readme only")
+        index = world.index()
+        assert [m["model_id"] for m in index["models"]] == [public_id], index
+        assert index["errors"] == [] and index["revision"] == later
+        assert not (world.repo.path / "users" / "bob").exists()
+        assert listed(world.client) == {public_id}
+
+
+def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
+    if world.model().get("state") != "RUNNING":
+        pytest.skip("needs the model served by test_commits_on_main_converge...")
+    with world.explained():
+        first = world.daemon
+        assert any(t.startswith("STATUS=tick ") for t in world.notify.texts())
+
+        # --- a second daemon on the same state dir is refused by the lock ---------------
+        start = time.monotonic()
+        code, output = run_cli("run", "--config", str(world.config_path),
+                               env=world.env(notify=False), timeout_s=60)
+        TIMINGS["daemon: second `run` refused in"] = f"{time.monotonic() - start:.1f} s"
+        assert code == 2, output
+        assert "lock" in output and f"pid {first.pid}" in output, output
+
+        # --- so is `servesync once` -------------------------------------------------------
+        code, output = run_cli("once", "--config", str(world.config_path),
+                               env=world.env(notify=False), timeout_s=60)
+        assert code == 2, output
+        assert "lock" in output and f"pid {first.pid}" in output, output
+
+        # --- SIGTERM: exit 0 quickly, STOPPING=1, the model keeps answering -------------
+        model = world.model()
+        public_id, key = model["model_id"], model["model_key"]
+        app = world.model_doc()["serve_status"]["app_name"]
+        replicas = world.head.running_replica_ids(app)
+        assert len(replicas) == 2
+        deploys = world.events("DEPLOY_REQUESTED", "SCALED")
+        loop = Loop(world.client, public_id)
+        thread = threading.Thread(target=loop.run, name="requests-during-restart")
+        thread.start()
+        try:
+            before_stop = world.notify.count()
+            code, took = first.terminate(timeout_s=60)
+            TIMINGS["daemon: SIGTERM until exit"] = f"{took:.1f} s"
+            assert code == 0, first.log()
+            assert took < STOP_DEADLINE_S, f"stopping took {took:.1f} s"
+            assert world.notify.wait(lambda t: t == "STOPPING=1", since=before_stop,
+                                     timeout_s=5) is not None, world.notify.texts(before_stop)
+            time.sleep(5.0)
+            ok_while_stopped = loop.ok
+            assert ask(world.client, public_id).strip()
+
+            # --- restart: the model is adopted, not redeployed ---------------------------
+            before_start = world.notify.count()
+            restarted = time.monotonic()
+            second = world.start_daemon()
+            ready = world.notify.wait(lambda t: t == "READY=1", since=before_start,
+                                      timeout_s=READY_DEADLINE_S)
+            assert ready is not None, second.log()
+            TIMINGS["daemon: restart until READY=1 (adopting)"] = f"{ready.at - restarted:.1f} s"
+            # one more tick on demand (SIGHUP: reload + fetch + tick), then compare
+            before_hup = world.notify.count()
+            second.signal(signal.SIGHUP)
+            assert world.notify.wait(lambda t: t.startswith("STATUS=tick "), since=before_hup,
+                                     timeout_s=REVISION_DEADLINE_S) is not None
+            time.sleep(3.0)
+        finally:
+            loop.stop()
+            thread.join(timeout=60)
+        TIMINGS["daemon: requests during stop + restart"] = (
+            f"{loop.ok} ok ({ok_while_stopped} by 5 s after the stop), "
+            f"{len(loop.failures)} failed")
+        assert loop.failures == [] and loop.ok > 0
+        assert world.head.running_replica_ids(app) == replicas
+        assert world.events("DEPLOY_REQUESTED", "SCALED") == deploys
+        model = world.model()
+        assert model["model_key"] == key and model["state"] == "RUNNING", model
+        assert world.index()["ray_reachable"] is True
+        assert second.alive()
+        assert listed(world.client) == {public_id}
