@@ -12,6 +12,27 @@ never restarts another; one small gateway application at ``/`` is the OpenAI
 ingress for all of them, holding a handle to each model's ``LLMServer:<name>``
 deployment.
 
+Stable versions (measured, see tests/e2e/test_applier_e2e.py): ``serve.run`` /
+``serve.run_many`` give a deployment without a version a random one, and
+Serve restarts every replica whose code version differs from the target
+(``DeploymentVersion.requires_actor_restart``: code version, actor options,
+placement group, max replicas per node). Everything else Serve compares is a
+lightweight option: ``num_replicas`` and ``autoscaling_config`` change the
+replica count of the running version, and the bound init kwargs (the
+LLMConfig) are not part of the version at all; a replica started later simply
+gets the newer ones. So each model deployment gets
+:func:`~servesync.llmconfigs.code_version` (a hash of its LLMConfig kwargs),
+and the LLMConfig is built *without* the scaling fields, which go to
+``build_llm_deployment(override_serve_options=...)`` instead: every replica of
+one version is constructed with identical kwargs, a scale-only change keeps
+the serving replicas and adds or removes some, any other change is a new
+version that Serve rolls out, and resubmitting an unchanged spec is a no-op.
+The gateway's version is a hash of its members. Ray 2.60 removed the public
+``version`` option; ``Deployment.options(version=..., _internal=True)`` is
+the private way in, checked by :func:`_with_version`. Caveat: Serve leaves a
+deployment that failed to start alone when the same version is resubmitted;
+only a changed spec (or a scale) makes it try again.
+
 Ray exceptions become :class:`~servesync.errors.TransientError` (connection,
 timeouts, dead actors: retry) or :class:`~servesync.errors.PermanentError`
 (config Ray or pydantic rejects), by type, never by message text. Every Ray
@@ -171,17 +192,19 @@ class RayApplier:
         """Submit (or update in place) the model's own application; returns once
         Serve accepted it, not when the model runs."""
         self._ensure_reachable()
-        kwargs = llmconfigs.llm_config_kwargs(
-            spec, public_id=public_id, serving=self._config.serving
-        )
+        serving = self._config.serving
+        kwargs = llmconfigs.llm_config_kwargs(spec, public_id=public_id, serving=serving)
+        scaling = llmconfigs.scaling_options(spec)
+        version = llmconfigs.code_version(spec, public_id=public_id, serving=serving)
 
         def submit() -> None:
             from ray.serve.llm import LLMConfig, build_llm_deployment
 
             app = build_llm_deployment(
-                LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX
+                LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
+                override_serve_options=scaling,
             )
-            _submit(app, name=app_name, route_prefix=None)
+            _submit(_with_version(app, version), name=app_name, route_prefix=None)
 
         self._bounded(submit, what=f"deploy application {app_name!r}")
 
@@ -194,6 +217,7 @@ class RayApplier:
             return
         pairs = sorted(members)
         cards = llmconfigs.gateway_model_cards([public_id for public_id, _ in pairs])
+        version = llmconfigs.gateway_version(pairs, cards)
 
         def submit() -> None:
             from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
@@ -210,7 +234,7 @@ class RayApplier:
                 llm_deployments=handles,
                 model_cards={pid: ModelCard(**card) for pid, card in cards.items()},
             )
-            _submit(app, name=GATEWAY_APP, route_prefix=GATEWAY_ROUTE)
+            _submit(_with_version(app, version), name=GATEWAY_APP, route_prefix=GATEWAY_ROUTE)
 
         self._bounded(submit, what="deploy the gateway")
 
@@ -293,6 +317,18 @@ class _RayThread:
             else:
                 self._busy = None
                 future.set_result(result)
+
+
+def _with_version(app: Any, version: str) -> Any:
+    """``app`` (a one-deployment Serve application) with its deployment's code
+    version set to ``version`` instead of the random one ``serve.run_many``
+    would give it. Ray 2.60 keeps this only as ``Deployment.options(version=...,
+    _internal=True)``; a Ray without it fails loudly here, not silently random."""
+    deployment = app._bound_deployment.options(version=version, _internal=True)
+    if deployment.version != version:
+        raise TypeError(f"Ray ignored the deployment version {version!r}")
+    app._bound_deployment = deployment
+    return app
 
 
 def _submit(app: Any, *, name: str, route_prefix: str | None) -> None:

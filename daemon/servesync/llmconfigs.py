@@ -14,11 +14,19 @@ Facts from Ray 2.60's source that shape the output:
 * Serve LLM's default ``target_ongoing_requests`` is 1e9, so it is always
   set explicitly when autoscaling;
 * the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
-  the name ourselves so the gateway can address it (:func:`server_deployment_name`).
+  the name ourselves so the gateway can address it (:func:`server_deployment_name`);
+* Serve restarts a deployment's replicas only when its code version (or its
+  actor options / placement) changes; ``num_replicas`` and
+  ``autoscaling_config`` are lightweight options. So the scaling fields are
+  kept out of the LLMConfig (:func:`scaling_options` are passed as deployment
+  options instead) and :func:`code_version` hashes everything else: scaling a
+  model adds or removes replicas, any other change rolls them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +38,10 @@ SERVER_NAME_PREFIX = "LLMServer:"
 
 GENERIC_ACCELERATORS = ("gpu", "cpu")
 """``serving.accelerator_type`` values that name a platform, not a Ray accelerator type."""
+
+VERSION_SCHEME = "servesync-1"
+"""Salt of :func:`code_version` / :func:`gateway_version`; bump it when a change
+of servesync must restart replicas whose inputs did not change."""
 
 
 def deployment_base_name(public_id: str) -> str:
@@ -46,7 +58,11 @@ def server_deployment_name(public_id: str) -> str:
 def llm_config_kwargs(
     spec: ModelSpec, *, public_id: str, serving: ServingConfig
 ) -> dict[str, Any]:
-    """The keyword arguments of ``ray.serve.llm.LLMConfig`` for one model."""
+    """The keyword arguments of ``ray.serve.llm.LLMConfig`` for one model.
+
+    Without the scaling fields (see :func:`scaling_options`): these kwargs are
+    what every replica is constructed with, and they are equal for two specs
+    that differ only in ``num_replicas`` / ``autoscaling``."""
     kwargs: dict[str, Any] = {
         "model_loading_config": {
             "model_id": public_id,
@@ -65,6 +81,43 @@ def llm_config_kwargs(
     return kwargs
 
 
+def scaling_options(spec: ModelSpec) -> dict[str, Any]:
+    """The model deployment's scaling options, passed to Serve beside the
+    LLMConfig (``build_llm_deployment(override_serve_options=...)``): exactly one
+    of ``num_replicas`` and ``autoscaling_config``. Serve applies a change of
+    either to running replicas without restarting them."""
+    if spec.autoscaling is not None:
+        return {"autoscaling_config": autoscaling_config(spec.autoscaling)}
+    return {"num_replicas": spec.num_replicas if spec.num_replicas is not None else 1}
+
+
+def code_version(spec: ModelSpec, *, public_id: str, serving: ServingConfig) -> str:
+    """The Serve code version of the model's deployment: a hash of the
+    LLMConfig kwargs, which carry everything of the spec and the serving
+    config that reaches a replica except the scaling fields.
+
+    Equal for specs that differ only in ``num_replicas`` / ``autoscaling`` (so
+    Serve scales without restarting a replica); different when the source,
+    engine kwargs, env, resources, platform or public id change (so Serve
+    rolls the replicas to the new version)."""
+    return _version("model", llm_config_kwargs(spec, public_id=public_id, serving=serving))
+
+
+def gateway_version(
+    members: Sequence[tuple[str, str]], cards: dict[str, dict[str, Any]]
+) -> str:
+    """The Serve code version of the gateway: a hash of its members
+    ``(public id, app name)`` and model cards, which are all its replicas are
+    constructed with; the same set of models keeps the gateway's replica."""
+    return _version("gateway", {"members": sorted(members), "model_cards": cards})
+
+
+def _version(kind: str, inputs: dict[str, Any]) -> str:
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(f"{VERSION_SCHEME}:{kind}:{blob}".encode()).hexdigest()
+    return f"{VERSION_SCHEME}-{digest[:20]}"
+
+
 def replica_env(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, str]:
     """Environment of the model's replicas: the model's ``env`` overlaid by the
     operator's ``serving.replica_env`` (the operator's values win: a commit
@@ -77,10 +130,6 @@ def _deployment_config(
     spec: ModelSpec, *, public_id: str, serving: ServingConfig
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"name": deployment_base_name(public_id)}
-    if spec.autoscaling is not None:
-        out["autoscaling_config"] = autoscaling_config(spec.autoscaling)
-    else:
-        out["num_replicas"] = spec.num_replicas if spec.num_replicas is not None else 1
     if not serving.cpu_platform:
         # On GPU the replica actor shares the first GPU bundle; give it the CPUs asked.
         out["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica}

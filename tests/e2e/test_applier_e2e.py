@@ -3,7 +3,9 @@
 The layout DESIGN.md measured, checked end to end: each model is its own
 Serve application behind one gateway application; adding model B keeps
 model A's replica and every request to A succeeds meanwhile; removing B
-takes it off ``/v1/models`` and out of Serve.
+takes it off ``/v1/models`` and out of Serve. Stable code versions: scaling A
+1 → 2 keeps its serving replica and adds one, resubmitting an unchanged spec
+or gateway restarts nothing, a real spec change still rolls A's replicas.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,84 @@ def test_adding_and_removing_b_leaves_a_alone(
     timings["delete B's application"] = f"{took:.1f} s"
     assert ask(client, served_a).strip()
     assert applier.replica_actor_ids(A[1]) == a_replicas
+
+
+def settled_at(applier: RayApplier, app_name: str, replicas: int) -> set[str] | None:
+    """The replica actor ids once ``app_name`` is RUNNING with exactly ``replicas``
+    live replicas, all RUNNING (no rolling update under way); else None."""
+    observed = applier.observe()
+    status = observed.status(app_name)
+    assert status not in (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY), status
+    if status is not AppStatus.RUNNING or observed.apps[app_name].running_replicas != replicas:
+        return None
+    ids = applier.replica_actor_ids(app_name)
+    return ids if len(ids) == replicas else None
+
+
+def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
+    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
+    timings: dict[str, str],
+) -> None:
+    before = applier.replica_actor_ids(A[1])
+    assert len(before) == 1
+    gateway_before = applier.replica_actor_ids(GATEWAY_APP)
+    scaled = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2)
+    loop = Loop(client, served_a)
+    thread = threading.Thread(target=loop.run, name="requests-to-A")
+    thread.start()
+    try:
+        start = time.monotonic()
+        applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
+        wait_for("A RUNNING with 2 replicas", lambda: settled_at(applier, A[1], 2) is not None,
+                 deadline_s=START_DEADLINE_S)
+        timings["scale A 1 → 2 (submit to 2 RUNNING)"] = f"{time.monotonic() - start:.1f} s"
+        time.sleep(2.0)
+        # Resubmitting the same spec (a retry, a drift repair) changes nothing.
+        applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
+        applier.deploy_gateway([A])
+        time.sleep(5.0)
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    timings["requests to A while scaling 1 → 2"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    after = applier.replica_actor_ids(A[1])
+    assert before <= after, f"A's serving replica was replaced: {before} → {after}"
+    assert len(after) == 2
+    assert applier.observe().apps[A[1]].running_replicas == 2
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_before
+    assert loop.failures == []
+    assert loop.ok > 0
+
+
+def test_a_spec_change_still_replaces_a_replicas_one_at_a_time(
+    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
+    timings: dict[str, str],
+) -> None:
+    """Runs after the scale to 2: Serve rolls one replica at a time, so A keeps
+    answering. (With one replica Serve stops it before starting the new one.)"""
+    before = applier.replica_actor_ids(A[1])
+    assert len(before) == 2
+    changed = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2,
+                      engine_kwargs={"max_model_len": 200})
+    loop = Loop(client, served_a)
+    thread = threading.Thread(target=loop.run, name="requests-to-A")
+    thread.start()
+    try:
+        start = time.monotonic()
+        applier.deploy_model(changed, app_name=A[1], public_id=A[0])
+
+        def replaced() -> bool:
+            ids = settled_at(applier, A[1], 2)
+            return ids is not None and ids.isdisjoint(before)
+
+        wait_for("A's replicas replaced", replaced, deadline_s=2 * START_DEADLINE_S)
+        timings["spec change of A, 2 replicas rolled"] = f"{time.monotonic() - start:.1f} s"
+        time.sleep(2.0)
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    timings["requests to A during the spec change"] = (
+        f"{loop.ok} ok, {len(loop.failures)} failed")
+    assert loop.failures == []
+    assert loop.ok > 0
+    assert ask(client, served_a).strip()

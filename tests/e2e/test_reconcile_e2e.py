@@ -137,10 +137,12 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
 
     # --- scale A: B is not touched --------------------------------------------------------
     b_replicas = applier.replica_actor_ids(b.app_name)
+    a_replicas = applier.replica_actor_ids(a.app_name)
     world.write("alice", "a", MODEL.format(suffix="a", replicas=2))
     world.converge("reconcile: scale A to 2 until settled")
     assert world.model("a").state is State.RUNNING
     assert applier.observe().apps[a.app_name].running_replicas == 2
+    assert a_replicas < applier.replica_actor_ids(a.app_name)  # kept, one added
     assert applier.replica_actor_ids(b.app_name) == b_replicas
     assert any(e.kind == "SCALED" for e in world.model("a").events)
 

@@ -1,4 +1,5 @@
-"""ModelSpec → Ray Serve LLM's LLMConfig kwargs: CPU/GPU/accelerator, scaling, env, names."""
+"""ModelSpec → Ray Serve LLM's LLMConfig kwargs: CPU/GPU/accelerator, scaling, env, names,
+and the stable code versions that let Serve scale without restarting replicas."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import pytest
 
 from servesync.config import ServingConfig
 from servesync.llmconfigs import (
+    code_version,
     deployment_base_name,
     gateway_model_cards,
+    gateway_version,
     llm_config_kwargs,
+    scaling_options,
     server_deployment_name,
 )
 from servesync.specs import Autoscaling, ModelSpec
@@ -48,7 +52,7 @@ PLATFORM_CASES = [
         {"placement_group_config": {"bundles": [{"CPU": 2}]}},
         ("accelerator_type",),
         {"max_model_len": 4096},
-        {"name": "alice-202501011200-chat", "num_replicas": 2},
+        {"name": "alice-202501011200-chat"},
         id="cpu-platform: CPU bundle, no accelerator_type, no TP",
     ),
     pytest.param(
@@ -56,7 +60,7 @@ PLATFORM_CASES = [
         {},
         ("accelerator_type", "placement_group_config"),
         {"max_model_len": 4096, "tensor_parallel_size": 2},
-        {"name": "alice-202501011200-chat", "num_replicas": 2,
+        {"name": "alice-202501011200-chat",
          "ray_actor_options": {"num_cpus": 4}},
         id="any GPU: default bundles, TP = GPUs per replica",
     ),
@@ -65,7 +69,7 @@ PLATFORM_CASES = [
         {"accelerator_type": "H20"},
         ("placement_group_config",),
         {"max_model_len": 4096, "tensor_parallel_size": 1},
-        {"name": "alice-202501011200-chat", "num_replicas": 2,
+        {"name": "alice-202501011200-chat",
          "ray_actor_options": {"num_cpus": 4}},
         id="specific accelerator type is passed through",
     ),
@@ -74,7 +78,7 @@ PLATFORM_CASES = [
         {},
         ("accelerator_type", "placement_group_config"),
         {"max_model_len": 4096, "tensor_parallel_size": 1},
-        {"name": "alice-202501011200-chat", "num_replicas": 2,
+        {"name": "alice-202501011200-chat",
          "ray_actor_options": {"num_cpus": 4}},
         id="'GPU' in any case is generic, not an accelerator type",
     ),
@@ -124,9 +128,81 @@ SCALING_CASES = [
 def test_autoscaling_replaces_num_replicas(
     autoscaling: Autoscaling, expected: dict[str, Any]
 ) -> None:
-    out = kwargs(spec(num_replicas=None, autoscaling=autoscaling), GPU)["deployment_config"]
-    assert out["autoscaling_config"] == expected
-    assert "num_replicas" not in out
+    s = spec(num_replicas=None, autoscaling=autoscaling)
+    assert scaling_options(s) == {"autoscaling_config": expected}
+    out = kwargs(s, GPU)["deployment_config"]
+    assert "autoscaling_config" not in out and "num_replicas" not in out
+
+
+@pytest.mark.parametrize(("replicas", "expected"), [(2, 2), (0, 0), (None, 1)])
+def test_num_replicas_is_a_scaling_option(replicas: int | None, expected: int) -> None:
+    s = spec(num_replicas=replicas)
+    assert scaling_options(s) == {"num_replicas": expected}
+    assert "num_replicas" not in kwargs(s, CPU)["deployment_config"]
+
+
+def version(s: ModelSpec, serving: ServingConfig = CPU, public_id: str = PUBLIC_ID) -> str:
+    return code_version(s, public_id=public_id, serving=serving)
+
+
+SCALE_ONLY = [
+    pytest.param(spec(num_replicas=5), id="num_replicas 2 → 5"),
+    pytest.param(spec(num_replicas=0), id="num_replicas 2 → 0"),
+    pytest.param(spec(num_replicas=None, autoscaling=SCALING_CASES[0].values[0]),
+                 id="fixed → autoscaling"),
+    pytest.param(spec(num_replicas=None, autoscaling=SCALING_CASES[1].values[0]),
+                 id="fixed → autoscaling with idle timeout"),
+    pytest.param(spec(source_file="users/alice/other.yaml", line=7, enabled=False),
+                 id="where it is written, enabled"),
+]
+
+
+@pytest.mark.parametrize("other", SCALE_ONLY)
+def test_code_version_ignores_scaling(other: ModelSpec) -> None:
+    assert version(other) == version(spec())
+    assert version(other, GPU) == version(spec(), GPU)
+
+
+RESTARTING = [
+    pytest.param(spec(resolved_source="/private/alice/m2"), CPU, PUBLIC_ID, id="source"),
+    pytest.param(spec(engine_kwargs={"max_model_len": 2048}), CPU, PUBLIC_ID,
+                 id="engine_kwargs value"),
+    pytest.param(spec(engine_kwargs={"max_model_len": 4096, "dtype": "half"}), CPU, PUBLIC_ID,
+                 id="engine_kwargs key"),
+    pytest.param(spec(env={"USER_VAR": "2"}), CPU, PUBLIC_ID, id="env"),
+    pytest.param(spec(cpus_per_replica=8), CPU, PUBLIC_ID, id="cpus_per_replica"),
+    pytest.param(spec(), replace(CPU, replica_env={"HF_HUB_OFFLINE": "1"}), PUBLIC_ID,
+                 id="operator's replica_env"),
+    pytest.param(spec(), GPU, PUBLIC_ID, id="platform"),
+    pytest.param(spec(), CPU, "alice-202501011200-chat2", id="public id"),
+]
+
+
+@pytest.mark.parametrize(("other", "serving", "public_id"), RESTARTING)
+def test_code_version_changes_with_anything_else(
+    other: ModelSpec, serving: ServingConfig, public_id: str
+) -> None:
+    assert version(other, serving, public_id) != version(spec())
+
+
+def test_code_version_changes_with_gpus_on_gpu() -> None:
+    assert version(spec(gpus_per_replica=2), GPU) != version(spec(gpus_per_replica=1), GPU)
+
+
+def test_code_version_is_deterministic_and_short() -> None:
+    a, b = version(spec()), version(spec(engine_kwargs={"max_model_len": 4096}))
+    assert a == b
+    assert a.startswith("servesync-1-") and len(a) <= 40
+    assert version(spec(env={"A": "1", "B": "2"})) == version(spec(env={"B": "2", "A": "1"}))
+
+
+def test_gateway_version_follows_its_members() -> None:
+    ab = [("a-1-x", "app-a"), ("b-2-y", "app-b")]
+    v = gateway_version(ab, gateway_model_cards(["a-1-x", "b-2-y"]))
+    assert v == gateway_version(list(reversed(ab)), gateway_model_cards(["b-2-y", "a-1-x"]))
+    assert v != gateway_version(ab[:1], gateway_model_cards(["a-1-x"]))
+    moved = [("a-1-x", "app-a2"), ("b-2-y", "app-b")]
+    assert v != gateway_version(moved, gateway_model_cards(["a-1-x", "b-2-y"]))
 
 
 def test_replica_env_merges_model_env_under_operator_env() -> None:
