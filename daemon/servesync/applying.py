@@ -42,6 +42,7 @@ against a dead GCS can hang for Ray's 60 s reconnect timeout.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import shutil
 import socket
@@ -125,6 +126,10 @@ class RayApplier:
         self._gcs = _parse_host_port(ray.get_runtime_context().gcs_address)
         serving = self._config.serving
         serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
+        # Import Ray Serve LLM (and vLLM's config types) now, not in the first
+        # deploy: it takes seconds, and a commit should start converging at once.
+        importlib.import_module("ray.serve.llm")
+        importlib.import_module("ray.serve.llm.ingress")
 
     def shutdown(self) -> None:
         """Disconnect. Only a cluster this process started (``"local"``) is shut
@@ -202,7 +207,8 @@ class RayApplier:
 
             app = build_llm_deployment(
                 LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
-                override_serve_options=scaling,
+                override_serve_options={
+                    **scaling, "max_surge_percent": serving.max_surge_percent},
             )
             _submit(_with_version(app, version), name=app_name, route_prefix=None)
 
@@ -230,7 +236,8 @@ class RayApplier:
                 for public_id, app_name in pairs
             }
             ingress: Any = serve.deployment(make_fastapi_ingress(OpenAiIngress))
-            app = ingress.options(**OpenAiIngress.get_deployment_options()).bind(
+            options = {**OpenAiIngress.get_deployment_options(), "max_surge_percent": 100}
+            app = ingress.options(**options).bind(
                 llm_deployments=handles,
                 model_cards={pid: ModelCard(**card) for pid, card in cards.items()},
             )

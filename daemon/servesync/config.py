@@ -63,6 +63,11 @@ class ServingConfig:
     env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
     allow_hub_ids: bool = True
     deploy_timeout_s: float = 900.0  # a model not RUNNING by then is FAILED
+    # Extra replicas Serve may start during an update before stopping old ones:
+    # 100 keeps a 1-replica model serving through a spec change (needs room for
+    # one more replica; without it the old one keeps serving and the update
+    # waits); 0 replaces in place, with a gap for a 1-replica model.
+    max_surge_percent: int = 100
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
 
     @property

@@ -3,7 +3,9 @@
 One scenario in phases, as an operator lives it (issue 3), each asserting
 what a user would see through the real ``openai`` client and the status
 files: add A → answers; add B while a client loops on A → A's replica is the
-same and every request succeeded; scale A → B untouched; break B's file →
+same and every request succeeded; scale A → A's replica kept, B untouched;
+update B (one replica) while a client loops on B → every request succeeded
+(Serve starts the new replica before stopping the old); break B's file →
 B keeps serving its last good version and status shows the 400; delete B →
 gone from /v1/models and Ray; restart servesync → no redeploy; ``serve
 delete`` A by hand → the next tick restores it.
@@ -145,6 +147,24 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
     assert a_replicas < applier.replica_actor_ids(a.app_name)  # kept, one added
     assert applier.replica_actor_ids(b.app_name) == b_replicas
     assert any(e.kind == "SCALED" for e in world.model("a").events)
+
+    # --- update B (1 replica) while a client loops on B: it keeps answering (surge) --------
+    loop = Loop(client, b.public_id)
+    thread = threading.Thread(target=loop.run, name="requests-to-B")
+    thread.start()
+    try:
+        world.write("bob", "b", MODEL.format(suffix="b", replicas=1).replace("256", "200"))
+        world.converge("reconcile: update B (1 replica) until settled")
+        time.sleep(2.0)
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    TIMINGS["reconcile: requests to B while updating B"] = (
+        f"{loop.ok} ok, {len(loop.failures)} failed")
+    assert loop.failures == [] and loop.ok > 0
+    assert applier.replica_actor_ids(b.app_name).isdisjoint(b_replicas)  # replaced
+    assert world.model("b").spec_hash != b.spec_hash
+    b = world.model("b")
 
     # --- break B's file: B keeps serving its last good version, status shows the 400 ------
     world.write("bob", "b", MODEL.format(suffix="b", replicas="many"))
