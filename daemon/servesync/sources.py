@@ -143,6 +143,7 @@ class Keyring:
         if digest == self._digest:
             return False
         if self.home.exists():
+            self._stop_agent()
             shutil.rmtree(self.home)
         self.home.mkdir(mode=0o700, parents=True)
         self.home.chmod(0o700)
@@ -158,9 +159,15 @@ class Keyring:
             raise SourceError(
                 f"{self.keys_file}: gpg --import failed: {done.stderr.decode()[-300:]}"
             )
+        self._stop_agent()  # `gpg --import` starts one; verification needs none
         self._digest = digest
         log.info("trusted keys loaded from %s", self.keys_file)
         return True
+
+    def _stop_agent(self) -> None:
+        """End the gpg-agent gpg may have started for this keyring (never left behind)."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
 
     def env(self) -> dict[str, str]:
         return {"GNUPGHOME": str(self.home)}
