@@ -32,6 +32,7 @@ import servesync
 from servesync.atomicio import atomic_write, remove_temps, write_if_changed
 from servesync.config import ServingConfig
 from servesync.errors import Issue, ServesyncError
+from servesync.naming import GATEWAY_APP
 from servesync.records import ModelRecord, Observed
 from servesync.specs import DesiredState
 
@@ -85,11 +86,20 @@ def publish(
         "openai_base_url": serving.base_url,
         "models": [summary(doc) for doc in docs.values()],
         "errors": [issue_json(i) for i in desired.issues()] if desired else [],
+        "unmanaged_apps": unmanaged_apps(records, observed),
     }
     atomic_write(Path(status_dir) / INDEX_FILE, dump(index))
     for path in models_dir.glob("*.json"):
         if path.stem not in docs:
             path.unlink(missing_ok=True)
+
+
+def unmanaged_apps(records: Mapping[str, ModelRecord], observed: Observed) -> list[str]:
+    """Serve applications that are neither a recorded model nor the gateway:
+    deployed by hand, or left over from a lost state file. Reported, never
+    touched (servesync only deletes what it recorded)."""
+    ours = {rec.app_name for rec in records.values()} | {GATEWAY_APP}
+    return sorted(set(observed.apps) - ours)
 
 
 def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict[str, Any]:

@@ -215,3 +215,15 @@ def test_load_index_errors(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text("{half")
     with pytest.raises(StatusFileError, match="unreadable"):
         load_index(tmp_path)
+
+
+def test_unmanaged_apps_are_reported_not_ours(tmp_path: Path) -> None:
+    observed = Observed(apps={
+        **OBSERVED.apps,
+        "servesync-gateway": AppObservation("servesync-gateway", AppStatus.RUNNING),
+        "by-hand": AppObservation("by-hand", AppStatus.RUNNING),
+    })
+    run(tmp_path, observed=observed)
+    index = read(tmp_path / "index.json")
+    schemas.validator("status-index").validate(index)
+    assert index["unmanaged_apps"] == ["by-hand"]
