@@ -140,13 +140,9 @@ def autoscaling_config(autoscaling: Autoscaling) -> dict[str, Any]:
     """Ray Serve's ``autoscaling_config``; ``idle_timeout_s`` becomes
     ``downscale_delay_s`` (how long load must stay low before a replica is
     removed; Ray also uses it for the last step 1 → 0)."""
-    out: dict[str, Any] = {
-        "min_replicas": autoscaling.min_replicas,
-        "max_replicas": autoscaling.max_replicas,
-        "target_ongoing_requests": autoscaling.target_ongoing_requests,
-    }
-    if autoscaling.idle_timeout_s is not None:
-        out["downscale_delay_s"] = autoscaling.idle_timeout_s
+    out = autoscaling.to_json()
+    if "idle_timeout_s" in out:
+        out["downscale_delay_s"] = out.pop("idle_timeout_s")
     return out
 
 

@@ -10,10 +10,9 @@ or gateway restarts nothing, a real spec change still rolls A's replicas.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from servesync.applying import GATEWAY_APP, RayApplier
 from servesync.config import Config
 from servesync.records import AppStatus
 from servesync.specs import ModelSpec
+from tests.e2e.clients import ask, listed, requests_to, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,16 +40,6 @@ def tiny_spec(model: Path, suffix: str) -> ModelSpec:
     )
 
 
-def wait_for(what: str, check: Callable[[], bool], *, deadline_s: float) -> float:
-    """Poll ``check`` until true; return the seconds it took, fail at the deadline."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > deadline_s:
-            pytest.fail(f"{what}: not reached within {deadline_s:.0f} s")
-        time.sleep(1.0)
-    return time.monotonic() - start
-
-
 def wait_running(applier: RayApplier, app_name: str) -> float:
     def running() -> bool:
         status = applier.observe().status(app_name)
@@ -57,45 +47,6 @@ def wait_running(applier: RayApplier, app_name: str) -> float:
         return status is AppStatus.RUNNING
 
     return wait_for(f"{app_name} RUNNING", running, deadline_s=START_DEADLINE_S)
-
-
-def listed(client: OpenAI) -> set[str]:
-    try:
-        return {m.id for m in client.models.list().data}
-    except Exception:  # the gateway is (re)starting
-        return set()
-
-
-def ask(client: OpenAI, model: str) -> str:
-    reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8,
-        temperature=0,
-    )
-    return reply.choices[0].message.content or ""
-
-
-@dataclass
-class Loop:
-    """Requests to one model, back to back, on a thread, until stopped."""
-
-    client: OpenAI
-    model: str
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if ask(self.client, self.model):
-                    self.ok += 1
-                else:
-                    self.failures.append("empty answer")
-            except Exception as e:  # every failure counts, whatever it is
-                self.failures.append(f"{type(e).__name__}: {e}")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +97,7 @@ def test_adding_and_removing_b_leaves_a_alone(
 ) -> None:
     a_replicas = applier.replica_actor_ids(A[1])
     assert len(a_replicas) == 1
-    loop = Loop(client, served_a)
-    thread = threading.Thread(target=loop.run, name="requests-to-A")
-    thread.start()
-    try:
+    with requests_to(client, served_a) as loop:
         start = time.monotonic()
         applier.deploy_model(tiny_spec(tiny_model, "tiny-b"), app_name=B[1], public_id=B[0])
         timings["model B start to RUNNING"] = f"{wait_running(applier, B[1]):.1f} s"
@@ -163,10 +111,7 @@ def test_adding_and_removing_b_leaves_a_alone(
         timings["gateway redeploy (A → A+B)"] = f"{time.monotonic() - gw_start:.1f} s"
         timings["adding B, total"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(3.0)  # a few more requests to A through the new gateway replica
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-    timings["requests to A while adding B"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    timings["requests to A while adding B"] = loop.summary()
     assert loop.failures == []
     assert loop.ok > 0
     assert applier.replica_actor_ids(A[1]) == a_replicas
@@ -205,10 +150,7 @@ def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
     assert len(before) == 1
     gateway_before = applier.replica_actor_ids(GATEWAY_APP)
     scaled = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2)
-    loop = Loop(client, served_a)
-    thread = threading.Thread(target=loop.run, name="requests-to-A")
-    thread.start()
-    try:
+    with requests_to(client, served_a) as loop:
         start = time.monotonic()
         applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
         wait_for("A RUNNING with 2 replicas", lambda: settled_at(applier, A[1], 2) is not None,
@@ -219,10 +161,7 @@ def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
         applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
         applier.deploy_gateway([A])
         time.sleep(5.0)
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-    timings["requests to A while scaling 1 → 2"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    timings["requests to A while scaling 1 → 2"] = loop.summary()
     after = applier.replica_actor_ids(A[1])
     assert before <= after, f"A's serving replica was replaced: {before} → {after}"
     assert len(after) == 2
@@ -232,20 +171,17 @@ def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
     assert loop.ok > 0
 
 
-def test_a_spec_change_still_replaces_a_replicas_one_at_a_time(
+def test_a_spec_change_still_replaces_a_replicas(
     applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
     timings: dict[str, str],
 ) -> None:
-    """Runs after the scale to 2: Serve rolls one replica at a time, so A keeps
-    answering. (With one replica Serve stops it before starting the new one.)"""
+    """Runs after the scale to 2: Serve starts the new version's replicas
+    before stopping the old ones (max_surge_percent 100), so A keeps answering."""
     before = applier.replica_actor_ids(A[1])
     assert len(before) == 2
     changed = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2,
                       engine_kwargs={"max_model_len": 200})
-    loop = Loop(client, served_a)
-    thread = threading.Thread(target=loop.run, name="requests-to-A")
-    thread.start()
-    try:
+    with requests_to(client, served_a) as loop:
         start = time.monotonic()
         applier.deploy_model(changed, app_name=A[1], public_id=A[0])
 
@@ -256,11 +192,7 @@ def test_a_spec_change_still_replaces_a_replicas_one_at_a_time(
         wait_for("A's replicas replaced", replaced, deadline_s=2 * START_DEADLINE_S)
         timings["spec change of A, 2 replicas rolled"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(2.0)
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-    timings["requests to A during the spec change"] = (
-        f"{loop.ok} ok, {len(loop.failures)} failed")
+    timings["requests to A during the spec change"] = loop.summary()
     assert loop.failures == []
     assert loop.ok > 0
     assert ask(client, served_a).strip()

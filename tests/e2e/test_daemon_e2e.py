@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +36,9 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from tests.e2e.clients import ask, listed, model_yaml, requests_to, wait_for
 from tests.e2e.conftest import REPLICA_ENV, TIMINGS, free_port
 from tests.e2e.processes import Daemon, GitRepo, NotifySocket, RayHead, run_cli, tail
-from tests.e2e.test_applier_e2e import Loop, ask, listed, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,14 +48,6 @@ RUNNING_DEADLINE_S = 600.0  # a CPU model takes 35-80 s, more when other tests r
 GATEWAY_DEADLINE_S = 120.0
 STOP_DEADLINE_S = 10.0
 MODEL_FILE = "users/alice/tiny.yaml"
-MODEL = """\
-model_id: tiny
-model_source: $HOME/common/hf/tiny
-num_replicas: {replicas}
-cpus_per_replica: 1
-engine_kwargs:
-  max_model_len: 256
-"""
 
 
 class World:
@@ -218,7 +209,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         assert index["ray_reachable"] is True
 
         # --- commit a model: it is served, recorded with that commit's SHA -------------
-        added = world.commit({MODEL_FILE: MODEL.format(replicas=1)}, "alice: add tiny", "add")
+        added = world.commit({MODEL_FILE: model_yaml("tiny", replicas=1)}, "alice: add tiny", "add")
         model = world.wait_running(added, "add model")
         public_id = model["model_id"]
         assert public_id.startswith("alice-") and public_id.endswith("-tiny")
@@ -230,7 +221,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         assert len(world.head.running_replica_ids(app)) == 1
 
         # --- commit a scale change: 2 replicas, the new SHA applied ----------------------
-        scaled = world.commit({MODEL_FILE: MODEL.format(replicas=2)}, "alice: 2 replicas",
+        scaled = world.commit({MODEL_FILE: model_yaml("tiny", replicas=2)}, "alice: 2 replicas",
                               "scale")
         model = world.wait_running(scaled, "scale to 2")
         assert model["num_replicas"] == 2
@@ -240,7 +231,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         assert ask(world.client, public_id).strip()
 
         # --- commit a bad file: reported at its SHA, the model keeps serving --------------
-        bad = world.commit({MODEL_FILE: MODEL.format(replicas="many")}, "alice: oops", "bad")
+        bad = world.commit({MODEL_FILE: model_yaml("tiny", replicas="many")}, "alice: oops", "bad")
         index = world.index()
         assert [(e["code"], e["path"]) for e in index["errors"]] == [(400, MODEL_FILE)], index
         model = world.model()
@@ -250,7 +241,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         assert bad != scaled
 
         # --- commit the fix: no errors at the new SHA, RUNNING --------------------------
-        fixed = world.commit({MODEL_FILE: MODEL.format(replicas=2)}, "alice: fix", "fix")
+        fixed = world.commit({MODEL_FILE: model_yaml("tiny", replicas=2)}, "alice: fix", "fix")
         index = world.index()
         assert index["errors"] == [] and index["revision"] == fixed
         model = world.model()
@@ -260,7 +251,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
 
         # --- a commit on another branch changes nothing ---------------------------------
         world.repo.git("checkout", "-q", "-b", "other")
-        world.repo.commit({"users/bob/other.yaml": MODEL.format(replicas=1)
+        world.repo.commit({"users/bob/other.yaml": model_yaml("tiny", replicas=1)
                            .replace("model_id: tiny", "model_id: other")}, "bob: on other")
         world.repo.git("checkout", "-q", "main")
         time.sleep(5.0)  # the watcher saw the other branch's ref move
@@ -303,10 +294,7 @@ def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
         replicas = world.head.running_replica_ids(app)
         assert len(replicas) == 2
         deploys = world.events("DEPLOY_REQUESTED", "SCALED")
-        loop = Loop(world.client, public_id)
-        thread = threading.Thread(target=loop.run, name="requests-during-restart")
-        thread.start()
-        try:
+        with requests_to(world.client, public_id) as loop:
             before_stop = world.notify.count()
             code, took = first.terminate(timeout_s=60)
             TIMINGS["daemon: SIGTERM until exit"] = f"{took:.1f} s"
@@ -332,9 +320,6 @@ def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
             assert world.notify.wait(lambda t: t.startswith("STATUS=tick "), since=before_hup,
                                      timeout_s=REVISION_DEADLINE_S) is not None
             time.sleep(3.0)
-        finally:
-            loop.stop()
-            thread.join(timeout=60)
         TIMINGS["daemon: requests during stop + restart"] = (
             f"{loop.ok} ok ({ok_while_stopped} by 5 s after the stop), "
             f"{len(loop.failures)} failed")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,20 +28,12 @@ from servesync.records import AppStatus, ModelRecord, State
 from servesync.sources import DirectorySource
 from servesync.store import Store
 from servesync.ticking import Reconciler, TickResult
+from tests.e2e.clients import ask, listed, model_yaml, requests_to, wait_for
 from tests.e2e.conftest import TIMINGS
-from tests.e2e.test_applier_e2e import Loop, ask, listed, wait_for
 
 pytestmark = pytest.mark.e2e
 
 CONVERGE_DEADLINE_S = 300.0
-MODEL = """\
-model_id: {suffix}
-model_source: $HOME/common/hf/tiny
-num_replicas: {replicas}
-cpus_per_replica: 1
-engine_kwargs:
-  max_model_len: 256
-"""
 
 
 class World:
@@ -108,7 +99,7 @@ def client(e2e_config: Config) -> OpenAI:
 
 def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> None:
     # --- add A: it answers through the gateway -----------------------------------------
-    world.write("alice", "a", MODEL.format(suffix="a", replicas=1))
+    world.write("alice", "a", model_yaml("a", replicas=1))
     result = world.converge("reconcile: add A until settled")
     assert result.converged, result
     a = world.model("a")
@@ -119,18 +110,11 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
 
     # --- add B while a client loops on A ------------------------------------------------
     a_replicas = applier.replica_actor_ids(a.app_name)
-    loop = Loop(client, a.public_id)
-    thread = threading.Thread(target=loop.run, name="requests-to-A")
-    thread.start()
-    try:
-        world.write("bob", "b", MODEL.format(suffix="b", replicas=1))
+    with requests_to(client, a.public_id) as loop:
+        world.write("bob", "b", model_yaml("b", replicas=1))
         world.converge("reconcile: add B until settled")
         time.sleep(2.0)
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-    TIMINGS["reconcile: requests to A while adding B"] = (
-        f"{loop.ok} ok, {len(loop.failures)} failed")
+    TIMINGS["reconcile: requests to A while adding B"] = loop.summary()
     assert loop.failures == [] and loop.ok > 0
     assert applier.replica_actor_ids(a.app_name) == a_replicas
     b = world.model("b")
@@ -140,7 +124,7 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
     # --- scale A: B is not touched --------------------------------------------------------
     b_replicas = applier.replica_actor_ids(b.app_name)
     a_replicas = applier.replica_actor_ids(a.app_name)
-    world.write("alice", "a", MODEL.format(suffix="a", replicas=2))
+    world.write("alice", "a", model_yaml("a", replicas=2))
     world.converge("reconcile: scale A to 2 until settled")
     assert world.model("a").state is State.RUNNING
     assert applier.observe().apps[a.app_name].running_replicas == 2
@@ -149,25 +133,18 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
     assert any(e.kind == "SCALED" for e in world.model("a").events)
 
     # --- update B (1 replica) while a client loops on B: it keeps answering (surge) --------
-    loop = Loop(client, b.public_id)
-    thread = threading.Thread(target=loop.run, name="requests-to-B")
-    thread.start()
-    try:
-        world.write("bob", "b", MODEL.format(suffix="b", replicas=1).replace("256", "200"))
+    with requests_to(client, b.public_id) as loop:
+        world.write("bob", "b", model_yaml("b", replicas=1, max_len=200))
         world.converge("reconcile: update B (1 replica) until settled")
         time.sleep(2.0)
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-    TIMINGS["reconcile: requests to B while updating B"] = (
-        f"{loop.ok} ok, {len(loop.failures)} failed")
+    TIMINGS["reconcile: requests to B while updating B"] = loop.summary()
     assert loop.failures == [] and loop.ok > 0
     assert applier.replica_actor_ids(b.app_name).isdisjoint(b_replicas)  # replaced
     assert world.model("b").spec_hash != b.spec_hash
     b = world.model("b")
 
     # --- break B's file: B keeps serving its last good version, status shows the 400 ------
-    world.write("bob", "b", MODEL.format(suffix="b", replicas="many"))
+    world.write("bob", "b", model_yaml("b", replicas="many"))
     result = world.tick()
     assert not result.actions and not result.converged
     assert world.model("b").state is State.RUNNING

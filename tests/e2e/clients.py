@@ -1,0 +1,94 @@
+"""What the e2e tests do as users: OpenAI calls, request loops, waiting, model files.
+
+Shared by the e2e tests; talks to the gateway over HTTP only (no Ray).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from openai import OpenAI
+
+MODEL_YAML = """\
+model_id: {suffix}
+model_source: $HOME/common/hf/tiny
+num_replicas: {replicas}
+cpus_per_replica: 1
+engine_kwargs:
+  max_model_len: {max_len}
+"""
+
+
+def model_yaml(suffix: str, *, replicas: int | str = 1, max_len: int = 256) -> str:
+    """A model file for the tiny model at ``<storage_root>/hf/tiny``."""
+    return MODEL_YAML.format(suffix=suffix, replicas=replicas, max_len=max_len)
+
+
+def wait_for(what: str, check: Callable[[], bool], *, deadline_s: float) -> float:
+    """Poll ``check`` until true; return the seconds it took, fail at the deadline."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > deadline_s:
+            pytest.fail(f"{what}: not reached within {deadline_s:.0f} s")
+        time.sleep(1.0)
+    return time.monotonic() - start
+
+
+def listed(client: OpenAI) -> set[str]:
+    try:
+        return {m.id for m in client.models.list().data}
+    except Exception:  # the gateway is (re)starting
+        return set()
+
+
+def ask(client: OpenAI, model: str) -> str:
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8,
+        temperature=0,
+    )
+    return reply.choices[0].message.content or ""
+
+
+@dataclass
+class Loop:
+    """Requests to one model, back to back, on a thread, until stopped."""
+
+    client: OpenAI
+    model: str
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if ask(self.client, self.model):
+                    self.ok += 1
+                else:
+                    self.failures.append("empty answer")
+            except Exception as e:  # every failure counts, whatever it is
+                self.failures.append(f"{type(e).__name__}: {e}")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self) -> str:
+        return f"{self.ok} ok, {len(self.failures)} failed"
+
+
+@contextmanager
+def requests_to(client: OpenAI, model: str) -> Iterator[Loop]:
+    """Loop requests to ``model`` on a thread for the duration of the block."""
+    loop = Loop(client, model)
+    thread = threading.Thread(target=loop.run, name=f"requests-to-{model}")
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
