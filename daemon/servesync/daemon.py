@@ -186,12 +186,13 @@ class DaemonLoop:
         self._scheduler.add_job(
             self.triggers.fire, "interval", args=("interval",), id="tick", replace_existing=True,
             seconds=self.config.tick_interval_s, coalesce=True, max_instances=1,
+            misfire_grace_time=None,  # a late wake-up (busy head) still ticks
         )  # fmt: skip
         poll = self.source.poll_interval_s()
         if poll:
             self._scheduler.add_job(
                 self.triggers.fire, "interval", args=("poll",), id="poll", replace_existing=True,
-                seconds=poll, coalesce=True, max_instances=1,
+                seconds=poll, coalesce=True, max_instances=1, misfire_grace_time=None,
             )  # fmt: skip
         elif self._scheduler.get_job("poll"):
             self._scheduler.remove_job("poll")
