@@ -127,7 +127,8 @@ def _admit(spec: ModelSpec, revision: str | None, clock: Clock) -> Action:
 
 def _deploy(rec: ModelRecord, spec: ModelSpec, kind: Kind, reason: str,
             revision: str | None, clock: Clock) -> Deploy:
-    event_kind = EventKind.SCALED if kind is Kind.SCALE else EventKind.DEPLOY_REQUESTED
+    event_kind = {Kind.SCALE: EventKind.SCALED, Kind.REDEPLOY: EventKind.DRIFT}.get(
+        kind, EventKind.DEPLOY_REQUESTED)
     new = rec.with_event(
         _event(clock, event_kind, f"{kind}: {reason}", revision),
         spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.DEPLOYING,

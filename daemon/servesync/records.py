@@ -31,13 +31,10 @@ class EventKind(StrEnum):
     FAILED = "FAILED"
     RETRY = "RETRY"
     SCALED = "SCALED"
-    UPDATED = "UPDATED"
     DRIFT = "DRIFT"
     STOP_REQUESTED = "STOP_REQUESTED"
     STOPPED = "STOPPED"
     DELETE_REQUESTED = "DELETE_REQUESTED"
-    DELETED = "DELETED"
-    ADOPTED = "ADOPTED"
 
 
 @dataclass(frozen=True, slots=True)

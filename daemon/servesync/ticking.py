@@ -25,7 +25,15 @@ from servesync import planning, publishing, validating
 from servesync.config import Config
 from servesync.errors import PermanentError, TransientError
 from servesync.naming import GATEWAY_APP
-from servesync.records import AppStatus, GatewayRecord, ModelRecord, Observed, State
+from servesync.records import (
+    AppStatus,
+    Event,
+    EventKind,
+    GatewayRecord,
+    ModelRecord,
+    Observed,
+    State,
+)
 from servesync.sources import Snapshot
 from servesync.specs import DesiredState, ModelSpec
 from servesync.store import Store
@@ -125,8 +133,10 @@ class Reconciler:
                     self.store.put(rec)
                     self.applier.deploy_model(spec, app_name=rec.app_name,
                                               public_id=rec.public_id)
+                    self.store.put(_submitted(rec, now, "accepted by Ray Serve"))
                 case act.DeleteApp(record=rec):
                     self.applier.delete_app(rec.app_name)
+                    self.store.put(_submitted(rec, now, "application deletion accepted"))
                 case act.UpdateGateway(members=members):
                     self.applier.deploy_gateway(members)
                     self.store.set_gateway(GatewayRecord(
@@ -160,6 +170,12 @@ class Reconciler:
             tick=tick, revision=snapshot.revision, source_error=source_error,
             serving=self.config.serving, now=self.clock(),
         )
+
+
+def _submitted(rec: ModelRecord, now: datetime, message: str) -> ModelRecord:
+    event = Event(at=now.isoformat(timespec="seconds"), kind=EventKind.SUBMITTED,
+                  message=message, revision=rec.attempted_revision)
+    return rec.with_event(event)
 
 
 def _gateway_ready(gateway: GatewayRecord, observed: Observed) -> bool:

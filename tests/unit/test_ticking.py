@@ -121,6 +121,8 @@ def test_converges_then_idle_ticks_call_no_mutation(env: tuple[Config, Path]) ->
     converge(rec, ray, snap)
     (model,) = rec.store.models().values()
     assert model.state is State.RUNNING and model.applied_revision == "r1"
+    assert [str(e.kind) for e in model.events] == [
+        "ADMITTED", "DEPLOY_REQUESTED", "SUBMITTED", "RUNNING"]
     assert ray.calls == [("deploy", model.public_id), ("gateway", model.public_id)]
     ray.calls.clear()
     for _ in range(3):
@@ -231,3 +233,17 @@ def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
     converge(rec, ray, snap, ticks=10)
     assert list(rec.store.models()) == [model.model_key]  # same name, no second admission
     assert ("deploy", model.public_id) in ray.calls
+
+
+def test_drift_is_redeployed_with_a_drift_event(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    converge(rec, ray, snap)
+    (model,) = rec.store.models().values()
+    del ray.apps[model.app_name]  # someone ran `serve delete`
+    converge(rec, ray, snap)
+    kinds = [str(e.kind) for e in rec.store.models()[model.model_key].events]
+    assert kinds[-3:] == ["DRIFT", "SUBMITTED", "RUNNING"]
