@@ -300,9 +300,13 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
         return False
     if rec.state is State.RUNNING:
         return True
-    # During an update or after a failed one the last good version may still serve.
-    return rec.state in (State.DEPLOYING, State.FAILED) and rec.applied_hash is not None \
-        and status is not AppStatus.DEPLOY_FAILED
+    if rec.state not in (State.DEPLOYING, State.FAILED) or rec.applied_hash is None:
+        return False  # never ran: it joins once RUNNING
+    # During an update, or after one that failed, the last good version's
+    # replicas keep serving (Serve starts new replicas before stopping old
+    # ones): keep routing to the model while Ray shows any replica RUNNING.
+    obs = observed.apps.get(rec.app_name)
+    return status is not AppStatus.DEPLOY_FAILED or (obs is not None and obs.running_replicas > 0)
 
 
 def _gateway(final: Mapping[str, ModelRecord], observed: Observed,

@@ -9,7 +9,15 @@ import pytest
 from servesync import naming
 from servesync.actions import Action, DeleteApp, Deploy, Forget, Kind, RecordOnly, UpdateGateway
 from servesync.planning import after_permanent, after_transient, backoff_s, plan
-from servesync.records import AppStatus, EventKind, GatewayRecord, ModelRecord, Observed, State
+from servesync.records import (
+    AppObservation,
+    AppStatus,
+    EventKind,
+    GatewayRecord,
+    ModelRecord,
+    Observed,
+    State,
+)
 from servesync.specs import DesiredState
 from tests.unit.plancases import T0, at, desired, observed, record, spec
 
@@ -213,3 +221,24 @@ def test_gateway_members_are_public_ids_and_apps() -> None:
 def test_last_gateway_member_removed_deletes_gateway() -> None:
     actions = run(desired(), (RA,), observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)))
     assert shape(actions) == [("record", "a"), ("gateway", "")]
+
+
+def test_failed_update_keeps_the_last_good_version_in_the_gateway() -> None:
+    """A spec that passes validation but fails in vLLM (DEPLOY_FAILED) must not
+    take down the replicas still serving the last good spec."""
+    bad = replace(A, engine_kwargs={"not_a_vllm_arg": 1})
+    updating = replace(record(bad, State.DEPLOYING), applied_hash=A.spec_hash)
+    gw = GatewayRecord(members(updating), T0.isoformat())
+
+    def ray(running: int) -> Observed:
+        return Observed(apps={
+            updating.app_name: AppObservation(updating.app_name, AppStatus.DEPLOY_FAILED,
+                                              "bad kwarg", running),
+            GW: AppObservation(GW, AppStatus.RUNNING)})
+
+    (failed,) = run(desired(bad), (updating,), ray(running=1), gw=gw)
+    assert isinstance(failed, RecordOnly) and failed.record.state is State.FAILED
+    assert run(desired(bad), (failed.record,), ray(running=1), gw=gw) == ()
+    # once no replica is left, the model leaves the gateway
+    (leave,) = run(desired(bad), (failed.record,), ray(running=0), gw=gw)
+    assert isinstance(leave, UpdateGateway) and leave.members == ()
