@@ -123,6 +123,8 @@ def _explain(error: Any) -> list[tuple[str, str]]:
     """(pointer, message) pairs for one jsonschema error, in the user's words."""
     pointer = _pointer(error.absolute_path)
     keyword, value, instance = error.validator, error.validator_value, error.instance
+    if pointer == "/env" or pointer.startswith("/env/"):
+        return _explain_env(pointer, keyword, value, instance, error)
     if keyword == "required" and isinstance(instance, dict):
         return [(f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
                 for k in value if k not in instance]
@@ -141,6 +143,18 @@ def _explain(error: Any) -> list[tuple[str, str]]:
     if keyword == "pattern":
         return [(pointer, f"{instance!r} does not match {value}")]
     return [(pointer, str(error.message))]
+
+
+def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
+                 error: Any) -> list[tuple[str, str]]:
+    """Like :func:`_explain` but never quotes a value: env values may be secrets
+    (status files and CI logs show these messages). Names are fine."""
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
+                for k in _extras(instance, error.schema)]
+    if keyword == "type":
+        return [(pointer, f"expected {value}, got {_kind(instance)} (value not shown)")]
+    return [(pointer, f"invalid ({keyword}); value not shown")]
 
 
 def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:

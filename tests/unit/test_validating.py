@@ -290,3 +290,19 @@ def test_the_revision_is_carried(tmp_path: Path) -> None:
     (tmp_path / "users").mkdir()
     state = validate_tree(tmp_path, _config(tmp_path), revision="abc123")
     assert state.revision == "abc123"
+
+
+@pytest.mark.parametrize(("env", "secret"), [
+    ('["HF_TOKEN=hf_abcdefSECRET123"]', "SECRET"),
+    ("{HF_TOKEN: 4242424242}", "4242424242"),
+    ("{HF_TOKEN: [hf_abcdefSECRET123]}", "SECRET"),
+    ("hf_abcdefSECRET123", "SECRET"),
+])
+def test_env_values_never_appear_in_errors(tmp_path: Path, env: str, secret: str) -> None:
+    (tmp_path / "users" / "alice").mkdir(parents=True)
+    (tmp_path / "users" / "alice" / "m.yaml").write_text(
+        f"model_id: m\nmodel_source: org/m\nenv: {env}\n")
+    state = validate_tree(tmp_path, Config())
+    rendered = [i.render() for i in state.issues()]
+    assert rendered and all("/env" in r for r in rendered)
+    assert not any(secret in r for r in rendered), rendered
