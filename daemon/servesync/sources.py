@@ -100,7 +100,10 @@ def open_source(config: Config, *, clock: Callable[[], float] = time.monotonic) 
 
 
 class DirectorySource:
-    """A plain folder: what is on disk is the desired state (revision None)."""
+    """A plain folder: what is on disk is the desired state (revision None).
+
+    The folder must hold ``users/``: without it (a wrong path, a share not
+    mounted) refresh raises rather than report an empty desired state."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -108,6 +111,10 @@ class DirectorySource:
     def refresh(self) -> Snapshot:
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: desired-state folder not found")
+        if not (self.root / "users").is_dir():
+            # a wrong path or an unmounted share, not "no models": refuse rather
+            # than let the planner delete every model
+            raise SourceError(f"{self.root}: no users/ folder in the desired-state folder")
         return Snapshot(self.root, None, None, self.watch_paths())
 
     def watch_paths(self) -> tuple[Path, ...]:

@@ -42,8 +42,19 @@ def test_directory_source_with_subpath_and_missing_folder(tmp_path: Path) -> Non
     src = open_source(_config(tmp_path, path=str(tmp_path / "tree"), subpath="ds"))
     with pytest.raises(SourceError, match="not found"):
         src.refresh()
-    (tmp_path / "tree" / "ds").mkdir(parents=True)
+    (tmp_path / "tree" / "ds" / "users").mkdir(parents=True)
     assert src.refresh().root == tmp_path / "tree" / "ds"
+
+
+def test_directory_source_without_users_folder_is_an_error_not_an_empty_tree(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tree").mkdir()  # e.g. the mount point of a share that is not mounted
+    src = open_source(_config(tmp_path, path=str(tmp_path / "tree")))
+    with pytest.raises(SourceError, match="no users/ folder"):
+        src.refresh()
+    (tmp_path / "tree" / "users").mkdir()
+    assert src.refresh().root == tmp_path / "tree"
 
 
 def test_local_working_copy_follows_commits_not_the_working_tree(tmp_path: Path) -> None:
