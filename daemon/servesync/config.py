@@ -100,8 +100,17 @@ class Config:
         return base / self.source.subpath if self.source.subpath else base
 
 
-def _resolve(base: Path, value: str | None) -> str | None:
-    if value is None or "://" in value or value.startswith("git@"):
+def is_remote_url(value: str) -> bool:
+    """A URL git would fetch from, not a local path: ``scheme://...``, or git's
+    scp syntax ``user@host:path`` / ``host:path`` (not a Windows drive ``C:``)."""
+    head = value.split("/", 1)[0]
+    return "://" in value or (":" in head and len(head.split(":", 1)[0]) > 1)
+
+
+def _resolve(base: Path, value: str | None, *, url: bool = False) -> str | None:
+    """``value`` as an absolute path (relative to ``base``); with ``url``, a
+    remote URL is kept as it is."""
+    if value is None or (url and is_remote_url(value)):
         return value
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else (base / p).resolve())
@@ -122,7 +131,7 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
         src["path"] = None
     for key in ("path", "git_url", "trusted_keys_file"):
         if key in src:
-            src[key] = _resolve(base_dir, src[key])
+            src[key] = _resolve(base_dir, src[key], url=key == "git_url")
     top: dict[str, Any] = {}
     for key in ("state_dir", "status_dir", "storage_root"):
         if key in data:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import git
 
-from servesync.config import Config
+from servesync.config import Config, is_remote_url
 from servesync.errors import SourceError
 from servesync.logs import redact_url
 from servesync.watching import is_git_dir
@@ -372,13 +372,7 @@ class GitSource:
 
 
 def _is_local(url: str) -> bool:
-    return "://" not in url and not _is_scp_like(url) and Path(url).exists()
-
-
-def _is_scp_like(url: str) -> bool:
-    """``user@host:path`` or ``host:path`` (git's scp syntax), not a Windows drive."""
-    head = url.split("/", 1)[0]
-    return ":" in head and len(head.split(":", 1)[0]) > 1
+    return not is_remote_url(url) and Path(url).exists()
 
 
 def _is_repository(path: Path) -> bool:
