@@ -149,6 +149,18 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
     )
 
 
+def _message(error: Any) -> str:
+    """jsonschema's message, except under ``serving.replica_env``: its values may
+    be secrets and the message may quote them, so say only what was expected."""
+    if list(error.absolute_path)[:2] != ["serving", "replica_env"]:
+        return str(error.message)
+    if error.validator == "type":
+        return f"must be of type {error.validator_value} (value not shown)"
+    if error.validator == "additionalProperties":
+        return str(error.message)  # names the offending key, never a value
+    return f"invalid ({error.validator}; value not shown)"
+
+
 def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the config file; ``None`` tries $SERVESYNC_CONFIG, then the default
     path, then falls back to built-in defaults. Raises ConfigError naming the
@@ -169,5 +181,5 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     first = min(errors, key=lambda e: list(e.absolute_path), default=None)
     if first is not None:
         pointer = "/" + "/".join(str(p) for p in first.absolute_path)
-        raise ConfigError(f"{chosen}: {pointer}: {first.message}")
+        raise ConfigError(f"{chosen}: {pointer}: {_message(first)}")
     return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
