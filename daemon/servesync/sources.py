@@ -232,6 +232,8 @@ class GitSource:
         return tuple(dict.fromkeys(d.resolve() for d in dirs))
 
     def force_fetch(self) -> None:
+        """Fetch at the next refresh, and check a refused tip again (SIGHUP)."""
+        self._refused = None
         self._force.set()
 
     def poll_interval_s(self) -> float | None:
@@ -258,6 +260,8 @@ class GitSource:
             if tip == self._good:
                 self._refused = None
                 return None
+            if self.keyring is not None and self.keyring.ensure():
+                self._refused = None  # new trusted keys: a refused tip may pass now
             if self._refused and self._refused[0] == tip:
                 return self._refused[1]
             why = self._refusal(repo, tip)

@@ -240,3 +240,24 @@ def test_removing_a_key_from_the_file_revokes_it(
     commit_file(repo, DOC, "v: 2\n", sign_with=stranger)
     snap = src.refresh()
     assert snap.revision == by_stranger and snap.error is not None
+
+
+def test_adding_the_signers_key_to_the_file_takes_the_refused_tip(
+    tmp_path: Path, keys: tuple[GpgKey, GpgKey]
+) -> None:
+    trusted, stranger = keys
+    keyfile = tmp_path / "trusted.asc"
+    keyfile.write_text(trusted.export())
+    repo = init_repo(tmp_path / "repo")
+    cfg = _config(tmp_path, path=str(repo), verify_signatures=True, trusted_keys_file=str(keyfile))
+    src = open_source(cfg)
+    good = commit_file(repo, DOC, "v: 1\n", sign_with=trusted)
+    assert src.refresh().revision == good
+    by_stranger = commit_file(repo, DOC, "v: 2\n", sign_with=stranger)
+    snap = src.refresh()
+    assert snap.revision == good and snap.error is not None
+    assert src.refresh().revision == good  # the refusal is cached while nothing changes
+
+    keyfile.write_text(trusted.export() + stranger.export())
+    snap = src.refresh()
+    assert (snap.revision, snap.error) == (by_stranger, None)
