@@ -171,3 +171,13 @@ def gateway_model_cards(public_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         }
         for public_id in public_ids
     }
+
+
+def serving_hash(serving: ServingConfig) -> str:
+    """Hash of the cluster serving config that reaches every model's replicas
+    (platform, operator env, surge): when it changes, every model is updated."""
+    return _version("serving", {
+        "accelerator_type": serving.accelerator_type,
+        "replica_env": dict(sorted(serving.replica_env.items())),
+        "max_surge_percent": serving.max_surge_percent,
+    })

@@ -51,6 +51,7 @@ class Clock:
 
     now: datetime
     deploy_timeout_s: float
+    serving_hash: str = ""  # the cluster serving config every deploy is made with
 
     @property
     def stamp(self) -> str:
@@ -70,11 +71,16 @@ def plan(
     gateway: GatewayRecord,
     now: datetime,
     deploy_timeout_s: float,
+    serving_hash: str = "",
 ) -> tuple[Action, ...]:
-    """Everything one tick should do, in order. Empty when converged."""
+    """Everything one tick should do, in order. Empty when converged.
+
+    ``serving_hash`` fingerprints the cluster config that reaches replicas
+    (:func:`servesync.llmconfigs.serving_hash`); a model deployed under
+    another one is updated."""
     if not observed.reachable:
         return ()
-    clock = Clock(now, deploy_timeout_s)
+    clock = Clock(now, deploy_timeout_s, serving_hash)
     specs = {s.name: s for s in desired.specs}
     by_name = {(r.user_id, r.suffix): r for r in recorded.values()}
     per_model: list[Action] = []
@@ -133,7 +139,8 @@ def _deploy(rec: ModelRecord, spec: ModelSpec, kind: Kind, reason: str,
         _event(clock, event_kind, f"{kind}: {reason}", revision),
         spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.DEPLOYING,
         enabled=True, source_file=spec.source_file, attempted_revision=revision,
-        error_summary=None, submitted_at=clock.stamp, retry_at=None,
+        error_summary=None, submitted_at=None, retry_at=None,
+        serving_hash=clock.serving_hash,
     )
     return Deploy(kind, new, spec, reason)
 
@@ -166,6 +173,9 @@ def _converge(rec: ModelRecord, spec: ModelSpec, revision: str | None, observed:
     if spec.spec_hash() != rec.spec_hash:
         kind = _change_kind(rec, spec)
         return _deploy(rec, spec, kind, f"spec changed in {spec.source_file}", revision, clock)
+    if rec.serving_hash != clock.serving_hash and rec.state is not State.FAILED:
+        return _deploy(rec, spec, Kind.UPDATE, "the cluster's serving config changed",
+                       revision, clock)
     return _follow(rec, spec, status, observed, clock)
 
 
@@ -197,6 +207,9 @@ def _follow(rec: ModelRecord, spec: ModelSpec, status: AppStatus, observed: Obse
 
 def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: str,
                clock: Clock) -> Action | None:
+    if rec.submitted_at is None:  # servesync stopped between the record and Ray's answer
+        return _deploy(rec, spec, Kind.RETRY, "submission not confirmed by Ray",
+                       rec.attempted_revision, clock)
     age = clock.since(rec.submitted_at)
     if status is AppStatus.RUNNING and age >= SETTLE_S:
         return _running(rec, clock, "application RUNNING")
@@ -300,9 +313,9 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
         return False
     if rec.state is State.RUNNING:
         return True
-    if rec.state not in (State.DEPLOYING, State.FAILED) or rec.applied_hash is None:
+    if rec.state not in (State.DEPLOYING, State.QUEUED, State.FAILED) or rec.applied_hash is None:
         return False  # never ran: it joins once RUNNING
-    # During an update, or after one that failed, the last good version's
+    # During an update (or its retry backoff), or after one that failed, the last good version's
     # replicas keep serving (Serve starts new replicas before stopping old
     # ones): keep routing to the model while Ray shows any replica RUNNING.
     obs = observed.apps.get(rec.app_name)

@@ -74,7 +74,9 @@ class ModelRecord:
     error_summary: str | None = None
     created_at: str = ""
     updated_at: str = ""
-    submitted_at: str | None = None  # when the current spec went to Ray (deadline base)
+    submitted_at: str | None = None  # when Ray accepted the current spec (deadline base);
+    # None while DEPLOYING means the submission was never confirmed: resubmit
+    serving_hash: str = ""  # the cluster serving config the spec was deployed with
     retry_at: str | None = None  # QUEUED after a transient error: not before this
     attempts: int = 0  # consecutive transient failures (backoff exponent)
     events: tuple[Event, ...] = ()
@@ -98,6 +100,7 @@ class ModelRecord:
             "error_summary": self.error_summary, "created_at": self.created_at,
             "updated_at": self.updated_at, "submitted_at": self.submitted_at,
             "retry_at": self.retry_at, "attempts": self.attempts,
+            "serving_hash": self.serving_hash,
             "events": [e.to_json() for e in self.events],
         }
 

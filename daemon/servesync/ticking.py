@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from servesync import actions as act
-from servesync import planning, publishing, validating
+from servesync import llmconfigs, planning, publishing, validating
 from servesync.config import Config
 from servesync.errors import PermanentError, TransientError
 from servesync.naming import GATEWAY_APP
@@ -96,6 +96,7 @@ class Reconciler:
             desired=desired, recorded=self.store.models(), observed=observed,
             gateway=self.store.gateway(), now=self.clock(),
             deploy_timeout_s=self.config.serving.deploy_timeout_s,
+            serving_hash=llmconfigs.serving_hash(self.config.serving),
         )
 
     def tick(self, snapshot: Snapshot) -> TickResult:
@@ -133,7 +134,8 @@ class Reconciler:
                     self.store.put(rec)
                     self.applier.deploy_model(spec, app_name=rec.app_name,
                                               public_id=rec.public_id)
-                    self.store.put(_submitted(rec, now, "accepted by Ray Serve"))
+                    accepted = replace(rec, submitted_at=now.isoformat(timespec="seconds"))
+                    self.store.put(_submitted(accepted, now, "accepted by Ray Serve"))
                 case act.DeleteApp(record=rec):
                     self.applier.delete_app(rec.app_name)
                     self.store.put(_submitted(rec, now, "application deletion accepted"))

@@ -131,7 +131,9 @@ def test_update_keeps_name_and_serving_gateway() -> None:
     assert deploy.record.public_id == RA.public_id
     assert deploy.record.applied_hash == RA.applied_hash  # last good still recorded
     # next tick, while the rolling update runs, A stays in the gateway
-    later = run(desired(new), (deploy.record,),
+    assert deploy.record.submitted_at is None  # set by the executor once Ray accepts it
+    accepted = replace(deploy.record, submitted_at=at(100).isoformat())
+    later = run(desired(new), (accepted,),
                 observed((RA, AppStatus.DEPLOYING), (GW, AppStatus.RUNNING)),
                 gw=GatewayRecord(members(RA), T0.isoformat()))
     assert later == ()
@@ -242,3 +244,33 @@ def test_failed_update_keeps_the_last_good_version_in_the_gateway() -> None:
     # once no replica is left, the model leaves the gateway
     (leave,) = run(desired(bad), (failed.record,), ray(running=0), gw=gw)
     assert isinstance(leave, UpdateGateway) and leave.members == ()
+
+
+def test_unconfirmed_submission_is_resubmitted_not_trusted() -> None:
+    """servesync died after recording an update but before Ray accepted it: Ray
+    still runs the old version (RUNNING); the update must be submitted again."""
+    new = spec("a", engine_kwargs={"max_model_len": 64})
+    (deploy,) = run(desired(new), (RA,), observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)))
+    assert isinstance(deploy, Deploy)
+    again = run(desired(new), (deploy.record,),
+                observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)), now_s=200,
+                gw=GatewayRecord(members(RA), T0.isoformat()))
+    assert shape(again) == [("retry", "a")]
+
+
+def test_transient_backoff_of_an_update_keeps_the_model_in_the_gateway() -> None:
+    queued = after_transient(replace(record(A), state=State.DEPLOYING), "timeout", at(0))
+    assert queued.applied_hash is not None
+    obs = observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    assert run(desired(A), (queued,), obs, now_s=1,
+               gw=GatewayRecord(members(RA), T0.isoformat())) == ()
+
+
+def test_serving_config_change_updates_every_model() -> None:
+    obs = RUNNING_BOTH
+    actions = plan(desired=desired(A, B), recorded={r.model_key: r for r in (RA, RB)},
+                   observed=obs, gateway=GatewayRecord(members(RA, RB), T0.isoformat()),
+                   now=at(100), deploy_timeout_s=600, serving_hash="other")
+    assert [(str(a.kind), a.record.suffix) for a in actions if isinstance(a, Deploy)] == [
+        ("update", "a"), ("update", "b")]
+    assert all(a.record.serving_hash == "other" for a in actions if isinstance(a, Deploy))
