@@ -21,7 +21,8 @@ Called by the CLI with a ticker factory (the reconcile tick lives in
   invalid one is logged and the old kept), force a fetch, tick.
 
 Exit codes: 0 stopped by a signal or ``stop_event``; 1 the worker died
-(a bug; systemd restarts); 2 config error or the state dir is locked.
+(a bug; systemd restarts); 2 config error, unreadable recorded state
+(``state.json``) or the state dir is locked.
 
 The factory may return a Ticker, or a context manager yielding one (e.g.
 ``runtime.reconciler(config, lock=False)``: this module holds the lock). A
@@ -46,7 +47,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from servesync import config as config_mod
 from servesync.config import Config
-from servesync.errors import ConfigError, LockHeldError, SourceError
+from servesync.errors import LockHeldError, ServesyncError, SourceError, TransientError
 from servesync.locking import StateLock
 from servesync.sdnotify import Notifier
 from servesync.sources import Snapshot, Source, open_source
@@ -174,10 +175,13 @@ class DaemonLoop:
         self.triggers.fire("reload")
 
     def prepare(self) -> None:
-        """Build the ticker now, so a config error ends the start (exit 2)."""
+        """Build the ticker now, so a config error or an unreadable recorded
+        state ends the start (exit 2); only a transient failure is retried."""
         try:
             self._slot.get(self.config)
-        except ConfigError:
+        except TransientError:
+            log.exception("cannot build the reconciler yet; the next tick retries")
+        except ServesyncError:
             raise
         except Exception:
             log.exception("cannot build the reconciler yet; the next tick retries")
@@ -347,8 +351,8 @@ def run_daemon(
         notifier.stopping()
         loop.stop(stop_grace_s)
         return EXIT_OK
-    except ConfigError as e:
-        log.error("%s", e)
+    except ServesyncError as e:  # a bad config, an unreadable state.json: no retry helps
+        log.error("not starting: %s", e)
         return EXIT_CONFIG
     finally:
         for signum, handler in restore.items():

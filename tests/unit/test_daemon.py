@@ -20,6 +20,7 @@ from servesync.config import Config, SourceConfig
 from servesync.daemon import EXIT_CONFIG, DaemonLoop, run_daemon
 from servesync.sdnotify import Notifier
 from servesync.sources import Snapshot
+from servesync.store import Store
 from tests.unit.gitrepos import commit_file, init_repo
 
 WITHIN_S = 10.0  # generous bounds: the benchmark measures real latencies
@@ -273,6 +274,25 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(
     assert rc == EXIT_CONFIG
     assert second.snapshots == []
     assert any("another servesync" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreadable_state_file_ends_the_start_with_exit_2(
+    tmp_path: Path, notify: Socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(tmp_path)
+    Path(config.state_dir).mkdir(parents=True)
+    (Path(config.state_dir) / "state.json").write_text("{not json")
+    stop = threading.Event()
+    timer = threading.Timer(2.0, stop.set)  # without the check, it would run until stopped
+    timer.start()
+    try:
+        rc = run_daemon(config, ticker_factory=lambda c: Store(Path(c.state_dir)),
+                        notifier=Notifier(notify.path), stop_event=stop)  # fmt: skip
+    finally:
+        timer.cancel()
+    assert rc == EXIT_CONFIG
+    assert "READY=1" not in notify.drain()
+    assert any("recorded state is unreadable" in r.getMessage() for r in caplog.records)
 
 
 CHILD = textwrap.dedent(
