@@ -13,8 +13,9 @@ Called by the CLI with a ticker factory (the reconcile tick lives in
 * a tick that leaves work in flight (``settled`` false: a model loading, a
   deletion waiting for the gateway) is followed by another ``FOLLOW_UP_S`` later;
 * sd_notify: READY=1 once the first tick attempt has finished (failed or
-  not: STATUS then says why), WATCHDOG=1 from the worker thread itself
-  (a stuck tick stops the pings, so systemd restarts a wedged daemon),
+  not: STATUS then says why), WATCHDOG=1 from the worker thread itself,
+  always right before a tick starts (a stuck tick stops the pings, so
+  systemd restarts a wedged daemon),
   STATUS= after each tick, STOPPING=1 at shutdown;
 * SIGTERM/SIGINT: finish the current tick (at most ``STOP_GRACE_S``), exit 0;
   nothing is ever undeployed on the way out. SIGHUP: re-read the config (an
@@ -234,9 +235,12 @@ class DaemonLoop:
             return IDLE_WAKE_S
         return max(0.0, min(IDLE_WAKE_S, self._last_ping + interval - self._clock()))
 
-    def _ping(self) -> None:
+    def _ping(self, *, force: bool = False) -> None:
+        """WATCHDOG=1 when one is due (``force``: now, if a watchdog is set)."""
         interval = self.notifier.watchdog_interval_s()
-        if interval is not None and self._clock() - self._last_ping >= interval * 0.9:
+        if interval is None:
+            return
+        if force or self._clock() - self._last_ping >= interval * 0.9:
             self.notifier.watchdog()
             self._last_ping = self._clock()
 
@@ -270,6 +274,7 @@ class DaemonLoop:
         started = self._clock()
         log.debug("tick %d starts (%s)", self.ticks, ",".join(sorted(reasons)))
         self._last = snapshot
+        self._ping(force=True)  # a full watchdog period for the tick, not what is left of one
         result = ticker.tick(snapshot)
         took = self._clock() - started
         state = "converged" if result else "converging"

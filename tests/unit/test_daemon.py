@@ -259,6 +259,22 @@ def test_watchdog_pings_only_while_the_loop_moves(tmp_path: Path, notify: Socket
         loop.stop()
 
 
+def test_each_tick_starts_with_a_fresh_watchdog_ping(tmp_path: Path, notify: Socket) -> None:
+    ticker = FakeTicker(block_tick=2)
+    notifier = Notifier(notify.path, watchdog_usec=60_000_000)  # a ping due every 27-30 s
+    loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker, notifier=notifier)
+    loop.start()
+    try:
+        assert notify.wait_for("READY=1")
+        notify.drain()
+        loop.triggers.fire("interval")
+        assert ticker.entered.wait(WITHIN_S)
+        assert "WATCHDOG=1" in notify.drain()  # sent just before the tick, seconds after the last
+        ticker.release.set()
+    finally:
+        loop.stop()
+
+
 def test_a_second_daemon_on_the_same_state_dir_is_refused(
     tmp_path: Path,
     notify: Socket,
