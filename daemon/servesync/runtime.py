@@ -2,13 +2,18 @@
 
 Called by ``servesync once``, ``plan`` and ``run``. Side effects: creates the
 state and status dirs, takes the single-writer lock (``once``/``run``),
-connects to Ray. Leaving never undeploys anything; only a demo Ray started
+connects to Ray. ``plan`` writes nothing in the state dir: it works on a
+copy of ``state.json`` in a temporary folder, with its own throwaway git
+clone and keyring. Leaving never undeploys anything; only a demo Ray started
 in-process (``ray.address: local``) ends with the process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -18,7 +23,7 @@ from servesync import actions as act
 from servesync.config import Config
 from servesync.locking import StateLock
 from servesync.sources import Source, open_source
-from servesync.store import Store
+from servesync.store import STATE_FILE, Store
 from servesync.ticking import Reconciler, TickResult
 
 log = logging.getLogger("servesync")
@@ -71,11 +76,19 @@ def _tick(rec: Reconciler, source: Source) -> TickResult:
 
 
 def plan(config: Config) -> int:
-    """Print what a tick would do. Exit 0 nothing to do, 1 changes."""
-    source = open_source(config)
-    with reconciler(config, lock=False) as rec:
-        desired, observed = rec.read(source.refresh())
-        actions = rec.plan(desired, observed)
+    """Print what a tick would do. Exit 0 nothing to do, 1 changes.
+
+    The daemon's state dir is only read: its ``state.json`` is copied into a
+    temporary state dir, which also holds this run's git clone and keyring."""
+    with tempfile.TemporaryDirectory(prefix="servesync-plan-") as tmp:
+        recorded = Path(config.state_dir) / STATE_FILE
+        if recorded.exists():
+            shutil.copyfile(recorded, Path(tmp) / STATE_FILE)
+        scratch = dataclasses.replace(config, state_dir=tmp, status_dir=str(Path(tmp) / "status"))
+        source = open_source(scratch)
+        with reconciler(scratch, lock=False) as rec:
+            desired, observed = rec.read(source.refresh())
+            actions = rec.plan(desired, observed)
     for issue in desired.issues():
         print(issue.render())
     if not observed.reachable:

@@ -13,6 +13,7 @@ import pytest
 
 from servesync import cli, runtime
 from servesync.locking import StateLock
+from tests.unit.gitrepos import commit_file, init_repo
 from tests.unit.test_ticking import FakeRay
 
 MODEL = "model_id: tiny\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
@@ -92,3 +93,24 @@ def test_status_wait_times_out_when_not_running(
     capsys.readouterr()
     assert cli.main(["status", "--config", str(cfg), "--wait", "0.5"]) == 1
     assert "DEPLOYING" in capsys.readouterr().out
+
+
+def test_plan_leaves_the_state_dir_untouched(
+        setup: tuple[Path, Path, SettlingRay], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, state, _ray = setup
+    repo = init_repo(tmp_path / "repo")  # a git source: the daemon's clone is in state/source
+    commit_file(repo, "users/alice/tiny.yaml", MODEL)
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "desired"), str(repo)))
+    assert cli.main(["once", "--config", str(cfg), "--wait", "30"]) == 0
+    assert (state / "source" / ".git").is_dir()
+    (state / ".state.json.tmp-4242-abcdef").write_text("{}")  # the daemon, mid-write
+
+    def files() -> dict[str, int]:
+        return {str(p.relative_to(state)): p.lstat().st_mtime_ns for p in state.rglob("*")}
+
+    before = files()
+    capsys.readouterr()
+    assert cli.main(["plan", "--config", str(cfg)]) == 0
+    assert "noop" in capsys.readouterr().out  # the recorded state was read
+    assert files() == before
