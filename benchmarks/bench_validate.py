@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from servesync.config import Config, ServingConfig
-from servesync.validating import validate_tree
+from servesync.desired.validating import validate_tree
 
 TEMPLATE = """\
 # yaml-language-server: $schema=../../../schemas/serving-model.schema.json

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from servesync.config import Config, SourceConfig
-from servesync.daemon import DaemonLoop
-from servesync.sdnotify import Notifier
-from servesync.sources import Snapshot
+from servesync.daemon.loop import DaemonLoop
+from servesync.daemon.sdnotify import Notifier
+from servesync.desired.sources import Snapshot
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",

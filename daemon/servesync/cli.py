@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from servesync import __version__, config, schemas, validating
+from servesync import __version__, config, schemas
+from servesync.desired import validating
+from servesync.desired.specs import DesiredState
 from servesync.errors import ConfigError, SourceError
-from servesync.specs import DesiredState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +220,9 @@ def _add_once(sub: Any) -> None:
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from servesync import runtime
+    from servesync import wiring
 
-    return _guarded(lambda cfg: runtime.once(cfg, wait_s=args.wait), args.config)
+    return _guarded(lambda cfg: wiring.once(cfg, wait_s=args.wait), args.config)
 
 
 def _add_plan(sub: Any) -> None:
@@ -237,9 +238,9 @@ def _add_plan(sub: Any) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from servesync import runtime
+    from servesync import wiring
 
-    return _guarded(runtime.plan, args.config)
+    return _guarded(wiring.plan, args.config)
 
 
 def _add_run(sub: Any) -> None:
@@ -258,17 +259,18 @@ def _add_run(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from servesync import daemon, runtime
-    from servesync.logs import setup_logging
-    from servesync.sdnotify import Notifier
+    from servesync import wiring
+    from servesync.daemon import loop
+    from servesync.daemon.logs import setup_logging
+    from servesync.daemon.sdnotify import Notifier
 
     setup_logging(fmt=args.log_format, level=args.log_level.upper())
     try:
         cfg = config.load(args.config)
     except ConfigError as e:
         return _error(str(e))
-    return daemon.run_daemon(
-        cfg, ticker_factory=lambda c: runtime.reconciler(c, lock=False),
+    return loop.run_daemon(
+        cfg, ticker_factory=lambda c: wiring.reconciler(c, lock=False),
         notifier=Notifier.from_env(),
     )
 
@@ -306,8 +308,8 @@ def _add_status(sub: Any) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from servesync import publishing
     from servesync.errors import ServesyncError
+    from servesync.status import reading
 
     try:
         status_dir = Path(config.load(args.config).status_dir)
@@ -316,7 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            index = publishing.load_index(status_dir)
+            index = reading.load_index(status_dir)
         except ServesyncError as e:
             index, problem = None, str(e)
         if index is not None and _all_up(index):
@@ -329,7 +331,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(index, indent=2))
     else:
-        print(publishing.render_table(status_dir))
+        print(reading.render_table(status_dir))
     return 0 if (not args.wait or _all_up(index)) else 1
 
 

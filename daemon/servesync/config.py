@@ -8,6 +8,7 @@ cluster will. Reads one file; no other side effects.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from servesync.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/servesync/servesync.yaml"
 CONFIG_ENV = "SERVESYNC_CONFIG"
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]*(:[^/\s@]*)?@")
 
 DEFAULT_ENGINE_KWARGS_DENY = (
     "model",
@@ -98,6 +100,11 @@ class Config:
         """The folder holding ``users/`` for a directory source."""
         base = Path(self.source.path or ".")
         return base / self.source.subpath if self.source.subpath else base
+
+
+def redact_url(url: str) -> str:
+    """``https://user:token@host/x`` -> ``https://***@host/x``; other text unchanged."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", url)
 
 
 def is_remote_url(value: str) -> bool:

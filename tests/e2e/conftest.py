@@ -21,7 +21,7 @@ import pytest
 from servesync.config import Config, RayConfig, ServingConfig
 
 if TYPE_CHECKING:
-    from servesync.applying import RayApplier
+    from servesync.rayserve.applier import RayApplier
 
 REPLICA_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 TIMINGS: dict[str, str] = {}
@@ -73,7 +73,7 @@ def e2e_config() -> Config:
 @pytest.fixture(scope="session")
 def applier(e2e_config: Config) -> Iterator[RayApplier]:
     pytest.importorskip("vllm")
-    from servesync.applying import RayApplier
+    from servesync.rayserve.applier import RayApplier
 
     ray_applier = RayApplier(e2e_config)
     start = time.monotonic()

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from servesync.applying import GATEWAY_APP, RayApplier
 from servesync.config import Config
-from servesync.records import AppStatus
-from servesync.specs import ModelSpec
+from servesync.converge.observed import AppStatus
+from servesync.desired.specs import ModelSpec
+from servesync.rayserve.applier import GATEWAY_APP, RayApplier
 from tests.e2e.clients import ask, listed, requests_to, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -22,12 +22,14 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from servesync.applying import RayApplier
 from servesync.config import Config
-from servesync.records import AppStatus, ModelRecord, State
-from servesync.sources import DirectorySource
-from servesync.store import Store
-from servesync.ticking import Reconciler, TickResult
+from servesync.converge.observed import AppStatus
+from servesync.converge.reconciling import Reconciler, TickResult
+from servesync.converge.records import ModelRecord, State
+from servesync.desired.sources import DirectorySource
+from servesync.rayserve.applier import RayApplier
+from servesync.state.store import Store
+from servesync.status.publishing import StatusFiles
 from tests.e2e.clients import ask, listed, model_yaml, requests_to, wait_for
 from tests.e2e.conftest import TIMINGS
 
@@ -47,7 +49,9 @@ class World:
     def restart(self) -> Reconciler:
         """A fresh Reconciler on the same state dir, like a restarted daemon."""
         store = Store(Path(self.config.state_dir))
-        self.reconciler = Reconciler(self.config, store=store, applier=self.applier)
+        publisher = StatusFiles(Path(self.config.status_dir), self.config.serving)
+        self.reconciler = Reconciler(self.config, store=store, applier=self.applier,
+                                     publisher=publisher)
         return self.reconciler
 
     def write(self, user: str, suffix: str, text: str) -> None:

@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from servesync import cli, runtime
-from servesync.locking import StateLock
+from servesync import cli, wiring
+from servesync.state.locking import StateLock
+from tests.support.fakeray import SettlingRay
 from tests.unit.gitrepos import commit_file, init_repo
-from tests.unit.test_ticking import FakeRay
 
 MODEL = "model_id: tiny\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
-
-
-class SettlingRay(FakeRay):
-    """Every observe() first lets what was submitted come up."""
-
-    def observe(self):  # type: ignore[no-untyped-def]
-        observed = super().observe()
-        self.settle()
-        return observed
 
 
 @pytest.fixture
@@ -40,9 +31,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, 
         f"storage_root: {tmp_path / 'private'}\nserving: {{accelerator_type: cpu}}\n"
     )
     ray = SettlingRay()
-    monkeypatch.setattr(runtime, "_applier", lambda config: ray)
-    monkeypatch.setattr(runtime, "ONCE_POLL_S", 0.0)
-    ray.shutdown = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(wiring, "_applier", lambda config: ray)
+    monkeypatch.setattr(wiring, "ONCE_POLL_S", 0.0)
     return cfg, tmp_path / "state", ray
 
 

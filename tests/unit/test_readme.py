@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from servesync import config, validating
+from servesync import config
+from servesync.desired import validating
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

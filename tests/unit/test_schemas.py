@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from servesync import config, schemas
 from servesync.config import Config, ServingConfig
-from servesync.validating import validate_tree
+from servesync.desired.validating import validate_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILES = sorted((REPO / "schemas").glob("*.schema.json"))

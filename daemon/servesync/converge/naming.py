@@ -1,0 +1,27 @@
+"""Model naming, as in the MVP serving API. Pure.
+
+* public model id (what clients send as ``model``):
+  ``<user_id>-<YYYYMMDDHHMM>-<suffix>``; the prefix is fixed when the model
+  is first admitted and kept for its whole life (restarts, stop/start).
+* ``model_key`` (status file name and Serve application name):
+  ``svc-<user_id>-<YYYYMMDD>-<HHMMSS>-<4 hex>``, the hex derived from the
+  user, suffix and admission time so that it is stable and testable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+GATEWAY_APP = "servesync-gateway"
+"""The Serve application at route ``/`` that is the OpenAI ingress for every model."""
+
+
+def model_prefix(user_id: str, admitted_at: datetime) -> str:
+    return f"{user_id}-{admitted_at:%Y%m%d%H%M}"
+
+
+def model_key(user_id: str, suffix: str, admitted_at: datetime) -> str:
+    stamp = f"{admitted_at:%Y%m%d-%H%M%S}"
+    digest = hashlib.sha256(f"{user_id}/{suffix}/{admitted_at.isoformat()}".encode()).hexdigest()
+    return f"svc-{user_id}-{stamp}-{digest[:4]}"

@@ -1,0 +1,392 @@
+"""The pure planner: ``plan(desired, recorded, observed, gateway, now) -> actions``.
+
+No I/O, no clock (``now`` is passed in), no Ray. Called once per tick by
+:mod:`servesync.converge.reconciling`, and by ``servesync plan``. Each model gets at most
+one action per tick; the plan is ordered: bookkeeping, gateway, deletions,
+deploys. Rules (level-based: every tick re-reads the whole state):
+
+* A valid spec not yet recorded is admitted (name fixed now) and deployed, or
+  recorded STOPPED when ``enabled: false``.
+* A changed spec hash is deployed at once, superseding a QUEUED, DEPLOYING or
+  FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
+  deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
+  redeployed (drift), FAILED waits for a new spec.
+* A recorded model whose file or name has validation errors is left exactly
+  as it is (last-known-good). One that is no longer declared goes DELETING.
+* A model joins the gateway once RUNNING (or keeps serving its last good
+  version during an update) and leaves it before its application is deleted:
+  ``DeleteApp`` is planned only once the gateway without it is RUNNING.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from servesync.converge import naming
+from servesync.converge.actions import (
+    Action,
+    DeleteApp,
+    Deploy,
+    Forget,
+    Kind,
+    RecordOnly,
+    UpdateGateway,
+)
+from servesync.converge.observed import AppStatus, Observed
+from servesync.converge.records import (
+    Event,
+    EventKind,
+    GatewayRecord,
+    ModelRecord,
+    State,
+    stamp,
+)
+from servesync.desired.specs import DesiredState, ModelName, ModelSpec
+
+SETTLE_S = 2.0  # Ray needs a moment to show a submitted change in serve.status()
+MISSING_GRACE_S = 15.0  # a just-submitted app may not be listed yet
+BACKOFF_BASE_S = 5.0
+BACKOFF_MAX_S = 300.0
+_FAILED_STATUSES = (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY)
+_SCALE_FIELDS = ("num_replicas", "autoscaling")
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The planner's view of time: ``now`` plus the configured deadline."""
+
+    now: datetime
+    deploy_timeout_s: float
+    serving_hash: str = ""  # the cluster serving config every deploy is made with
+
+    @property
+    def stamp(self) -> str:
+        return stamp(self.now)
+
+    def since(self, iso: str | None) -> float:
+        if not iso:
+            return float("inf")
+        return (self.now - datetime.fromisoformat(iso)).total_seconds()
+
+
+def plan(
+    *,
+    desired: DesiredState,
+    recorded: Mapping[str, ModelRecord],
+    observed: Observed,
+    gateway: GatewayRecord,
+    now: datetime,
+    deploy_timeout_s: float,
+    serving_hash: str = "",
+) -> tuple[Action, ...]:
+    """Everything one tick should do, in order. Empty when converged.
+
+    ``serving_hash`` fingerprints the cluster config that reaches replicas
+    (:func:`servesync.llmconfigs.serving_hash`); a model deployed under
+    another one is updated."""
+    if not observed.reachable:
+        return ()
+    clock = Clock(now, deploy_timeout_s, serving_hash)
+    specs = {s.name: s for s in desired.specs}
+    by_name = {(r.user_id, r.suffix): r for r in recorded.values()}
+    per_model: list[Action] = []
+    for name, spec in sorted(specs.items()):
+        rec = by_name.get(name)
+        action = _admit(spec, desired.revision, clock) if rec is None else _converge(
+            rec, spec, desired.revision, observed, clock
+        )
+        if action is not None:
+            per_model.append(action)
+    for name, rec in sorted(by_name.items()):
+        if name not in specs and not _held(rec, name, desired):
+            action = _undeclared(rec, observed, clock)
+            if action is not None:
+                per_model.append(action)
+    per_model.extend(_deletions(recorded, specs, per_model, observed, gateway, clock))
+    final = _final_records(recorded, per_model)
+    gateway_action = _gateway(final, observed, gateway)
+    ordered: list[Action] = [a for a in per_model if isinstance(a, RecordOnly | Forget)]
+    ordered += [gateway_action] if gateway_action else []
+    ordered += [a for a in per_model if isinstance(a, DeleteApp)]
+    ordered += [a for a in per_model if isinstance(a, Deploy)]
+    return tuple(ordered)
+
+
+def _held(rec: ModelRecord, name: ModelName, desired: DesiredState) -> bool:
+    return rec.source_file in desired.held_files or name in desired.held_names
+
+
+def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) -> Event:
+    return Event.at_time(clock.now, kind, message, revision)
+
+
+def _admit(spec: ModelSpec, revision: str | None, clock: Clock) -> Action:
+    prefix = naming.model_prefix(spec.user_id, clock.now)
+    key = naming.model_key(spec.user_id, spec.suffix, clock.now)
+    base = ModelRecord(
+        model_key=key, user_id=spec.user_id, suffix=spec.suffix, prefix=prefix, app_name=key,
+        spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.QUEUED,
+        enabled=spec.enabled, source_file=spec.source_file, created_at=clock.stamp,
+        updated_at=clock.stamp,
+    )
+    base = base.with_event(_event(clock, EventKind.ADMITTED, f"declared in {spec.source_file}",
+                                  revision))
+    if not spec.enabled:
+        rec = replace(base, state=State.STOPPED)
+        return RecordOnly(rec, "declared with enabled: false")
+    return _deploy(base, spec, Kind.CREATE, "new model", revision, clock)
+
+
+def _deploy(rec: ModelRecord, spec: ModelSpec, kind: Kind, reason: str,
+            revision: str | None, clock: Clock) -> Deploy:
+    event_kind = {Kind.SCALE: EventKind.SCALED, Kind.REDEPLOY: EventKind.DRIFT}.get(
+        kind, EventKind.DEPLOY_REQUESTED)
+    new = rec.with_event(
+        _event(clock, event_kind, f"{kind}: {reason}", revision),
+        spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.DEPLOYING,
+        enabled=True, source_file=spec.source_file, attempted_revision=revision,
+        error_summary=None, submitted_at=None, retry_at=None,
+        serving_hash=clock.serving_hash,
+    )
+    return Deploy(kind, new, spec, reason)
+
+
+def _record(rec: ModelRecord, clock: Clock, kind: EventKind, message: str, reason: str,
+            **changes: object) -> RecordOnly:
+    revision = rec.attempted_revision
+    return RecordOnly(rec.with_event(_event(clock, kind, message, revision), **changes), reason)
+
+
+def _change_kind(rec: ModelRecord, spec: ModelSpec) -> Kind:
+    old, new = rec.spec, spec.to_json()
+    differing = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    differing -= {"source_file", "line", "enabled"}
+    return Kind.SCALE if differing and differing <= set(_SCALE_FIELDS) else Kind.UPDATE
+
+
+def _converge(rec: ModelRecord, spec: ModelSpec, revision: str | None, observed: Observed,
+              clock: Clock) -> Action | None:
+    status = observed.status(rec.app_name)
+    if not spec.enabled:
+        return _stop(rec, status, clock)
+    if rec.state is State.DELETING and status is AppStatus.RUNNING \
+            and spec.spec_hash() == rec.spec_hash == rec.applied_hash:
+        return _running(rec, clock, "declared again before its application was deleted")
+    if rec.state is State.DELETING and status is not AppStatus.MISSING:
+        return None  # let the deletion finish before deploying the name again
+    if rec.state in (State.DELETING, State.STOPPED):
+        return _deploy(rec, spec, Kind.START, "declared again / enabled", revision, clock)
+    if spec.spec_hash() != rec.spec_hash:
+        kind = _change_kind(rec, spec)
+        return _deploy(rec, spec, kind, f"spec changed in {spec.source_file}", revision, clock)
+    if rec.serving_hash != clock.serving_hash and rec.state is not State.FAILED:
+        return _deploy(rec, spec, Kind.UPDATE, "the cluster's serving config changed",
+                       revision, clock)
+    return _follow(rec, spec, status, observed, clock)
+
+
+def _follow(rec: ModelRecord, spec: ModelSpec, status: AppStatus, observed: Observed,
+            clock: Clock) -> Action | None:
+    """Same spec as recorded: follow what Ray reports."""
+    obs = observed.apps.get(rec.app_name)
+    message = obs.message if obs else ""
+    if rec.state is State.QUEUED:
+        if clock.since(rec.retry_at) >= 0:
+            return _deploy(rec, spec, Kind.RETRY, "backoff over", rec.attempted_revision, clock)
+        return None
+    if rec.state is State.DEPLOYING:
+        return _deploying(rec, spec, status, message, clock)
+    if rec.state in (State.RUNNING, State.FAILED) and status is AppStatus.RUNNING:
+        if rec.state is State.FAILED:
+            return _running(rec, clock, "recovered")
+        if spec.source_file != rec.source_file:
+            return RecordOnly(replace(rec, source_file=spec.source_file, spec=spec.to_json()),
+                              f"moved to {spec.source_file}")
+        return None
+    if rec.state is State.RUNNING and status is AppStatus.MISSING:
+        return _deploy(rec, spec, Kind.REDEPLOY, "application missing from Ray",
+                       rec.attempted_revision, clock)
+    if rec.state is State.RUNNING and status in _FAILED_STATUSES:
+        return _failed(rec, clock, f"application {status}: {message}".rstrip(": "))
+    return None
+
+
+def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: str,
+               clock: Clock) -> Action | None:
+    if rec.submitted_at is None:  # servesync stopped between the record and Ray's answer
+        return _deploy(rec, spec, Kind.RETRY, "submission not confirmed by Ray",
+                       rec.attempted_revision, clock)
+    age = clock.since(rec.submitted_at)
+    if status is AppStatus.RUNNING and age >= SETTLE_S:
+        return _running(rec, clock, "application RUNNING")
+    if status in _FAILED_STATUSES and age >= SETTLE_S:
+        return _failed(rec, clock, f"{status}: {message}".rstrip(": "))
+    if status is AppStatus.MISSING and age >= MISSING_GRACE_S:
+        return _deploy(rec, spec, Kind.REDEPLOY, "submitted application not in Ray",
+                       rec.attempted_revision, clock)
+    if age >= clock.deploy_timeout_s:
+        return _failed(rec, clock, f"not RUNNING after {clock.deploy_timeout_s:.0f} s "
+                                   f"(Ray: {status})")
+    return None
+
+
+def _running(rec: ModelRecord, clock: Clock, message: str) -> RecordOnly:
+    return _record(rec, clock, EventKind.RUNNING, message, message, state=State.RUNNING,
+                   enabled=True, applied_hash=rec.spec_hash,
+                   applied_revision=rec.attempted_revision, error_summary=None, attempts=0)
+
+
+def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:
+    return _record(rec, clock, EventKind.FAILED, summary, "deploy failed", state=State.FAILED,
+                   error_summary=summary)
+
+
+def _stop(rec: ModelRecord, status: AppStatus, clock: Clock) -> Action | None:
+    if rec.state is State.STOPPED or (rec.state is State.DELETING and not rec.enabled):
+        return None
+    if status is AppStatus.MISSING:
+        return _record(rec, clock, EventKind.STOPPED, "enabled: false", "stopped",
+                       state=State.STOPPED, enabled=False)
+    return _record(rec, clock, EventKind.STOP_REQUESTED, "enabled: false", "stopping",
+                   state=State.DELETING, enabled=False)
+
+
+def _undeclared(rec: ModelRecord, observed: Observed, clock: Clock) -> Action | None:
+    status = observed.status(rec.app_name)
+    if rec.state is State.DELETING:
+        return None  # handled by _deletions
+    if status is AppStatus.MISSING:
+        return Forget(rec.model_key, rec.public_id, "no longer declared; no application")
+    return _record(rec, clock, EventKind.DELETE_REQUESTED, "no longer declared", "deleting",
+                   state=State.DELETING)
+
+
+def _deletions(recorded: Mapping[str, ModelRecord], specs: Mapping[ModelName, ModelSpec],
+               planned: Iterable[Action], observed: Observed, gateway: GatewayRecord,
+               clock: Clock) -> list[Action]:
+    """Models already DELETING: delete the app once out of a settled gateway."""
+    touched = {_key(a) for a in planned}
+    in_gateway = {app for _, app in gateway.members}
+    settled = _gateway_settled(observed, gateway, clock)
+    out: list[Action] = []
+    for rec in recorded.values():
+        if rec.state is not State.DELETING or rec.model_key in touched:
+            continue
+        status = observed.status(rec.app_name)
+        still_declared = (rec.user_id, rec.suffix) in specs
+        if status is AppStatus.MISSING:
+            if still_declared:
+                out.append(_record(rec, clock, EventKind.STOPPED, "application deleted",
+                                   "stopped", state=State.STOPPED))
+            else:
+                out.append(Forget(rec.model_key, rec.public_id, "application deleted"))
+        elif status is not AppStatus.DELETING and rec.app_name not in in_gateway and settled:
+            kind = Kind.STOP if still_declared else Kind.DELETE
+            out.append(DeleteApp(kind, rec, "left the gateway"))
+    return out
+
+
+def _gateway_settled(observed: Observed, gateway: GatewayRecord, clock: Clock) -> bool:
+    status = observed.status(naming.GATEWAY_APP)
+    if not gateway.members:
+        return status in (AppStatus.MISSING, AppStatus.RUNNING)
+    return status is AppStatus.RUNNING and clock.since(gateway.deployed_at) >= SETTLE_S
+
+
+def _key(action: Action) -> str | None:
+    if isinstance(action, Forget):
+        return action.model_key
+    if isinstance(action, UpdateGateway):
+        return None
+    return action.record.model_key
+
+
+def _final_records(recorded: Mapping[str, ModelRecord],
+                   actions: Iterable[Action]) -> dict[str, ModelRecord]:
+    final = dict(recorded)
+    for a in actions:
+        if isinstance(a, Forget):
+            final.pop(a.model_key, None)
+        elif not isinstance(a, UpdateGateway):
+            final[a.record.model_key] = a.record
+    return final
+
+
+def _serves(rec: ModelRecord, observed: Observed) -> bool:
+    """Can the gateway route to this model now (or right after this tick)?"""
+    status = observed.status(rec.app_name)
+    if status in (AppStatus.MISSING, AppStatus.DELETING) or not rec.enabled:
+        return False
+    if rec.state is State.RUNNING:
+        return True
+    if rec.state not in (State.DEPLOYING, State.QUEUED, State.FAILED) or rec.applied_hash is None:
+        return False  # never ran: it joins once RUNNING
+    # During an update (or its retry backoff), or after one that failed, the last good version's
+    # replicas keep serving (Serve starts new replicas before stopping old
+    # ones): keep routing to the model while Ray shows any replica RUNNING.
+    obs = observed.apps.get(rec.app_name)
+    return status is not AppStatus.DEPLOY_FAILED or (obs is not None and obs.running_replicas > 0)
+
+
+def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
+             gateway: GatewayRecord) -> UpdateGateway | None:
+    members = tuple(sorted((r.public_id, r.app_name) for r in final.values()
+                           if _serves(r, observed)))
+    status = observed.status(naming.GATEWAY_APP)
+    if members != gateway.members:
+        old, new = set(gateway.members), set(members)
+        change = [f"+{m[0]}" for m in sorted(new - old)] + [f"-{m[0]}" for m in sorted(old - new)]
+        return UpdateGateway(members, " ".join(change))
+    if members and status is AppStatus.MISSING:
+        return UpdateGateway(members, "gateway application missing from Ray")
+    if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
+        return UpdateGateway((), "no model to serve")
+    return None
+
+
+def requeue_after(records: Mapping[str, ModelRecord], *, now: datetime,
+                  in_flight: bool) -> float | None:
+    """Seconds until anything recorded needs another look; None when only a
+    commit (or the interval's drift check) can change something.
+
+    ``in_flight``: this tick asked Ray for a change, or the gateway has not
+    settled, or Ray did not answer. Those, and every DEPLOYING or DELETING
+    model, are looked at again after Ray's settle delay (Ray sends no events:
+    a deploy is followed until RUNNING, FAILED or its deadline). A QUEUED
+    model is looked at when its backoff ends, not before."""
+    waits = [SETTLE_S] if in_flight else []
+    for rec in records.values():
+        if rec.state in (State.DEPLOYING, State.DELETING):
+            waits.append(SETTLE_S)
+        elif rec.state is State.QUEUED and rec.retry_at:
+            left = (datetime.fromisoformat(rec.retry_at) - now).total_seconds()
+            if left > 0:  # one already due was retried by this very tick, if it could be
+                waits.append(left)
+    return min(waits) if waits else None
+
+
+def backoff_s(attempts: int) -> float:
+    """Delay before retry number ``attempts`` (1-based) of a transient failure."""
+    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
+
+
+def after_transient(rec: ModelRecord, error: str, now: datetime, *,
+                    min_delay_s: float = 0.0) -> ModelRecord:
+    """The record to store when submitting ``rec`` hit a transient error: QUEUED
+    until the backoff is over, and never sooner than ``min_delay_s`` (the
+    error's own :attr:`~servesync.errors.TransientError.delay_s`)."""
+    attempts = rec.attempts + 1
+    delay = max(backoff_s(attempts), min_delay_s)
+    retry_at = now + timedelta(seconds=delay)
+    event = Event.at_time(now, EventKind.RETRY, f"{error} (retry in {delay:.0f} s)",
+                          rec.attempted_revision)
+    return rec.with_event(event, state=State.QUEUED, attempts=attempts,
+                          retry_at=stamp(retry_at), error_summary=error)
+
+
+def after_permanent(rec: ModelRecord, error: str, now: datetime) -> ModelRecord:
+    """The record to store when Ray rejected ``rec``'s spec for good."""
+    event = Event.at_time(now, EventKind.FAILED, error, rec.attempted_revision)
+    return rec.with_event(event, state=State.FAILED, error_summary=error)

@@ -1,0 +1,68 @@
+"""What the reconciler needs from the world, as typed protocols.
+
+The reconciler (:mod:`servesync.converge.reconciling`) acts only through
+these three seams, so that ``converge`` imports nothing that acts (the
+import contracts in ``.importlinter``): :mod:`servesync.wiring` plugs in
+the real ones (``rayserve.applier.RayApplier``, ``state.store.Store``,
+``status.publishing.StatusFiles``); unit tests plug in fakes from
+``tests/support``. Protocols only; no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from servesync.converge.observed import Observed
+from servesync.converge.records import GatewayRecord, ModelRecord
+from servesync.desired.specs import DesiredState, ModelSpec
+
+
+class Applier(Protocol):
+    """Ray Serve: observe it, and submit or delete applications without waiting.
+
+    Raises :class:`~servesync.errors.TransientError` (retry with backoff) or
+    :class:`~servesync.errors.PermanentError` (wait for a new spec)."""
+
+    def observe(self) -> Observed: ...
+    def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None: ...
+    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None: ...
+    def delete_app(self, app_name: str) -> None: ...
+
+    def serving_hash(self) -> str:
+        """Fingerprint of the cluster serving config that reaches every replica:
+        a model deployed under another one is updated."""
+        ...
+
+    def shutdown(self) -> None:
+        """Disconnect; never undeploys anything on an external cluster."""
+        ...
+
+
+class RecordStore(Protocol):
+    """What servesync applied, kept across restarts (each write durable at once)."""
+
+    def models(self) -> dict[str, ModelRecord]: ...
+    def put(self, record: ModelRecord) -> None: ...
+    def delete(self, model_key: str) -> None: ...
+    def gateway(self) -> GatewayRecord: ...
+    def set_gateway(self, rec: GatewayRecord) -> None: ...
+    def meta(self) -> dict[str, Any]: ...
+    def set_meta(self, **kv: Any) -> None: ...
+
+
+class Publisher(Protocol):
+    """The status files users read, rewritten at the end of every tick."""
+
+    def publish(
+        self,
+        *,
+        records: Mapping[str, ModelRecord],
+        desired: DesiredState | None,
+        observed: Observed,
+        tick: int,
+        revision: str | None,
+        source_error: str | None,
+        now: datetime,
+    ) -> None: ...

@@ -1,0 +1,191 @@
+"""One reconcile tick: read, validate, observe, plan, apply, record, publish.
+
+Called by ``servesync once`` / ``plan`` (through :mod:`servesync.wiring`)
+and by the daemon loop, one tick at a time. The only place that wires the
+pure planner to its side effects, each behind a protocol of
+:mod:`servesync.converge.ports`: Ray (``Applier``), the records
+(``RecordStore``) and the status files (``Publisher``). One failure never
+stops the tick or loses state: a transient Ray error on a deploy → QUEUED
+with a backoff; a permanent one → FAILED, waiting for a new spec; Ray
+unreachable → nothing planned, status says so. The tick returns a
+:class:`TickResult` that says when it next needs a look
+(docs/ARCHITECTURE.md, "The tick").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from servesync.config import Config
+from servesync.converge import actions as act
+from servesync.converge import planning
+from servesync.converge.naming import GATEWAY_APP
+from servesync.converge.observed import AppStatus, Observed
+from servesync.converge.ports import Applier, Publisher, RecordStore
+from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
+from servesync.desired import validating
+from servesync.desired.sources import Snapshot
+from servesync.desired.specs import DesiredState
+from servesync.errors import PermanentError, TransientError
+
+log = logging.getLogger("servesync.tick")
+
+_PENDING = (State.QUEUED, State.DEPLOYING, State.DELETING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick did, and when it next needs to run (controller-runtime's
+    ``Result{RequeueAfter}``): the daemon schedules exactly that."""
+
+    tick: int
+    revision: str | None
+    actions: tuple[act.Action, ...]
+    settled: bool  # nothing in flight: no deploy, deletion or retry pending
+    converged: bool  # settled, nothing failed, every file valid, Ray reachable
+    requeue_after_s: float | None  # look again this soon; None: only on a change or interval
+    errors: tuple[str, ...] = field(default=())
+
+
+class Reconciler:
+    """Holds the long-lived parts (store, applier, publisher, clock) and runs ticks."""
+
+    def __init__(self, config: Config, *, store: RecordStore, applier: Applier,
+                 publisher: Publisher, clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.store = store
+        self.applier = applier
+        self.publisher = publisher
+        self.clock = clock
+        self.ticks = int(store.meta().get("tick", 0))  # persisted only with real changes
+
+    def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
+        desired = validating.validate_tree(snapshot.root, self.config,
+                                           revision=snapshot.revision)
+        try:
+            observed = self.applier.observe()
+        except TransientError as e:
+            observed = Observed(reachable=False, error=str(e))
+        if not observed.reachable:
+            log.warning("Ray unreachable: %s", observed.error or "no answer")
+        return desired, observed
+
+    def plan(self, desired: DesiredState, observed: Observed) -> tuple[act.Action, ...]:
+        return planning.plan(
+            desired=desired, recorded=self.store.models(), observed=observed,
+            gateway=self.store.gateway(), now=self.clock(),
+            deploy_timeout_s=self.config.serving.deploy_timeout_s,
+            serving_hash=self.applier.serving_hash(),
+        )
+
+    def tick(self, snapshot: Snapshot) -> TickResult:
+        started = time.monotonic()
+        desired, observed = self.read(snapshot)
+        actions = self.plan(desired, observed)
+        errors = [i.render() for i in desired.issues()]
+        self.ticks += 1
+        tick = self.ticks
+        # Each action is recorded as soon as it is carried out (a crash loses at
+        # most the one in flight); an idle tick writes nothing.
+        for action in actions:
+            log.info("%s", act.describe(action))
+            error = self._execute(action)
+            if error:
+                errors.append(error)
+        if actions:
+            self.store.set_meta(tick=tick, revision=snapshot.revision)
+        recorded = self.store.models()
+        self._publish(recorded, desired, observed, tick, snapshot)
+        gateway_ok = _gateway_ready(self.store.gateway(), observed)
+        result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors)
+        log.debug("tick %d done in %.3f s: %d actions, converged=%s, requeue after %s s",
+                  tick, time.monotonic() - started, len(actions), result.converged,
+                  result.requeue_after_s)
+        return result
+
+    def _execute(self, action: act.Action) -> str | None:
+        """Carry out one action; returns an error line, or None."""
+        now = self.clock()
+        try:
+            match action:
+                case act.Deploy(record=rec, spec=spec):
+                    # Write ahead: a crash between the two leaves a DEPLOYING record
+                    # that the planner resubmits, never an application with no record.
+                    self.store.put(rec)
+                    self.applier.deploy_model(spec, app_name=rec.app_name,
+                                              public_id=rec.public_id)
+                    accepted = replace(rec, submitted_at=stamp(now))
+                    self.store.put(_submitted(accepted, now, "accepted by Ray Serve"))
+                case act.DeleteApp(record=rec):
+                    self.applier.delete_app(rec.app_name)
+                    self.store.put(_submitted(rec, now, "application deletion accepted"))
+                case act.UpdateGateway(members=members):
+                    self.applier.deploy_gateway(members)
+                    self.store.set_gateway(GatewayRecord(members=members,
+                                                         deployed_at=stamp(now)))
+                case act.RecordOnly(record=rec):
+                    self.store.put(rec)
+                case act.Forget(model_key=key):
+                    self.store.delete(key)
+        except TransientError as e:
+            return self._failed(action, str(e), now, delay_s=e.delay_s)
+        except PermanentError as e:
+            return self._failed(action, str(e), now, delay_s=None)
+        return None
+
+    def _failed(self, action: act.Action, error: str, now: datetime, *,
+                delay_s: float | None) -> str:
+        """``delay_s`` None: permanent; else transient, retried no sooner than that."""
+        log.warning("%s failed (%s): %s", act.describe(action),
+                    "permanent" if delay_s is None else "transient", error)
+        if isinstance(action, act.Deploy):
+            after = (planning.after_permanent(action.record, error, now) if delay_s is None
+                     else planning.after_transient(action.record, error, now,
+                                                   min_delay_s=delay_s))
+            self.store.put(after)
+        return f"{action.kind}: {error}"
+
+    def _publish(self, recorded: dict[str, ModelRecord], desired: DesiredState,
+                 observed: Observed, tick: int, snapshot: Snapshot) -> None:
+        source_error = snapshot.error
+        if not observed.reachable:
+            ray_error = "Ray unreachable" + (f": {observed.error}" if observed.error else "")
+            source_error = f"{source_error}; {ray_error}" if source_error else ray_error
+        self.publisher.publish(
+            records=recorded, desired=desired, observed=observed, tick=tick,
+            revision=snapshot.revision, source_error=source_error, now=self.clock(),
+        )
+
+    def _result(self, tick: int, snapshot: Snapshot, actions: tuple[act.Action, ...],
+                recorded: dict[str, ModelRecord], gateway_ok: bool, desired: DesiredState,
+                errors: list[str]) -> TickResult:
+        mutated = any(isinstance(a, act.MUTATING) for a in actions)
+        settled = not mutated and gateway_ok and not any(
+            r.state in _PENDING for r in recorded.values())
+        failed = any(r.state is State.FAILED for r in recorded.values())
+        converged = settled and not failed and desired.ok and snapshot.error is None
+        requeue = planning.requeue_after(recorded, now=self.clock(),
+                                         in_flight=mutated or not gateway_ok)
+        return TickResult(tick, snapshot.revision, actions, settled, converged, requeue,
+                          tuple(errors))
+
+
+def _submitted(rec: ModelRecord, now: datetime, message: str) -> ModelRecord:
+    return rec.with_event(Event.at_time(now, EventKind.SUBMITTED, message,
+                                        rec.attempted_revision))
+
+
+def _gateway_ready(gateway: GatewayRecord, observed: Observed) -> bool:
+    """Ray reachable and the gateway up (or absent when it has no model)."""
+    status = observed.status(GATEWAY_APP)
+    if not observed.reachable:
+        return False
+    return status is AppStatus.RUNNING if gateway.members else status is AppStatus.MISSING

@@ -1,0 +1,139 @@
+"""Recorded-state types: what servesync applied, and what it saw of Ray.
+
+Frozen data with JSON round-trips (never pickle). ``ModelRecord`` and
+``GatewayRecord`` are persisted by :mod:`servesync.state.store`; ``Observed`` is
+what :mod:`servesync.rayserve.applier` reads from Ray each tick. Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+MAX_EVENTS = 50
+
+
+class State(StrEnum):
+    QUEUED = "QUEUED"  # admitted, not yet submitted (e.g. backing off after a transient error)
+    DEPLOYING = "DEPLOYING"  # submitted to Ray, not yet RUNNING
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"  # DEPLOY_FAILED, or not RUNNING by the deadline; waits for a new spec
+    DELETING = "DELETING"  # removed from the desired state; application being deleted
+    STOPPED = "STOPPED"  # enabled: false; declared, no application
+
+
+class EventKind(StrEnum):
+    ADMITTED = "ADMITTED"
+    DEPLOY_REQUESTED = "DEPLOY_REQUESTED"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    RETRY = "RETRY"
+    SCALED = "SCALED"
+    DRIFT = "DRIFT"
+    STOP_REQUESTED = "STOP_REQUESTED"
+    STOPPED = "STOPPED"
+    DELETE_REQUESTED = "DELETE_REQUESTED"
+
+
+def stamp(now: datetime) -> str:
+    """``now`` as records keep times: ISO 8601 to the second."""
+    return now.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: str  # ISO 8601 UTC
+    kind: EventKind
+    message: str = ""
+    revision: str | None = None
+
+    @classmethod
+    def at_time(cls, now: datetime, kind: EventKind, message: str = "",
+                revision: str | None = None) -> Event:
+        return cls(at=stamp(now), kind=kind, message=message, revision=revision)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": str(self.kind), "message": self.message,
+                "revision": self.revision}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Event:
+        return cls(at=d["at"], kind=EventKind(d["kind"]), message=d.get("message", ""),
+                   revision=d.get("revision"))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """Everything servesync remembers about one model (one (user, suffix) pair)."""
+
+    model_key: str  # svc-<user>-<YYYYMMDD>-<HHMMSS>-<4 hex>; the status file name
+    user_id: str
+    suffix: str
+    prefix: str  # <user_id>-<YYYYMMDDHHMM>, fixed at first admission
+    app_name: str  # the Serve application's name (== model_key)
+    spec_hash: str  # hash of `spec` (the last spec submitted or being submitted)
+    spec: dict[str, Any]  # ModelSpec.to_json() of that spec
+    state: State
+    enabled: bool = True
+    source_file: str = ""
+    applied_revision: str | None = None  # revision whose spec reached RUNNING
+    attempted_revision: str | None = None  # revision of the last submission
+    applied_hash: str | None = None  # spec hash that reached RUNNING (None: never ran)
+    error_summary: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    submitted_at: str | None = None  # when Ray accepted the current spec (deadline base);
+    # None while DEPLOYING means the submission was never confirmed: resubmit
+    serving_hash: str = ""  # the cluster serving config the spec was deployed with
+    retry_at: str | None = None  # QUEUED after a transient error: not before this
+    attempts: int = 0  # consecutive transient failures (backoff exponent)
+    events: tuple[Event, ...] = ()
+
+    @property
+    def public_id(self) -> str:
+        """The model name clients send: ``<user_id>-<YYYYMMDDHHMM>-<suffix>``."""
+        return f"{self.prefix}-{self.suffix}"
+
+    def with_event(self, event: Event, **changes: Any) -> ModelRecord:
+        events = (*self.events, event)[-MAX_EVENTS:]
+        return replace(self, events=events, updated_at=event.at, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_key": self.model_key, "user_id": self.user_id, "suffix": self.suffix,
+            "prefix": self.prefix, "app_name": self.app_name, "spec_hash": self.spec_hash,
+            "spec": self.spec, "state": str(self.state), "enabled": self.enabled,
+            "source_file": self.source_file, "applied_revision": self.applied_revision,
+            "attempted_revision": self.attempted_revision, "applied_hash": self.applied_hash,
+            "error_summary": self.error_summary, "created_at": self.created_at,
+            "updated_at": self.updated_at, "submitted_at": self.submitted_at,
+            "retry_at": self.retry_at, "attempts": self.attempts,
+            "serving_hash": self.serving_hash,
+            "events": [e.to_json() for e in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelRecord:
+        d = dict(d)
+        d["state"] = State(d["state"])
+        d["events"] = tuple(Event.from_json(e) for e in d.get("events", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    """What the OpenAI gateway application was last deployed with."""
+
+    members: tuple[tuple[str, str], ...] = ()  # sorted (public model id, app_name)
+    deployed_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"members": [list(m) for m in self.members], "deployed_at": self.deployed_at}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GatewayRecord:
+        return cls(members=tuple((m[0], m[1]) for m in d.get("members", ())),
+                   deployed_at=d.get("deployed_at"))

@@ -1,0 +1,127 @@
+"""``model_source``: macro expansion and the rules on where a model may come from.
+
+Called by :mod:`servesync.desired.validating` for every document. Pure string work,
+except the optional real-path check, which reads the file system (symlinks)
+but never writes.
+
+Rules (``<root>`` is the daemon config's ``storage_root``):
+
+* ``$HOME`` -> ``<root>/users/<user_id>``; ``$HOME/common/hf`` -> ``<root>/hf``;
+  ``$HOME/common/datasets`` -> ``<root>/datasets``. No other ``$`` macro.
+* A hub repo id ``org/name`` (one slash, no leading ``/`` or ``$``) passes
+  unchanged unless the config sets ``serving.allow_hub_ids: false`` (403).
+* A local path must be absolute after expansion (400 otherwise) and lie
+  strictly under ``<root>/hf/`` or ``<root>/users/<user_id>/``; another user's
+  folder, anything else under the root, or outside it is 403. So is any
+  ``..`` (anywhere in the string) and a path whose real path, symlinks
+  resolved as far as the path exists, leaves those folders.
+* Empty (or blank) sources and control characters are 400.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass
+
+from servesync.errors import IssueCode
+
+HOME_MACRO = "$HOME"
+MACROS = (("common/hf", "hf"), ("common/datasets", "datasets"))
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a model_source is refused: an issue class and a message for the user."""
+
+    code: IssueCode
+    message: str
+
+
+def expand(source: str, *, user_id: str, storage_root: str) -> str:
+    """Apply the ``$HOME`` macros; any other string is returned unchanged."""
+    if source != HOME_MACRO and not source.startswith(HOME_MACRO + "/"):
+        return source
+    root = posixpath.normpath(storage_root)
+    rest = source[len(HOME_MACRO):]  # "" or "/..."
+    for macro, target in MACROS:
+        if rest == "/" + macro or rest.startswith(f"/{macro}/"):
+            return posixpath.join(root, target) + rest[len(macro) + 1:]
+    return posixpath.join(root, "users", user_id) + rest
+
+
+def is_hub_id(source: str) -> bool:
+    """``org/name`` as on the Hugging Face hub (not a path, not a macro)."""
+    return HUB_ID_RE.fullmatch(source) is not None
+
+
+def allowed_roots(*, user_id: str, storage_root: str) -> tuple[str, str]:
+    """The two folders a local model_source may lie under."""
+    root = posixpath.normpath(storage_root)
+    return posixpath.join(root, "hf"), posixpath.join(root, "users", user_id)
+
+
+def _under(path: str, base: str) -> bool:
+    return path.startswith(base.rstrip("/") + "/")
+
+
+def resolve_model_source(
+    source: str,
+    *,
+    user_id: str,
+    storage_root: str,
+    allow_hub_ids: bool = True,
+    check_realpath: bool = True,
+) -> str | Rejection:
+    """The resolved source (absolute path or hub id), or why it is refused."""
+    if not source.strip():
+        return Rejection(IssueCode.INVALID, "model_source is empty")
+    if _CONTROL_RE.search(source):
+        return Rejection(IssueCode.INVALID, "model_source contains control characters")
+    if ".." in source:
+        return Rejection(IssueCode.FORBIDDEN, "'..' is not allowed in model_source")
+    if source.startswith("$") and expand(source, user_id=user_id, storage_root="/") == source:
+        return Rejection(IssueCode.INVALID, "unknown macro: only $HOME, $HOME/common/hf and "
+                         "$HOME/common/datasets are expanded")
+    if is_hub_id(source):
+        if not allow_hub_ids:
+            return Rejection(IssueCode.FORBIDDEN,
+                             f"hub repo ids are not allowed on this cluster: {source!r}")
+        return source
+    path = expand(source, user_id=user_id, storage_root=storage_root)
+    if not path.startswith("/"):
+        return Rejection(IssueCode.INVALID, "model_source must be an absolute path, a $HOME "
+                         "path or a hub repo id org/name")
+    path = posixpath.normpath(path)
+    problem = _location_problem(path, user_id=user_id, storage_root=storage_root)
+    if problem is None and check_realpath:
+        problem = _realpath_problem(path, user_id=user_id, storage_root=storage_root)
+    return problem if problem is not None else path
+
+
+def _location_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
+    roots = allowed_roots(user_id=user_id, storage_root=storage_root)
+    if any(_under(path, r) for r in roots):
+        return None
+    root = posixpath.normpath(storage_root)
+    users = posixpath.join(root, "users")
+    where = f"{roots[0]}/ or {roots[1]}/"
+    other = path[len(users) + 1:].split("/")[0]
+    if _under(path, users) and other != user_id:
+        return Rejection(IssueCode.FORBIDDEN, f"{path} is in another user's folder "
+                         f"({other!r}); models may come from {where}")
+    if path in roots or path == root or _under(path, root):
+        return Rejection(IssueCode.FORBIDDEN, f"{path} is not under {where}")
+    return Rejection(IssueCode.FORBIDDEN, f"{path} is outside the storage root {root}")
+
+
+def _realpath_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
+    real = os.path.realpath(path)
+    roots = allowed_roots(user_id=user_id, storage_root=storage_root)
+    if any(_under(real, os.path.realpath(r)) for r in roots):
+        return None
+    return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to {real}, "
+                     f"outside {roots[0]}/ and {roots[1]}/")

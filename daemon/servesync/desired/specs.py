@@ -1,0 +1,166 @@
+"""Desired-state types: what one valid ServingModel document asks for.
+
+Pure data, frozen. Built only by :mod:`servesync.desired.validating` from documents
+that passed every check; read by planning (to diff), applying (to build the
+Ray Serve LLM config) and publishing (to show the user what was asked).
+No I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from servesync.errors import Issue
+
+ModelName = tuple[str, str]
+"""(user_id, model_id suffix): the identity of a model. Same pair = same model (upsert)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    idle_timeout_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+        }
+        if self.idle_timeout_s is not None:
+            out["idle_timeout_s"] = self.idle_timeout_s
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One valid, resolved model document.
+
+    ``model_source`` is as written; ``resolved_source`` is the absolute path
+    after macro expansion, or the hub repo id unchanged.
+    """
+
+    user_id: str
+    suffix: str
+    model_source: str
+    resolved_source: str
+    num_replicas: int | None  # None when autoscaling is set
+    autoscaling: Autoscaling | None
+    gpus_per_replica: int  # 0 on a cpu platform
+    cpus_per_replica: float
+    engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    source_file: str = ""  # relative to the desired-state root
+    line: int = 1  # line of the document's first key
+
+    @property
+    def name(self) -> ModelName:
+        return (self.user_id, self.suffix)
+
+    def serving_json(self) -> dict[str, Any]:
+        """The fields that decide what runs in Ray (not where it was written)."""
+        return {
+            "user_id": self.user_id,
+            "model_id": self.suffix,
+            "model_source": self.resolved_source,
+            "num_replicas": self.num_replicas,
+            "autoscaling": self.autoscaling.to_json() if self.autoscaling else None,
+            "gpus_per_replica": self.gpus_per_replica,
+            "cpus_per_replica": self.cpus_per_replica,
+            "engine_kwargs": dict(self.engine_kwargs),
+            "env": dict(self.env),
+        }
+
+    def spec_hash(self) -> str:
+        """Stable hash of :meth:`serving_json`; equal hashes mean nothing to redeploy.
+
+        ``enabled`` is not part of it: stopping and starting a model is a state
+        change, not a new spec.
+        """
+        blob = json.dumps(self.serving_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.serving_json()
+        out["model_source_written"] = self.model_source
+        out["enabled"] = self.enabled
+        out["source_file"] = self.source_file
+        out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResult:
+    """One YAML document of a file: its spec if valid, else its issues."""
+
+    index: int  # 0-based position in the file
+    line: int
+    model_id: str | None  # the suffix as written, when readable
+    issues: tuple[Issue, ...] = ()
+    spec: ModelSpec | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues and self.spec is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """One file of the tree: file-level issues (parse, location) and its documents."""
+
+    path: str  # relative to the root, '/'-separated
+    user_id: str | None  # from users/<user_id>/, when the path has one
+    issues: tuple[Issue, ...] = ()
+    documents: tuple[DocumentResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues and all(d.ok for d in self.documents)
+
+    def all_issues(self) -> tuple[Issue, ...]:
+        return self.issues + tuple(i for d in self.documents for i in d.issues)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything one read of the desired-state tree yields.
+
+    ``specs`` holds only valid models. ``held_files`` and ``held_names`` tell
+    the planner what it must leave as it is (last-known-good): a model whose
+    recorded source file has errors, or whose name appears in an invalid
+    document, is neither changed nor deleted.
+    """
+
+    revision: str | None
+    files: tuple[FileResult, ...]
+
+    @property
+    def specs(self) -> tuple[ModelSpec, ...]:
+        return tuple(d.spec for f in self.files for d in f.documents if d.ok and d.spec)
+
+    @property
+    def held_files(self) -> frozenset[str]:
+        return frozenset(f.path for f in self.files if not f.ok)
+
+    @property
+    def held_names(self) -> frozenset[ModelName]:
+        return frozenset(
+            (f.user_id, d.model_id)
+            for f in self.files
+            for d in f.documents
+            if not d.ok and f.user_id is not None and d.model_id is not None
+        )
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    def issues(self) -> tuple[Issue, ...]:
+        return tuple(i for f in self.files for i in f.all_issues())

@@ -1,0 +1,317 @@
+"""Validate the desired-state tree: schema, then the rules only code can check.
+
+Called by the daemon's tick and by ``servesync validate``. Reads the tree via
+:mod:`servesync.desired.loading` (and, for the real-path check of local model
+sources, the storage root); writes nothing.
+
+Per document: load issues (YAML syntax, aliases, tags) stop there; otherwise
+the JSON Schema ``serving-model`` (the single source of truth for structure)
+runs, then the semantic rules: ``model_source`` location (:mod:`paths`),
+``min_replicas <= max_replicas``, GPUs against the platform, the config's
+deny lists, and finally duplicate ``model_id`` per user across the tree. A
+document with no issue becomes a :class:`~servesync.specs.ModelSpec`.
+
+jsonschema keyword -> issue class:
+
+=====================================================  ======================
+``minimum``, ``exclusiveMinimum``, ``maximum``,         422 unprocessable
+``exclusiveMaximum`` (replicas, GPUs, CPUs, autoscaling)  (right shape, bad value)
+every other keyword (``required``, ``additionalProperties``,
+``type``, ``pattern``, ``const``, ``not``, ...)         400 invalid
+=====================================================  ======================
+
+Semantic rules: path escape, another user's folder, hub ids when the config
+forbids them, denied engine_kwargs keys and env names -> 403; min > max,
+GPUs on a cpu platform, 0 GPUs on a GPU platform -> 422; the same
+``model_id`` twice for one user -> 409 on every document that declares it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from servesync import schemas
+from servesync.config import Config
+from servesync.desired import loading, model_paths
+from servesync.desired.loading import LoadedFile, RawDocument
+from servesync.desired.specs import Autoscaling, DesiredState, DocumentResult, FileResult, ModelSpec
+from servesync.errors import Issue, IssueCode, SourceError
+
+SCHEMA = "serving-model"
+RANGE_KEYWORDS = frozenset({"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"})
+MAX_MESSAGE = 240
+
+
+def validate_tree(root: Path, config: Config, *, revision: str | None = None) -> DesiredState:
+    """Load and validate every desired-state file under ``root``.
+
+    Raises :class:`SourceError` when ``root`` is not a directory; everything
+    wrong inside the tree is reported as issues, never raised."""
+    if not root.is_dir():
+        raise SourceError(f"{root}: not a directory")
+    return validate_loaded(loading.load_tree(root), config, revision=revision)
+
+
+def validate_loaded(
+    files: Iterable[LoadedFile], config: Config, *, revision: str | None = None
+) -> DesiredState:
+    """Validate already loaded files (the whole tree: conflicts span files)."""
+    files = tuple(files)
+    checked = {(f.path, d.index): _check(d, f, config) for f in files for d in f.documents}
+    for key, issue in _conflicts(files, checked):
+        checked[key].issues.append(issue)
+    results = tuple(
+        FileResult(
+            path=f.path,
+            user_id=f.user_id,
+            issues=f.issues,
+            documents=tuple(checked[(f.path, d.index)].result(d) for d in f.documents),
+        )
+        for f in files
+    )
+    return DesiredState(revision=revision, files=results)
+
+
+@dataclass(slots=True)
+class _Checked:
+    model_id: str | None
+    issues: list[Issue] = field(default_factory=list)
+    spec: ModelSpec | None = None
+
+    def result(self, doc: RawDocument) -> DocumentResult:
+        issues = tuple(sorted(set(self.issues), key=lambda i: (i.line, i.pointer, i.code)))
+        return DocumentResult(index=doc.index, line=doc.line, model_id=self.model_id,
+                              issues=issues, spec=None if issues else self.spec)
+
+
+def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
+    data = doc.data
+    model_id = data.get("model_id") if isinstance(data, dict) else None
+    out = _Checked(model_id=model_id if isinstance(model_id, str) else None)
+    if doc.issues or file.user_id is None:
+        out.issues.extend(doc.issues)
+        return out
+    out.issues.extend(_schema_issues(doc, file.path))
+    if not isinstance(data, dict):
+        return out
+    flagged = {i.pointer for i in out.issues}
+    resolved = None if "/model_source" in flagged \
+        else _check_source(data, doc, file, config, out.issues)
+    out.issues.extend(_semantic_issues(data, doc, file.path, config))
+    if not out.issues and resolved is not None:
+        out.spec = _build(data, doc, file, config, resolved)
+    return out
+
+
+# --- schema -------------------------------------------------------------------------
+
+
+def _schema_issues(doc: RawDocument, rel: str) -> Iterator[Issue]:
+    for error in schemas.validator(SCHEMA).iter_errors(doc.data):
+        for pointer, message in _explain(error):
+            code = IssueCode.UNPROCESSABLE if error.validator in RANGE_KEYWORDS \
+                else IssueCode.INVALID
+            yield Issue(code, rel, doc.line_of(pointer), pointer, _clip(message))
+
+
+def _explain(error: Any) -> list[tuple[str, str]]:
+    """(pointer, message) pairs for one jsonschema error, in the user's words."""
+    pointer = _pointer(error.absolute_path)
+    keyword, value, instance = error.validator, error.validator_value, error.instance
+    if pointer == "/env" or pointer.startswith("/env/"):
+        return _explain_env(pointer, keyword, value, instance, error)
+    if keyword == "required" and isinstance(instance, dict):
+        return [(f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
+                for k in value if k not in instance]
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
+                for k in _extras(instance, error.schema)]
+    if keyword == "not" and isinstance(value, dict):
+        fields = value.get("required") or []
+        where = f"{pointer}/{loading.escape(fields[-1])}" if fields else pointer
+        return [(where, str(value.get("description", error.message)))]
+    if keyword == "const":
+        return [(pointer, f"must be {value!r}, not {instance!r}")]
+    if keyword == "type":
+        hint = "; quote it" if value == "string" and isinstance(instance, int | float) else ""
+        return [(pointer, f"expected {value}, got {_kind(instance)} {instance!r}{hint}")]
+    if keyword == "pattern":
+        return [(pointer, f"{instance!r} does not match {value}")]
+    return [(pointer, str(error.message))]
+
+
+def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
+                 error: Any) -> list[tuple[str, str]]:
+    """Like :func:`_explain` but never quotes a value: env values may be secrets
+    (status files and CI logs show these messages). Names are fine."""
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
+                for k in _extras(instance, error.schema)]
+    if keyword == "type":
+        return [(pointer, f"expected {value}, got {_kind(instance)} (value not shown)")]
+    return [(pointer, f"invalid ({keyword}); value not shown")]
+
+
+def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    props = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    return [k for k in instance
+            if k not in props and not any(re.search(p, k) for p in patterns)]
+
+
+def _unknown(key: str, schema: dict[str, Any]) -> str:
+    props = list(schema.get("properties", {}))
+    if not props and schema.get("patternProperties"):
+        pattern = next(iter(schema["patternProperties"]))
+        return f"name {key!r} does not match {pattern}"
+    close = difflib.get_close_matches(key, props, n=1)
+    return f"unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _kind(value: object) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string",
+             list: "list", dict: "mapping", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _pointer(path: Iterable[object]) -> str:
+    return "".join(f"/{loading.escape(str(p))}" for p in path)
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+# --- semantics ----------------------------------------------------------------------
+
+
+def _check_source(
+    data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Config,
+    issues: list[Issue],
+) -> str | None:
+    """The resolved model_source, or None after appending why not."""
+    source = data.get("model_source")
+    if not isinstance(source, str) or file.user_id is None:
+        return None
+    got = model_paths.resolve_model_source(
+        source, user_id=file.user_id, storage_root=config.storage_root,
+        allow_hub_ids=config.serving.allow_hub_ids,
+    )
+    if isinstance(got, model_paths.Rejection):
+        issues.append(Issue(got.code, file.path, doc.line_of("/model_source"),
+                            "/model_source", got.message))
+        return None
+    return got
+
+
+def _semantic_issues(
+    data: dict[str, Any], doc: RawDocument, rel: str, config: Config
+) -> Iterator[Issue]:
+    def issue(code: IssueCode, pointer: str, message: str) -> Issue:
+        return Issue(code, rel, doc.line_of(pointer), pointer, message)
+
+    auto = data.get("autoscaling")
+    if isinstance(auto, dict):
+        low, high = auto.get("min_replicas", _default("autoscaling", "min_replicas")), \
+            auto.get("max_replicas")
+        if _is_int(low) and _is_int(high) and low > high:
+            yield issue(IssueCode.UNPROCESSABLE, "/autoscaling/min_replicas",
+                        f"min_replicas {low} is greater than max_replicas {high}")
+    gpus = data.get("gpus_per_replica")
+    serving = config.serving
+    if _is_int(gpus) and serving.cpu_platform and gpus > 0:
+        yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", f"this cluster has no GPUs "
+                    f"(accelerator_type cpu): gpus_per_replica must be 0 or absent, not {gpus}")
+    if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
+        yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
+                    f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
+    yield from _denied(data, "engine_kwargs", serving.engine_kwargs_deny, "engine_kwargs key",
+                       issue)
+    yield from _denied(data, "env", serving.env_deny, "env name", issue)
+
+
+def _denied(data: dict[str, Any], name: str, deny: tuple[str, ...], what: str,
+            issue: Any) -> Iterator[Issue]:
+    section = data.get(name)
+    if not isinstance(section, dict):
+        return
+    for key in section:
+        if key in deny:
+            yield issue(IssueCode.FORBIDDEN, f"/{name}/{loading.escape(key)}",
+                        f"{what} {key!r} is not allowed on this cluster")
+
+
+def _is_int(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and float(value).is_integer()
+
+
+def _conflicts(
+    files: tuple[LoadedFile, ...], checked: dict[tuple[str, int], _Checked]
+) -> Iterator[tuple[tuple[str, int], Issue]]:
+    """409 for every document of a user whose model_id another one declares too."""
+    seen: dict[tuple[str, str], list[tuple[LoadedFile, RawDocument]]] = defaultdict(list)
+    for f in files:
+        for d in f.documents:
+            model_id = checked[(f.path, d.index)].model_id
+            if f.user_id is not None and model_id is not None:
+                seen[(f.user_id, model_id)].append((f, d))
+    for (user, model_id), where in seen.items():
+        if len(where) < 2:
+            continue
+        places = [f"{f.path}:{d.line_of('/model_id')}" for f, d in where]
+        for f, d in where:
+            here = f"{f.path}:{d.line_of('/model_id')}"
+            others = ", ".join(p for p in places if p != here) or here
+            yield (f.path, d.index), Issue(
+                IssueCode.CONFLICT, f.path, d.line_of("/model_id"), "/model_id",
+                f"model_id {model_id!r} of user {user!r} is also declared at {others}")
+
+
+# --- building -----------------------------------------------------------------------
+
+
+def _default(*path: str) -> Any:
+    """A field's default, as the schema documents it."""
+    node: Any = schemas.load(SCHEMA)
+    for key in path:
+        node = node["properties"][key]
+    return node["default"]
+
+
+def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Config,
+           resolved: str) -> ModelSpec:
+    auto = data.get("autoscaling")
+    scaling = None
+    if isinstance(auto, dict):
+        idle = auto.get("idle_timeout_s")
+        scaling = Autoscaling(
+            min_replicas=int(auto.get("min_replicas", _default("autoscaling", "min_replicas"))),
+            max_replicas=int(auto["max_replicas"]),
+            target_ongoing_requests=float(auto.get(
+                "target_ongoing_requests", _default("autoscaling", "target_ongoing_requests"))),
+            idle_timeout_s=None if idle is None else float(idle),
+        )
+    gpus_default = 0 if config.serving.cpu_platform else 1
+    return ModelSpec(
+        user_id=str(file.user_id),
+        suffix=data["model_id"],
+        model_source=data["model_source"],
+        resolved_source=resolved,
+        num_replicas=None if scaling else int(data.get("num_replicas",
+                                                       _default("num_replicas"))),
+        autoscaling=scaling,
+        gpus_per_replica=int(data.get("gpus_per_replica", gpus_default)),
+        cpus_per_replica=float(data.get("cpus_per_replica", _default("cpus_per_replica"))),
+        engine_kwargs=dict(data.get("engine_kwargs", {})),
+        env=dict(data.get("env", {})),
+        enabled=bool(data.get("enabled", _default("enabled"))),
+        source_file=file.path,
+        line=doc.line,
+    )

@@ -1,0 +1,285 @@
+"""The only code that talks to Ray: connect, observe, deploy, delete.
+
+Called by the reconciler through the :class:`~servesync.converge.ports.Applier`
+protocol (wired in :mod:`servesync.wiring`) and by the e2e tests. Side
+effects: connects this process to a Ray cluster (for address ``"local"`` it
+starts one in-process with a temp dir), starts Serve's HTTP proxy, submits
+and deletes Serve applications. It never waits for a model to start: every
+call returns in seconds, later ticks observe. Each model is its own Serve
+application plus one gateway at ``/``, and each deployment gets a stable
+code version: docs/ARCHITECTURE.md, "The Serve layout" and "Stable code
+versions". Every call goes through :class:`~servesync.rayserve.calls.RayCalls`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import ray
+from ray import serve
+
+from servesync.config import Config
+from servesync.converge.naming import GATEWAY_APP
+from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.desired.specs import ModelSpec
+from servesync.errors import ServesyncError
+from servesync.rayserve import llmconfigs
+from servesync.rayserve.calls import CALL_TIMEOUT_S, RayCalls, parse_host_port
+
+T = TypeVar("T")
+__all__ = ["GATEWAY_APP", "RayApplier"]
+
+GATEWAY_ROUTE = "/"
+CONNECT_TIMEOUT_S = 60.0  # ray.init + serve.start; a local start takes ~10-20 s on 2 cores
+
+
+class RayApplier:
+    """Applies servesync's decisions to one Ray Serve cluster."""
+
+    def __init__(self, config: Config, *, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self._config = config
+        self._connected = False
+        self._owns_cluster = False  # True for address "local": shutdown() ends Ray
+        self._temp_dir: str | None = None
+        self._calls = RayCalls(call_timeout_s=call_timeout_s)
+
+    # -- connection -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> None:
+        """Connect to Ray and start Serve's HTTP proxy; a no-op when connected.
+
+        Ray 2.60 enables token auth for a cluster started while
+        ``~/.ray/auth_token`` exists. A driver finds the token by itself only
+        for address ``"auto"``; with an explicit ``host:port`` set
+        ``RAY_AUTH_MODE=token`` in servesync's environment.
+        """
+        if self._connected and ray.is_initialized():
+            return
+        self._bounded(self._connect, what="connect to Ray", timeout_s=CONNECT_TIMEOUT_S)
+        self._connected = True
+
+    def _connect(self) -> None:
+        address = self._config.ray.address
+        if not ray.is_initialized():
+            if address == "local":
+                self._temp_dir = tempfile.mkdtemp(prefix="servesync-ray-", dir="/tmp")
+                ray.init(
+                    address="local",
+                    num_cpus=self._config.ray.num_cpus,
+                    namespace=self._config.ray.namespace,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _temp_dir=self._temp_dir,
+                )
+                self._owns_cluster = True
+            else:
+                ray.init(
+                    address=address,
+                    namespace=self._config.ray.namespace,
+                    log_to_driver=False,
+                )
+        self._calls.gcs = parse_host_port(ray.get_runtime_context().gcs_address)
+        serving = self._config.serving
+        serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
+        # Import Ray Serve LLM (and vLLM's config types) in the background now,
+        # not in the first deploy: it takes 5 s on an idle 2-core head and close
+        # to a minute under load, and a commit should start converging at once.
+        # Not inline either: that would hold back the first tick (adoption, READY).
+        threading.Thread(target=_import_serve_llm, name="servesync-warm-imports",
+                         daemon=True).start()
+
+    def shutdown(self) -> None:
+        """Disconnect. Only a cluster this process started (``"local"``) is shut
+        down; on an external cluster every application keeps serving."""
+        if not ray.is_initialized():
+            self._connected = False
+            return
+        try:
+            if self._owns_cluster:
+                # Graceful first, so vLLM engine processes exit with their replicas.
+                self._bounded(serve.shutdown, what="shut Serve down", timeout_s=120.0)
+        except ServesyncError:
+            pass  # the cluster goes away with ray.shutdown() below in any case
+        finally:
+            ray.shutdown()
+            self._connected = False
+            self._owns_cluster = False
+            self._calls.gcs = None
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+
+    def serving_hash(self) -> str:
+        return llmconfigs.serving_hash(self._config.serving)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def observe(self) -> Observed:
+        """One snapshot of every Serve application; unreachable → ``reachable=False``."""
+        try:
+            self._ensure_reachable()
+            status = self._bounded(serve.status, what="read serve.status()")
+        except ServesyncError as e:
+            return Observed(reachable=False, error=str(e))
+        apps: dict[str, AppObservation] = {}
+        for name, app in status.applications.items():
+            running = sum(
+                int(count)
+                for dep in app.deployments.values()
+                for state, count in dep.replica_states.items()
+                if str(getattr(state, "value", state)) == "RUNNING"
+            )
+            apps[name] = AppObservation(
+                name=name,
+                status=_app_status(app.status),
+                message=app.message or "",
+                running_replicas=running,
+            )
+        return Observed(apps=apps, reachable=True)
+
+    def replica_actor_ids(self, app_name: str) -> set[str]:
+        """Actor ids of the live replicas of one application (empty if none)."""
+        self._ensure_reachable()
+        details = self._bounded(_serve_details, what="read Serve details")
+        app = details.get("applications", {}).get(app_name)
+        if app is None:
+            return set()
+        return {
+            str(replica["actor_id"])
+            for deployment in app.get("deployments", {}).values()
+            for replica in deployment.get("replicas", [])
+            if replica.get("actor_id") and replica.get("state") != "STOPPING"
+        }
+
+    # -- writing ----------------------------------------------------------------------
+
+    def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
+        """Submit (or update in place) the model's own application; returns once
+        Serve accepted it, not when the model runs."""
+        self._ensure_reachable()
+        serving = self._config.serving
+        kwargs = llmconfigs.llm_config_kwargs(spec, public_id=public_id, serving=serving)
+        scaling = llmconfigs.scaling_options(spec)
+        version = llmconfigs.code_version(spec, public_id=public_id, serving=serving)
+
+        def submit() -> None:
+            from ray.serve.llm import LLMConfig, build_llm_deployment
+
+            app = build_llm_deployment(
+                LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
+                override_serve_options={
+                    **scaling, "max_surge_percent": serving.max_surge_percent},
+            )
+            _submit(_with_version(app, version), name=app_name, route_prefix=None)
+
+        self._bounded(submit, what=f"deploy application {app_name!r}")
+
+    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
+        """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs;
+        no members deletes the gateway application."""
+        self._ensure_reachable()
+        if not members:
+            self.delete_app(GATEWAY_APP)
+            return
+        pairs = sorted(members)
+        cards = llmconfigs.gateway_model_cards([public_id for public_id, _ in pairs])
+        version = llmconfigs.gateway_version(pairs, cards)
+
+        def submit() -> None:
+            from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+            from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
+            handles = {
+                public_id: serve.get_deployment_handle(
+                    llmconfigs.server_deployment_name(public_id), app_name=app_name
+                )
+                for public_id, app_name in pairs
+            }
+            ingress: Any = serve.deployment(make_fastapi_ingress(OpenAiIngress))
+            options = {**OpenAiIngress.get_deployment_options(), "max_surge_percent": 100}
+            app = ingress.options(**options).bind(
+                llm_deployments=handles,
+                model_cards={pid: ModelCard(**card) for pid, card in cards.items()},
+            )
+            _submit(_with_version(app, version), name=GATEWAY_APP, route_prefix=GATEWAY_ROUTE)
+
+        self._bounded(submit, what="deploy the gateway")
+
+    def delete_app(self, app_name: str) -> None:
+        """Ask Serve to delete one application; does not wait for it to go."""
+        self._ensure_reachable()
+        self._bounded(
+            lambda: serve.delete(app_name, _blocking=False), what=f"delete {app_name!r}"
+        )
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _ensure_reachable(self) -> None:
+        """Connect if needed, then probe the GCS port so a dead head fails fast."""
+        if not self._connected or not ray.is_initialized():
+            self._connected = False
+            self.connect()
+        self._calls.probe_gcs()
+
+    def _bounded(self, fn: Callable[[], T], *, what: str, timeout_s: float | None = None) -> T:
+        return self._calls.bounded(fn, what=what, timeout_s=timeout_s)
+
+
+def _with_version(app: Any, version: str) -> Any:
+    """``app`` (a one-deployment Serve application) with its deployment's code
+    version set to ``version`` instead of the random one ``serve.run_many``
+    would give it. Ray 2.60 keeps this only as ``Deployment.options(version=...,
+    _internal=True)``; a Ray without it fails loudly here, not silently random."""
+    deployment = app._bound_deployment.options(version=version, _internal=True)
+    if deployment.version != version:
+        raise TypeError(f"Ray ignored the deployment version {version!r}")
+    app._bound_deployment = deployment
+    return app
+
+
+def _import_serve_llm() -> None:
+    for module in ("ray.serve.llm", "ray.serve.llm.ingress"):
+        importlib.import_module(module)
+
+
+def _submit(app: Any, *, name: str, route_prefix: str | None) -> None:
+    """Hand one application to Serve without waiting for it to run.
+
+    ``serve.run`` blocks until RUNNING (forever when resources can't be
+    scheduled); ``serve.run_many`` can skip both waits.
+    """
+    from ray.serve.api import RunTarget
+
+    serve.run_many(
+        [RunTarget(target=app, name=name, route_prefix=route_prefix)],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+
+
+def _serve_details() -> dict[str, Any]:
+    """Serve's detailed view (replicas with actor ids), as ``serve.status`` reads it."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return {}
+    details: dict[str, Any] = client.get_serve_details()
+    return details
+
+
+def _app_status(value: Any) -> AppStatus:
+    text = str(getattr(value, "value", value))
+    try:
+        return AppStatus(text)
+    except ValueError:
+        return AppStatus.UNHEALTHY

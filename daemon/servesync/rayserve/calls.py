@@ -1,0 +1,135 @@
+"""How every Ray call of the applier is made: one thread, a deadline, a GCS probe,
+and errors mapped to servesync's own by type.
+
+Used only by :mod:`servesync.rayserve.applier`. A call against a dead GCS
+can hang for Ray's 60 s reconnect timeout, so each call runs on the one Ray
+thread under a deadline, after a TCP probe of the GCS port; Ray's exceptions
+become :class:`~servesync.errors.TransientError` (connection, timeouts, dead
+actors: retry) or :class:`~servesync.errors.PermanentError` (config Ray or
+pydantic rejects), never by message text. docs/ARCHITECTURE.md, "The Ray seam".
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from servesync.errors import PermanentError, ServesyncError, TransientError
+
+T = TypeVar("T")
+
+CALL_TIMEOUT_S = 30.0  # one Ray call (deploy submission, status, delete)
+GCS_PROBE_TIMEOUT_S = 2.0
+UNKNOWN_ERROR_DELAY_S = 30.0  # an exception type we do not know: retry, but not soon
+
+
+class RayCalls:
+    """The applier's Ray calls: on one thread, bounded, with the GCS probed first."""
+
+    def __init__(self, *, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.call_timeout_s = call_timeout_s
+        self.gcs: tuple[str, int] | None = None  # set once connected
+        self._thread = RayThread()
+
+    def probe_gcs(self) -> None:
+        """A TCP connect to the GCS port: a dead head fails in seconds, not in 60."""
+        if self.gcs is None:
+            return
+        try:
+            with socket.create_connection(self.gcs, timeout=GCS_PROBE_TIMEOUT_S):
+                pass
+        except OSError as e:
+            host, port = self.gcs
+            raise TransientError(f"Ray GCS at {host}:{port} unreachable: {e}") from e
+
+    def bounded(self, fn: Callable[[], T], *, what: str, timeout_s: float | None = None) -> T:
+        """Run one Ray call on the Ray thread under a deadline; map its errors."""
+        deadline = timeout_s if timeout_s is not None else self.call_timeout_s
+        try:
+            return self._thread.call(fn, what=what, timeout_s=deadline)
+        except ServesyncError:
+            raise
+        except Exception as e:
+            raise classify(e, what=what) from e
+
+
+class RayThread:
+    """One long-lived thread that makes every Ray call of the applier.
+
+    Long-lived because Ray starts a local cluster's GCS and raylet with
+    ``PR_SET_PDEATHSIG``, which fires when the *thread* that spawned them ends
+    (measured: a ``ray.init`` on a short-lived thread lost its GCS at once).
+    A daemon thread because a call stuck on a dead GCS must not hold the
+    process at exit; while one is stuck, further calls fail fast.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._busy: str | None = None  # what the thread is doing now
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="servesync-ray", daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[[], T], *, what: str, timeout_s: float) -> T:
+        with self._lock:
+            busy = self._busy
+            if busy is not None:
+                raise TransientError(f"cannot {what}: Ray is still busy with: {busy}")
+            self._busy = what
+        future: Future[T] = Future()
+        self._jobs.put((fn, future))
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout as e:
+            raise TransientError(f"cannot {what}: no answer from Ray in {timeout_s:.0f} s") from e
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            try:
+                result = fn()
+            except BaseException as e:  # handed to the caller
+                self._busy = None
+                future.set_exception(e)
+            else:
+                self._busy = None
+                future.set_result(result)
+
+
+def parse_host_port(address: str) -> tuple[str, int] | None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return (host.strip("[]") or "127.0.0.1", int(port))
+
+
+def classify(error: BaseException, *, what: str) -> ServesyncError:
+    """Map an exception from Ray to Transient or Permanent, by its type."""
+    from ray import exceptions as rex
+    from ray.serve.exceptions import RayServeException
+
+    cause: BaseException = error
+    while isinstance(cause, rex.RayTaskError) and cause.cause is not None:
+        cause = cause.cause
+    message = f"cannot {what}: {type(cause).__name__}: {cause}"
+    transient = (
+        ConnectionError, TimeoutError, rex.RaySystemError, rex.RayActorError,
+        rex.LocalRayletDiedError, rex.WorkerCrashedError, rex.NodeDiedError,
+        rex.ObjectLostError, rex.RpcError, rex.ObjectStoreFullError, rex.OutOfMemoryError,
+    )
+    permanent = (
+        ValueError, TypeError, RayServeException, rex.RuntimeEnvSetupError,
+        rex.AuthenticationError,
+    )
+    if isinstance(cause, transient):
+        return TransientError(message)
+    if isinstance(cause, permanent):
+        return PermanentError(message)
+    return TransientError(message, delay_s=UNKNOWN_ERROR_DELAY_S)

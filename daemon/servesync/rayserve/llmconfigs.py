@@ -1,0 +1,183 @@
+"""Translate a :class:`~servesync.specs.ModelSpec` into Ray Serve LLM's config.
+
+Pure functions, no ``ray`` import: :mod:`servesync.rayserve.applier` passes the dicts
+built here to ``ray.serve.llm.LLMConfig(**kwargs)`` and to the gateway's
+``OpenAiIngress``; unit tests check them as plain data. No side effects.
+
+Facts from Ray 2.60's source that shape the output:
+
+* a CPU-only model is told by ``placement_group_config={"bundles": [{"CPU":
+  n}]}`` (Ray then infers ``accelerator_config.kind == "cpu"`` and runs vLLM
+  with the ``mp`` executor); ``accelerator_type`` is rejected with it;
+* on GPU the default bundles are ``[{"GPU": 1}] * tensor_parallel_size``, so
+  only ``tensor_parallel_size`` and (optionally) ``accelerator_type`` are set;
+* Serve LLM's default ``target_ongoing_requests`` is 1e9, so it is always
+  set explicitly when autoscaling;
+* the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
+  the name ourselves so the gateway can address it (:func:`server_deployment_name`);
+* Serve restarts a deployment's replicas only when its code version (or its
+  actor options / placement) changes; ``num_replicas`` and
+  ``autoscaling_config`` are lightweight options. So the scaling fields are
+  kept out of the LLMConfig (:func:`scaling_options` are passed as deployment
+  options instead) and :func:`code_version` hashes everything else: scaling a
+  model adds or removes replicas, any other change rolls them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from servesync.config import ServingConfig
+from servesync.desired.specs import Autoscaling, ModelSpec
+
+SERVER_NAME_PREFIX = "LLMServer:"
+"""``build_llm_deployment``'s default ``name_prefix`` (``LLMServer.__name__ + ":"``)."""
+
+GENERIC_ACCELERATORS = ("gpu", "cpu")
+"""``serving.accelerator_type`` values that name a platform, not a Ray accelerator type."""
+
+VERSION_SCHEME = "servesync-1"
+"""Salt of :func:`code_version` / :func:`gateway_version`; bump it when a change
+of servesync must restart replicas whose inputs did not change."""
+
+
+def deployment_base_name(public_id: str) -> str:
+    """The ``deployment_config["name"]`` of a model: its public id made safe the
+    way Ray itself does it (``/`` → ``--``, ``.`` → ``_``)."""
+    return public_id.replace("/", "--").replace(".", "_")
+
+
+def server_deployment_name(public_id: str) -> str:
+    """Name of the LLM server deployment inside the model's own application."""
+    return SERVER_NAME_PREFIX + deployment_base_name(public_id)
+
+
+def llm_config_kwargs(
+    spec: ModelSpec, *, public_id: str, serving: ServingConfig
+) -> dict[str, Any]:
+    """The keyword arguments of ``ray.serve.llm.LLMConfig`` for one model.
+
+    Without the scaling fields (see :func:`scaling_options`): these kwargs are
+    what every replica is constructed with, and they are equal for two specs
+    that differ only in ``num_replicas`` / ``autoscaling``."""
+    kwargs: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": public_id,
+            "model_source": spec.resolved_source,
+        },
+        "deployment_config": _deployment_config(spec, public_id=public_id, serving=serving),
+        "engine_kwargs": _engine_kwargs(spec, serving=serving),
+    }
+    env = replica_env(spec, serving=serving)
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    if serving.cpu_platform:
+        kwargs["placement_group_config"] = {"bundles": [{"CPU": spec.cpus_per_replica}]}
+    elif serving.accelerator_type.lower() not in GENERIC_ACCELERATORS:
+        kwargs["accelerator_type"] = serving.accelerator_type
+    return kwargs
+
+
+def scaling_options(spec: ModelSpec) -> dict[str, Any]:
+    """The model deployment's scaling options, passed to Serve beside the
+    LLMConfig (``build_llm_deployment(override_serve_options=...)``): exactly one
+    of ``num_replicas`` and ``autoscaling_config``. Serve applies a change of
+    either to running replicas without restarting them."""
+    if spec.autoscaling is not None:
+        return {"autoscaling_config": autoscaling_config(spec.autoscaling)}
+    return {"num_replicas": spec.num_replicas if spec.num_replicas is not None else 1}
+
+
+def code_version(spec: ModelSpec, *, public_id: str, serving: ServingConfig) -> str:
+    """The Serve code version of the model's deployment: a hash of the
+    LLMConfig kwargs, which carry everything of the spec and the serving
+    config that reaches a replica except the scaling fields.
+
+    Equal for specs that differ only in ``num_replicas`` / ``autoscaling`` (so
+    Serve scales without restarting a replica); different when the source,
+    engine kwargs, env, resources, platform or public id change (so Serve
+    rolls the replicas to the new version)."""
+    return _version("model", llm_config_kwargs(spec, public_id=public_id, serving=serving))
+
+
+def gateway_version(
+    members: Sequence[tuple[str, str]], cards: dict[str, dict[str, Any]]
+) -> str:
+    """The Serve code version of the gateway: a hash of its members
+    ``(public id, app name)`` and model cards, which are all its replicas are
+    constructed with; the same set of models keeps the gateway's replica."""
+    return _version("gateway", {"members": sorted(members), "model_cards": cards})
+
+
+def _version(kind: str, inputs: dict[str, Any]) -> str:
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(f"{VERSION_SCHEME}:{kind}:{blob}".encode()).hexdigest()
+    return f"{VERSION_SCHEME}-{digest[:20]}"
+
+
+def replica_env(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, str]:
+    """Environment of the model's replicas: the model's ``env`` overlaid by the
+    operator's ``serving.replica_env`` (the operator's values win: a commit
+    cannot undo e.g. ``HF_HUB_OFFLINE``). Shown in plain text on the Ray
+    dashboard, so never a place for secrets."""
+    return {**dict(spec.env), **serving.replica_env}
+
+
+def _deployment_config(
+    spec: ModelSpec, *, public_id: str, serving: ServingConfig
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": deployment_base_name(public_id)}
+    if not serving.cpu_platform:
+        # On GPU the replica actor shares the first GPU bundle; give it the CPUs asked.
+        out["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica}
+    return out
+
+
+def autoscaling_config(autoscaling: Autoscaling) -> dict[str, Any]:
+    """Ray Serve's ``autoscaling_config``; ``idle_timeout_s`` becomes
+    ``downscale_delay_s`` (how long load must stay low before a replica is
+    removed; Ray also uses it for the last step 1 → 0)."""
+    out = autoscaling.to_json()
+    if "idle_timeout_s" in out:
+        out["downscale_delay_s"] = out.pop("idle_timeout_s")
+    return out
+
+
+def _engine_kwargs(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]:
+    out = dict(spec.engine_kwargs)
+    if not serving.cpu_platform and spec.gpus_per_replica > 0:
+        out["tensor_parallel_size"] = spec.gpus_per_replica
+    return out
+
+
+def gateway_model_cards(public_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The ``model_cards`` the gateway's ``OpenAiIngress`` lists on ``/v1/models``,
+    as the fields of Ray's ``ModelCard`` (one per public model id; the keys
+    must equal those of ``llm_deployments``)."""
+    return {
+        public_id: {
+            "id": public_id,
+            "object": "model",
+            "owned_by": "servesync",
+            "permission": [],
+            "metadata": {
+                "model_id": public_id,
+                "input_modality": "text",
+                "max_request_context_length": None,
+            },
+        }
+        for public_id in public_ids
+    }
+
+
+def serving_hash(serving: ServingConfig) -> str:
+    """Hash of the cluster serving config that reaches every model's replicas
+    (platform, operator env, surge): when it changes, every model is updated."""
+    return _version("serving", {
+        "accelerator_type": serving.accelerator_type,
+        "replica_env": dict(sorted(serving.replica_env.items())),
+        "max_surge_percent": serving.max_surge_percent,
+    })

@@ -1,0 +1,82 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half.
+
+``atomic_write`` writes a temp file in the target's folder, fsyncs it,
+``os.replace``-s it over the target and fsyncs the folder, so a kill -9 (or a
+power cut) at any instant leaves a complete file. Used by
+:mod:`servesync.state.store` (the recorded state) and :mod:`servesync.status.publishing`
+(the status files). Side effects: files in the target's folder only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+TEMP_PREFIX = "."
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    """A fresh hidden temp name beside ``path``: ``.<name>.tmp-<pid>-<random>``."""
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return path.with_name(f"{TEMP_PREFIX}{path.name}{TEMP_MARK}{tag}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush the folder's entry list, so a rename in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    The temp file is removed if anything fails before the rename; a kill -9
+    may leave one behind, which :func:`remove_temps` cleans up later.
+    """
+    path = Path(path)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """:func:`atomic_write` unless ``path`` already holds exactly ``data``.
+
+    Returns True when the file was written. An idle caller touches nothing.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
+    return True
+
+
+def remove_temps(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove temp files left in ``folder`` by a killed writer (of ``name`` only,
+    if given). Call only while no other writer uses the folder (under the
+    state lock). Returns the paths removed."""
+    pattern = f"{TEMP_PREFIX}{name or '*'}{TEMP_MARK}*"
+    removed = []
+    for tmp in folder.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

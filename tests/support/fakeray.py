@@ -1,0 +1,76 @@
+"""The one fake of the Ray seam (:class:`servesync.converge.ports.Applier`).
+
+For unit tests only: applications live in a dict, a deploy lands as
+DEPLOYING until :meth:`FakeRay.settle`. The real Ray Serve LLM path is proven
+by tests/e2e.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from servesync.converge.naming import GATEWAY_APP
+from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.desired.specs import ModelSpec
+
+SERVING_HASH = "fake-serving"
+
+
+class FakeRay:
+    """Applications by name; deploys land as DEPLOYING until ``settle()``."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AppStatus] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail_next: Exception | None = None
+        self.reachable = True
+        self.observations = 0
+        self.closed = False
+
+    def observe(self) -> Observed:
+        self.observations += 1
+        if not self.reachable:
+            return Observed(reachable=False, error="fake Ray is down")
+        return Observed({n: AppObservation(n, s, "boom" if s is AppStatus.DEPLOY_FAILED else "")
+                         for n, s in self.apps.items()})
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next is not None:
+            e, self.fail_next = self.fail_next, None
+            raise e
+
+    def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
+        self._maybe_fail()
+        self.calls.append(("deploy", public_id))
+        self.apps[app_name] = AppStatus.DEPLOYING
+
+    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
+        self.calls.append(("gateway", ",".join(m[0] for m in members)))
+        if members:
+            self.apps[GATEWAY_APP] = AppStatus.DEPLOYING
+        else:
+            self.apps.pop(GATEWAY_APP, None)
+
+    def delete_app(self, app_name: str) -> None:
+        self.calls.append(("delete", app_name))
+        self.apps.pop(app_name, None)
+
+    def serving_hash(self) -> str:
+        return SERVING_HASH
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+    def settle(self) -> None:
+        for name, status in self.apps.items():
+            if status is AppStatus.DEPLOYING:
+                self.apps[name] = AppStatus.RUNNING
+
+
+class SettlingRay(FakeRay):
+    """Every observe() first lets what was submitted come up."""
+
+    def observe(self) -> Observed:
+        observed = super().observe()
+        self.settle()
+        return observed

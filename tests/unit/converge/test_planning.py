@@ -1,0 +1,277 @@
+"""Table-driven tests of the pure planner (no Ray, no clock, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from servesync.converge import naming
+from servesync.converge.actions import (
+    Action,
+    DeleteApp,
+    Deploy,
+    Forget,
+    Kind,
+    RecordOnly,
+    UpdateGateway,
+)
+from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.converge.planning import after_permanent, after_transient, backoff_s, plan
+from servesync.converge.records import EventKind, GatewayRecord, ModelRecord, State
+from servesync.desired.specs import DesiredState
+from tests.unit.converge.plancases import T0, at, desired, observed, record, spec
+
+GW = naming.GATEWAY_APP
+A = spec("a")
+B = spec("b", user="bob")
+RA = record(A)
+RB = record(B)
+
+
+def members(*recs: ModelRecord) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((r.public_id, r.app_name) for r in recs))
+
+
+def run(des: DesiredState, recs: tuple[ModelRecord, ...], obs: Observed,
+        gw: GatewayRecord | None = None, now_s: float = 100) -> tuple[Action, ...]:
+    if gw is None:
+        running = (r for r in recs if r.state is State.RUNNING)
+        gw = GatewayRecord(members(*running), T0.isoformat())
+    return plan(desired=des, recorded={r.model_key: r for r in recs}, observed=obs, gateway=gw,
+                now=at(now_s), deploy_timeout_s=600)
+
+
+def shape(actions: tuple[Action, ...]) -> list[tuple[str, str]]:
+    """(kind, who) per action: the model suffix, or the gateway's member suffixes."""
+    out = []
+    for a in actions:
+        if isinstance(a, UpdateGateway):
+            out.append((str(a.kind), ",".join(m[0].rsplit("-", 1)[-1] for m in a.members)))
+        elif isinstance(a, Forget):
+            out.append((str(a.kind), a.public_id.rsplit("-", 1)[-1]))
+        else:
+            out.append((str(a.kind), a.record.suffix))
+    return out
+
+
+RUNNING_BOTH = observed((RA, AppStatus.RUNNING), (RB, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+
+CASES = [
+    # id, desired, recorded, observed, expected (kind, who) in order
+    ("idle: nothing changed", desired(A, B), (RA, RB), RUNNING_BOTH, []),
+    ("new model is created", desired(A), (), observed(), [("create", "a")]),
+    ("new stopped model is only recorded", desired(spec("a", enabled=False)), (), observed(),
+     [("record", "a")]),
+    ("add B keeps A untouched", desired(A, B), (RA,),
+     observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)), [("create", "b")]),
+    ("spec change updates in place", desired(spec("a", engine_kwargs={"max_model_len": 64}), B),
+     (RA, RB), RUNNING_BOTH, [("update", "a")]),
+    ("replica change is a scale", desired(spec("a", num_replicas=3), B), (RA, RB), RUNNING_BOTH,
+     [("scale", "a")]),
+    ("removed model leaves the gateway first", desired(A), (RA, RB), RUNNING_BOTH,
+     [("record", "b"), ("gateway", "a")]),
+    ("bad file keeps its model", desired(A, bad_files=("users/bob/b.yaml",)), (RA, RB),
+     RUNNING_BOTH, []),
+    ("bad document keeps its model", desired(A, bad_names=(("users/bob/x.yaml", "bob", "b"),)),
+     (RA, RB), RUNNING_BOTH, []),
+    ("drift: missing app is redeployed", desired(A, B), (RA, RB),
+     observed((RB, AppStatus.RUNNING), (GW, AppStatus.RUNNING)),
+     [("gateway", "b"), ("redeploy", "a")]),
+    ("drift: missing gateway is redeployed", desired(A, B), (RA, RB),
+     observed((RA, AppStatus.RUNNING), (RB, AppStatus.RUNNING)), [("gateway", "a,b")]),
+    ("deploying becomes running and joins", desired(A), (record(A, State.DEPLOYING),),
+     observed((RA, AppStatus.RUNNING)), [("record", "a"), ("gateway", "a")]),
+    ("deploying that failed is recorded", desired(A), (record(A, State.DEPLOYING),),
+     observed((RA, AppStatus.DEPLOY_FAILED)), [("record", "a")]),
+    ("deploying still loading waits", desired(A), (record(A, State.DEPLOYING),),
+     observed((RA, AppStatus.DEPLOYING)), []),
+    ("failed waits for a new spec", desired(A), (record(A, State.FAILED),),
+     observed((RA, AppStatus.DEPLOY_FAILED)), []),
+    ("new spec supersedes a failed one", desired(spec("a", num_replicas=2)),
+     (record(A, State.FAILED),), observed((RA, AppStatus.DEPLOY_FAILED)), [("scale", "a")]),
+    ("new spec supersedes a pending one",
+     desired(spec("a", model_source="/x", resolved_source="/x")),
+     (record(A, State.DEPLOYING),), observed((RA, AppStatus.DEPLOYING)), [("update", "a")]),
+    ("Ray unreachable: nothing", desired(A), (), observed(reachable=False), []),
+    ("disable stops via the gateway", desired(spec("a", enabled=False), B), (RA, RB),
+     RUNNING_BOTH, [("record", "a"), ("gateway", "b")]),
+    ("re-enable starts", desired(A), (record(A, State.STOPPED, enabled=False),),
+     observed(), [("start", "a")]),
+    ("undeclared with no app is forgotten", desired(), (record(A, State.FAILED),), observed(),
+     [("forget", "a")]),
+]
+
+
+@pytest.mark.parametrize(("des", "recs", "obs", "expected"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_plan_table(des: DesiredState, recs: tuple[ModelRecord, ...], obs: Observed,
+                    expected: list[tuple[str, str]]) -> None:
+    assert shape(run(des, recs, obs)) == expected
+
+
+def test_idle_plan_is_empty_and_mutates_nothing() -> None:
+    assert run(desired(A, B), (RA, RB), RUNNING_BOTH) == ()
+
+
+def test_create_fixes_the_public_name_at_admission() -> None:
+    (action,) = run(desired(A), (), observed(), now_s=0)
+    assert isinstance(action, Deploy)
+    assert action.record.public_id == "alice-202601061230-a"
+    assert action.record.state is State.DEPLOYING
+    assert action.record.attempted_revision == "rev1"
+    assert action.record.model_key.startswith("svc-alice-20260106-123000-")
+
+
+def test_update_keeps_name_and_serving_gateway() -> None:
+    new = spec("a", engine_kwargs={"max_model_len": 64})
+    actions = run(desired(new), (RA,), observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)))
+    (deploy,) = actions
+    assert isinstance(deploy, Deploy)
+    assert deploy.record.model_key == RA.model_key
+    assert deploy.record.public_id == RA.public_id
+    assert deploy.record.applied_hash == RA.applied_hash  # last good still recorded
+    # next tick, while the rolling update runs, A stays in the gateway
+    assert deploy.record.submitted_at is None  # set by the executor once Ray accepts it
+    accepted = replace(deploy.record, submitted_at=at(100).isoformat())
+    later = run(desired(new), (accepted,),
+                observed((RA, AppStatus.DEPLOYING), (GW, AppStatus.RUNNING)),
+                gw=GatewayRecord(members(RA), T0.isoformat()))
+    assert later == ()
+
+
+def test_deleted_app_only_after_gateway_settled() -> None:
+    deleting = record(B, State.DELETING)
+    gw_without_b = GatewayRecord(members(RA), at(99).isoformat())
+    obs = RUNNING_BOTH
+    # gateway redeployed 1 s ago: too soon
+    assert shape(run(desired(A), (RA, deleting), obs, gw=gw_without_b, now_s=100)) == []
+    # settled: delete
+    actions = run(desired(A), (RA, deleting), obs, gw=gw_without_b, now_s=110)
+    assert shape(actions) == [("delete", "b")]
+    assert isinstance(actions[0], DeleteApp)
+    # gone from Ray: forget
+    gone = observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    assert shape(run(desired(A), (RA, deleting), gone, gw=gw_without_b)) == [("forget", "b")]
+
+
+def test_stopping_model_becomes_stopped_not_forgotten() -> None:
+    off = spec("a", enabled=False)
+    stopping = record(off, State.DELETING, enabled=False)
+    actions = run(desired(off), (stopping,), observed((GW, AppStatus.MISSING)),
+                  gw=GatewayRecord())
+    assert shape(actions) == [("record", "a")]
+    assert isinstance(actions[0], RecordOnly)
+    assert actions[0].record.state is State.STOPPED
+
+
+def test_deadline_marks_failed() -> None:
+    rec = record(A, State.DEPLOYING)
+    obs = observed((rec, AppStatus.DEPLOYING))
+    assert run(desired(A), (rec,), obs, now_s=599) == ()
+    (action,) = run(desired(A), (rec,), obs, now_s=601)
+    assert isinstance(action, RecordOnly)
+    assert action.record.state is State.FAILED
+    assert "not RUNNING after 600 s" in (action.record.error_summary or "")
+
+
+def test_failed_carries_ray_message() -> None:
+    rec = record(A, State.DEPLOYING)
+    (action,) = run(desired(A), (rec,), observed((rec, AppStatus.DEPLOY_FAILED)))
+    assert isinstance(action, RecordOnly)
+    assert action.record.error_summary == "DEPLOY_FAILED: boom"
+    assert action.record.events[-1].kind is EventKind.FAILED
+
+
+def test_queued_waits_for_backoff_then_retries() -> None:
+    rec = record(A, State.QUEUED, retry_at=at(50).isoformat())
+    assert run(desired(A), (rec,), observed(), now_s=49) == ()
+    assert shape(run(desired(A), (rec,), observed(), now_s=51)) == [("retry", "a")]
+
+
+def test_backoff_grows_and_caps() -> None:
+    assert [backoff_s(n) for n in (1, 2, 3)] == [5.0, 10.0, 20.0]
+    assert backoff_s(30) == 300.0
+
+
+def test_after_transient_and_permanent() -> None:
+    rec = record(A, State.DEPLOYING)
+    queued = after_transient(rec, "GCS away", at(0))
+    assert queued.state is State.QUEUED and queued.attempts == 1
+    assert queued.retry_at == at(5).isoformat(timespec="seconds")
+    failed = after_permanent(rec, "bad engine kwarg", at(0))
+    assert failed.state is State.FAILED and failed.error_summary == "bad engine kwarg"
+
+
+def test_moved_file_is_recorded_without_redeploy() -> None:
+    moved = replace(A, source_file="users/alice/sub/a.yaml")
+    obs = observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    (action,) = run(desired(moved), (RA,), obs)
+    assert isinstance(action, RecordOnly)
+    assert action.record.source_file == "users/alice/sub/a.yaml"
+    assert action.record.state is State.RUNNING
+
+
+def test_gateway_members_are_public_ids_and_apps() -> None:
+    rec = record(A, State.DEPLOYING)
+    actions = run(desired(A), (rec,), observed((rec, AppStatus.RUNNING)), gw=GatewayRecord())
+    gw = actions[-1]
+    assert isinstance(gw, UpdateGateway)
+    assert gw.members == ((rec.public_id, rec.app_name),)
+    assert gw.kind is Kind.GATEWAY
+
+
+def test_last_gateway_member_removed_deletes_gateway() -> None:
+    actions = run(desired(), (RA,), observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)))
+    assert shape(actions) == [("record", "a"), ("gateway", "")]
+
+
+def test_failed_update_keeps_the_last_good_version_in_the_gateway() -> None:
+    """A spec that passes validation but fails in vLLM (DEPLOY_FAILED) must not
+    take down the replicas still serving the last good spec."""
+    bad = replace(A, engine_kwargs={"not_a_vllm_arg": 1})
+    updating = replace(record(bad, State.DEPLOYING), applied_hash=A.spec_hash)
+    gw = GatewayRecord(members(updating), T0.isoformat())
+
+    def ray(running: int) -> Observed:
+        return Observed(apps={
+            updating.app_name: AppObservation(updating.app_name, AppStatus.DEPLOY_FAILED,
+                                              "bad kwarg", running),
+            GW: AppObservation(GW, AppStatus.RUNNING)})
+
+    (failed,) = run(desired(bad), (updating,), ray(running=1), gw=gw)
+    assert isinstance(failed, RecordOnly) and failed.record.state is State.FAILED
+    assert run(desired(bad), (failed.record,), ray(running=1), gw=gw) == ()
+    # once no replica is left, the model leaves the gateway
+    (leave,) = run(desired(bad), (failed.record,), ray(running=0), gw=gw)
+    assert isinstance(leave, UpdateGateway) and leave.members == ()
+
+
+def test_unconfirmed_submission_is_resubmitted_not_trusted() -> None:
+    """servesync died after recording an update but before Ray accepted it: Ray
+    still runs the old version (RUNNING); the update must be submitted again."""
+    new = spec("a", engine_kwargs={"max_model_len": 64})
+    (deploy,) = run(desired(new), (RA,), observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)))
+    assert isinstance(deploy, Deploy)
+    again = run(desired(new), (deploy.record,),
+                observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING)), now_s=200,
+                gw=GatewayRecord(members(RA), T0.isoformat()))
+    assert shape(again) == [("retry", "a")]
+
+
+def test_transient_backoff_of_an_update_keeps_the_model_in_the_gateway() -> None:
+    queued = after_transient(replace(record(A), state=State.DEPLOYING), "timeout", at(0))
+    assert queued.applied_hash is not None
+    obs = observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    assert run(desired(A), (queued,), obs, now_s=1,
+               gw=GatewayRecord(members(RA), T0.isoformat())) == ()
+
+
+def test_serving_config_change_updates_every_model() -> None:
+    obs = RUNNING_BOTH
+    actions = plan(desired=desired(A, B), recorded={r.model_key: r for r in (RA, RB)},
+                   observed=obs, gateway=GatewayRecord(members(RA, RB), T0.isoformat()),
+                   now=at(100), deploy_timeout_s=600, serving_hash="other")
+    assert [(str(a.kind), a.record.suffix) for a in actions if isinstance(a, Deploy)] == [
+        ("update", "a"), ("update", "b")]
+    assert all(a.record.serving_hash == "other" for a in actions if isinstance(a, Deploy))

@@ -1,0 +1,210 @@
+"""The tick executor against a fake applier, a real store and real files.
+
+The fake stands in for Ray only here; the real Ray Serve LLM path is proven
+by tests/e2e. What is checked: a converged tick calls no Ray mutation, a
+restart (new Reconciler on the same state) redeploys nothing, transient and
+permanent errors become QUEUED / FAILED, a bad file keeps the model serving.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from servesync.config import Config, ServingConfig
+from servesync.converge.reconciling import Reconciler
+from servesync.converge.records import State
+from servesync.desired.sources import Snapshot
+from servesync.errors import PermanentError, TransientError
+from servesync.state.store import Store
+from servesync.status.publishing import StatusFiles
+from tests.support.fakeray import FakeRay
+from tests.unit.converge.plancases import at
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> datetime:
+        self.t += 5  # every reading is 5 s later: settle windows pass
+        return at(self.t)
+
+
+MODEL = """\
+model_id: {suffix}
+model_source: $HOME/common/hf/tiny
+num_replicas: {replicas}
+cpus_per_replica: 1
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[Config, Path]:
+    root = tmp_path / "desired"
+    (root / "users" / "alice").mkdir(parents=True)
+    storage = tmp_path / "private"
+    (storage / "hf" / "tiny").mkdir(parents=True)
+    config = Config(state_dir=str(tmp_path / "state"), status_dir=str(tmp_path / "status"),
+                    storage_root=str(storage), serving=ServingConfig(accelerator_type="cpu"))
+    Path(config.state_dir).mkdir()
+    return config, root
+
+
+def write(root: Path, suffix: str, replicas: int | str = 1) -> None:
+    text = MODEL.format(suffix=suffix, replicas=replicas)
+    (root / "users" / "alice" / f"{suffix}.yaml").write_text(text)
+
+
+def make(config: Config, ray: FakeRay, clock: Clock) -> Reconciler:
+    return Reconciler(config, store=Store(Path(config.state_dir)), applier=ray, clock=clock,
+                      publisher=StatusFiles(Path(config.status_dir), config.serving))
+
+
+def converge(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 6) -> None:
+    for _ in range(ticks):
+        result = rec.tick(snap)
+        ray.settle()
+        if result.converged:
+            return
+    raise AssertionError(f"not converged: {rec.store.models()}")
+
+
+def test_converges_then_idle_ticks_call_no_mutation(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    converge(rec, ray, snap)
+    (model,) = rec.store.models().values()
+    assert model.state is State.RUNNING and model.applied_revision == "r1"
+    assert [str(e.kind) for e in model.events] == [
+        "ADMITTED", "DEPLOY_REQUESTED", "SUBMITTED", "RUNNING"]
+    assert ray.calls == [("deploy", model.public_id), ("gateway", model.public_id)]
+    ray.calls.clear()
+    for _ in range(3):
+        assert rec.tick(snap).actions == ()
+    assert ray.calls == []
+    index = json.loads((Path(config.status_dir) / "index.json").read_text())
+    assert index["models"][0]["state"] == "RUNNING"
+    assert index["revision"] == "r1"
+
+
+def test_restart_adopts_without_redeploy(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    first = make(config, ray, clock)
+    converge(first, ray, snap)
+    first.store.close()
+    ray.calls.clear()
+    again = make(config, ray, clock)
+    result = again.tick(snap)
+    assert result.converged and result.actions == ()
+    assert ray.calls == []
+
+
+def test_bad_edit_keeps_last_good_and_reports(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    converge(rec, ray, Snapshot(root=root, revision="r1", error=None, watch_paths=()))
+    ray.calls.clear()
+    write(root, "a", replicas="many")
+    result = rec.tick(Snapshot(root=root, revision="r2", error=None, watch_paths=()))
+    assert not result.converged and result.actions == ()
+    assert ray.calls == []
+    assert any("num_replicas" in e for e in result.errors)
+    (model,) = rec.store.models().values()
+    assert model.state is State.RUNNING and model.applied_revision == "r1"
+    index = json.loads((Path(config.status_dir) / "index.json").read_text())
+    assert index["revision"] == "r2"
+    assert index["errors"], index
+
+
+def test_transient_error_queues_then_retries(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    ray.fail_next = TransientError("GCS unavailable")
+    result = rec.tick(snap)
+    (model,) = rec.store.models().values()
+    assert model.state is State.QUEUED and model.attempts == 1
+    assert not result.settled
+    converge(rec, ray, snap)
+    assert rec.store.models()[model.model_key].state is State.RUNNING
+
+
+def test_permanent_error_fails_until_new_spec(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    ray.fail_next = PermanentError("engine kwarg rejected")
+    result = rec.tick(Snapshot(root=root, revision="r1", error=None, watch_paths=()))
+    (model,) = rec.store.models().values()
+    assert model.state is State.FAILED and model.error_summary == "engine kwarg rejected"
+    assert result.errors == ("create: engine kwarg rejected",)
+    again = rec.tick(Snapshot(root=root, revision="r1", error=None, watch_paths=()))
+    assert again.actions == () and ray.calls == []
+    assert again.settled and not again.converged
+    write(root, "a", replicas=2)
+    converge(rec, ray, Snapshot(root=root, revision="r2", error=None, watch_paths=()))
+    assert rec.store.models()[model.model_key].state is State.RUNNING
+
+
+def test_delete_leaves_gateway_before_app(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    write(root, "b")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    converge(rec, ray, Snapshot(root=root, revision="r1", error=None, watch_paths=()))
+    b = next(m for m in rec.store.models().values() if m.suffix == "b")
+    ray.calls.clear()
+    (root / "users" / "alice" / "b.yaml").unlink()
+    converge(rec, ray, Snapshot(root=root, revision="r2", error=None, watch_paths=()))
+    kinds = [c[0] for c in ray.calls]
+    assert kinds.index("gateway") < kinds.index("delete")
+    assert ("delete", b.app_name) in ray.calls
+    assert b.public_id not in ray.calls[kinds.index("gateway")][1]
+    assert [m.suffix for m in rec.store.models().values()] == ["a"]
+
+
+def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
+        env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    ray.fail_next = RuntimeError("process killed mid-submit")  # not a servesync error
+    with pytest.raises(RuntimeError):
+        rec.tick(snap)
+    (model,) = rec.store.models().values()
+    assert model.state is State.DEPLOYING and ray.apps == {}
+    converge(rec, ray, snap, ticks=10)
+    assert list(rec.store.models()) == [model.model_key]  # same name, no second admission
+    assert ("deploy", model.public_id) in ray.calls
+
+
+def test_drift_is_redeployed_with_a_drift_event(env: tuple[Config, Path]) -> None:
+    config, root = env
+    write(root, "a")
+    ray, clock = FakeRay(), Clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    converge(rec, ray, snap)
+    (model,) = rec.store.models().values()
+    del ray.apps[model.app_name]  # someone ran `serve delete`
+    converge(rec, ray, snap)
+    kinds = [str(e.kind) for e in rec.store.models()[model.model_key].events]
+    assert kinds[-3:] == ["DRIFT", "SUBMITTED", "RUNNING"]

@@ -1,0 +1,262 @@
+"""Reading desired-state files (servesync.desired.loading): walk, limits, YAML, line map."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from servesync.desired import loading
+from servesync.desired.loading import LoadedFile, RawDocument
+from servesync.errors import IssueCode
+
+GOOD = "model_id: m\nmodel_source: org/name\n"
+
+
+def _write(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def _only(text: str) -> RawDocument:
+    docs = loading.parse_text(text, rel="users/a/f.yaml")
+    assert len(docs) == 1
+    return docs[0]
+
+
+# --- line map -------------------------------------------------------------------------
+
+LINES = """\
+# comment
+model_id: m
+engine_kwargs:
+  max_model_len: 10
+  a/b~c: 1
+env:
+  X: "1"
+list:
+  - one
+  - two: 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("pointer", "line"),
+    [
+        ("", 2),
+        ("/model_id", 2),
+        ("/engine_kwargs", 3),
+        ("/engine_kwargs/max_model_len", 4),
+        ("/engine_kwargs/a~1b~0c", 5),
+        ("/env/X", 7),
+        ("/list/0", 9),
+        ("/list/1/two", 10),
+        ("/env/Y", 6),  # missing: the nearest parent
+        ("/nope/deeper", 2),  # no parent either: the document
+    ],
+)
+def test_every_key_has_a_line(pointer: str, line: int) -> None:
+    assert _only(LINES).line_of(pointer) == line
+
+
+def test_values_are_plain_python() -> None:
+    doc = _only(LINES)
+    assert doc.issues == ()
+    assert doc.data == {
+        "model_id": "m",
+        "engine_kwargs": {"max_model_len": 10, "a/b~c": 1},
+        "env": {"X": "1"},
+        "list": ["one", {"two": 2}],
+    }
+
+
+def test_documents_keep_their_own_lines_and_skip_empty_ones() -> None:
+    text = "---\n---\nmodel_id: a\n---\n# only a comment\n---\nmodel_id: b\nx: 1\n...\n"
+    docs = loading.parse_text(text, rel="f")
+    assert [d.data for d in docs] == [{"model_id": "a"}, {"model_id": "b", "x": 1}]
+    assert [d.index for d in docs] == [0, 1]
+    assert [d.line for d in docs] == [3, 7]
+    assert docs[1].line_of("/x") == 8
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "---\n", "---\n...\n"])
+def test_empty_files_have_no_documents(text: str) -> None:
+    assert loading.parse_text(text, rel="f") == ()
+
+
+# --- refused YAML ---------------------------------------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+REFUSED = [
+    # (text, line of the issue, pointer, words)
+    ("a: [1, 2\nb: 3\n", 2, "", "invalid YAML"),
+    ("a: b: c\n", 1, "", "invalid YAML"),
+    ("a: \"unterminated\n", 1, "", "invalid YAML"),
+    ("base: &b 1\nother: *b\n", 1, "", "anchors and aliases"),
+    ("x: *nothing\n", 1, "", "invalid YAML"),
+    (BOMB, 1, "", "anchors and aliases"),
+    ("a: 1\na: 2\n", 2, "/a", "duplicate key"),
+    ("1: x\n", 1, "", "must be a string"),
+    ("? [a, b]\n: c\n", 1, "", "must be a string"),
+    ("<<: {a: 1}\n", 1, "", "merge keys"),
+    ("a: !!python/object:os.system x\n", 1, "/a", "not allowed"),
+    ("a: !custom x\n", 1, "/a", "not allowed"),
+    ("when: 2024-01-01\n", 1, "/when", "timestamp"),
+    ("blob: !!binary aGVsbG8=\n", 1, "/blob", "binary"),
+    ("x: !!set {a, b}\n", 1, "/x", "not allowed"),
+    ("n: .nan\n", 1, "/n", "NaN"),
+    ("n: -.inf\n", 1, "/n", "infinite"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", 1, "", "nested deeper"),
+    ("a: \x07\n", 1, "", "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "pointer", "words"), REFUSED)
+def test_refused_yaml_is_an_invalid_document(
+    text: str, line: int, pointer: str, words: str
+) -> None:
+    doc = _only(text)
+    assert doc.data is None
+    assert [(i.code, i.line, i.pointer) for i in doc.issues][:1] == \
+        [(IssueCode.INVALID, line, pointer)]
+    assert words in doc.issues[0].message
+
+
+def test_an_alias_bomb_is_refused_quickly() -> None:
+    start = time.perf_counter()
+    _only(BOMB)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_deep_nesting_is_refused_quickly() -> None:
+    start = time.perf_counter()
+    doc = _only("a: " + "[" * 100_000 + "]" * 100_000)
+    assert "nested deeper" in doc.issues[0].message
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_bad_document_does_not_hide_the_others() -> None:
+    text = "model_id: a\n---\nmodel_id: [b\n---\nmodel_id: c\nx: &y 1\n---\nmodel_id: d\n"
+    docs = loading.parse_text(text, rel="f")
+    assert [d.data for d in docs] == [{"model_id": "a"}, None, None, {"model_id": "d"}]
+    assert [d.issues[0].line for d in docs if d.issues] == [3, 6]
+    assert [d.line for d in docs] == [1, 3, 5, 8]
+
+
+def test_quoted_numbers_stay_strings_and_yaml11_booleans_are_booleans() -> None:
+    doc = _only('a: "1"\nb: yes\nc: 0x10\nd: 1.5\ne: null\nf: ~\n')
+    assert doc.data == {"a": "1", "b": True, "c": 16, "d": 1.5, "e": None, "f": None}
+
+
+# --- files and the tree ----------------------------------------------------------------
+
+
+def _load(root: Path) -> dict[str, LoadedFile]:
+    return {f.path: f for f in loading.load_tree(root)}
+
+
+def test_which_files_are_read(tmp_path: Path) -> None:
+    root = _write(tmp_path, {
+        "users/alice/a.yaml": GOOD,
+        "users/alice/deep/b.yml": GOOD,
+        "users/alice/C.YAML": GOOD,
+        "users/alice/notes.txt": "not yaml",
+        "users/alice/.hidden.yaml": GOOD,
+        "users/.secret/x.yaml": GOOD,
+        ".github/workflows/ci.yml": "on: push\n",
+        ".pre-commit-config.yaml": "repos: []\n",
+        "mkdocs.yml": "site_name: x\n",
+        "README.md": "# hi\n",
+    })
+    loaded = _load(root)
+    assert sorted(loaded) == ["users/alice/C.YAML", "users/alice/a.yaml",
+                              "users/alice/deep/b.yml"]
+    assert all(f.user_id == "alice" and not f.issues for f in loaded.values())
+
+
+@pytest.mark.parametrize(
+    ("rel", "code", "words"),
+    [
+        ("users/x.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("models/alice/x.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("users/Alice/x.yaml", IssueCode.INVALID, "not a valid user id"),
+        ("users/-bob/x.yaml", IssueCode.INVALID, "not a valid user id"),
+        ("users/" + "a" * 33 + "/x.yaml", IssueCode.INVALID, "not a valid user id"),
+    ],
+)
+def test_misplaced_files_are_reported(tmp_path: Path, rel: str, code: IssueCode,
+                                      words: str) -> None:
+    loaded = _load(_write(tmp_path, {rel: GOOD}))
+    assert list(loaded) == [rel]
+    [issue] = loaded[rel].issues
+    assert (issue.code, issue.file, issue.line, issue.pointer) == (code, rel, 0, "")
+    assert words in issue.message
+    assert loaded[rel].documents == ()
+
+
+def test_files_over_the_limit_are_refused_unread(tmp_path: Path) -> None:
+    big = "# " + "x" * loading.MAX_FILE_BYTES + "\n"
+    loaded = _load(_write(tmp_path, {"users/a/big.yaml": big, "users/a/ok.yaml": GOOD}))
+    assert "byte limit" in loaded["users/a/big.yaml"].issues[0].message
+    assert loaded["users/a/big.yaml"].issues[0].code == IssueCode.INVALID
+    assert loaded["users/a/ok.yaml"].issues == ()
+
+
+def test_exactly_the_limit_is_fine(tmp_path: Path) -> None:
+    text = GOOD + "#" * (loading.MAX_FILE_BYTES - len(GOOD) - 1) + "\n"
+    loaded = _load(_write(tmp_path, {"users/a/f.yaml": text}))
+    assert loaded["users/a/f.yaml"].issues == ()
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"model_id: \xff\xfe\n", "not UTF-8"),
+    ("model_id: m\n".encode("utf-16"), "not UTF-8"),
+])
+def test_undecodable_files_are_refused(tmp_path: Path, content: bytes, words: str) -> None:
+    loaded = _load(_write(tmp_path, {"users/a/f.yaml": content}))
+    assert words in loaded["users/a/f.yaml"].issues[0].message
+
+
+def test_special_files_are_not_read(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"users/a/ok.yaml": GOOD})
+    os.mkfifo(root / "users/a/pipe.yaml")  # reading it would block forever
+    loaded = _load(root)
+    assert "not a regular file" in loaded["users/a/pipe.yaml"].issues[0].message
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    loaded = _load(_write(tmp_path, {"users/a/f.yaml": b"\xef\xbb\xbf" + GOOD.encode()}))
+    assert loaded["users/a/f.yaml"].documents[0].data == {"model_id": "m",
+                                                          "model_source": "org/name"}
+
+
+def test_symlinks_under_users_are_forbidden(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"users/bob/x.yaml": GOOD, "elsewhere/y.yaml.txt": GOOD})
+    (root / "users/alice").mkdir()
+    os.symlink(root / "users/bob/x.yaml", root / "users/alice/x.yaml")
+    os.symlink(root / "users/bob", root / "users/alice/linked")
+    os.symlink(root / "users/bob", root / "users/carol")
+    loaded = _load(root)
+    for rel in ("users/alice/x.yaml", "users/alice/linked", "users/carol"):
+        assert [i.code for i in loaded[rel].issues] == [IssueCode.FORBIDDEN], rel
+        assert loaded[rel].documents == ()
+    assert loaded["users/bob/x.yaml"].issues == ()
+
+
+def test_the_file_path_and_user_are_recorded_in_issues(tmp_path: Path) -> None:
+    loaded = _load(_write(tmp_path, {"users/dave/m.yaml": "a: [\n"}))
+    [doc] = loaded["users/dave/m.yaml"].documents
+    assert doc.issues[0].file == "users/dave/m.yaml"
+    assert loaded["users/dave/m.yaml"].user_id == "dave"

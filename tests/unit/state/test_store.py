@@ -1,0 +1,222 @@
+"""The recorded state: round trips, one write per call, no idle writes, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State
+from servesync.errors import ServesyncError
+from servesync.state.store import STATE_FILE, StateFileError, Store
+
+
+def record(key: str = "svc-alice-20250101-120000-ab12", **changes: Any) -> ModelRecord:
+    rec = ModelRecord(
+        model_key=key,
+        user_id="alice",
+        suffix="chat",
+        prefix="alice-202501011200",
+        app_name=key,
+        spec_hash="0123456789abcdef",
+        spec={"model_source": "/private/alice/m", "num_replicas": 1, "env": {"A": "b"}},
+        state=State.DEPLOYING,
+        source_file="users/alice/chat.yaml",
+        attempted_revision="f" * 40,
+        created_at="2025-01-01T12:00:00Z",
+        updated_at="2025-01-01T12:00:00Z",
+        events=(Event(at="2025-01-01T12:00:00Z", kind=EventKind.SUBMITTED, revision="f" * 40),),
+    )
+    return replace(rec, **changes)
+
+
+def stat_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_models_round_trip_through_reopen(tmp_path: Path) -> None:
+    a, b = record("svc-a"), record("svc-b", state=State.RUNNING, applied_hash="x")
+    store = Store(tmp_path)
+    store.put_many([b, a])
+    assert store.models() == {"svc-a": a, "svc-b": b}
+    assert list(Store(tmp_path).models()) == ["svc-a", "svc-b"]
+    assert Store(tmp_path).get("svc-b") == b
+
+
+def test_put_replaces_the_whole_record(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(record(error_summary="boom"))
+    store.put(record(error_summary=None, state=State.RUNNING))
+    got = Store(tmp_path).get(record().model_key)
+    assert got is not None
+    assert (got.state, got.error_summary) == (State.RUNNING, None)
+    assert len(Store(tmp_path).models()) == 1
+
+
+def test_get_and_delete(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many([record("svc-a"), record("svc-b")])
+    assert store.get("svc-missing") is None
+    store.delete("svc-a")
+    assert list(Store(tmp_path).models()) == ["svc-b"]
+
+
+def test_gateway_and_meta_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.gateway() == GatewayRecord()
+    assert store.meta() == {}
+    gw = GatewayRecord(members=(("alice-1-chat", "svc-a"),), deployed_at="2025-01-01T00:00:00Z")
+    store.set_gateway(gw)
+    store.set_meta(tick=3, revision="abc")
+    store.set_meta(tick=4, last_tick_at="2025-01-01T00:00:30Z")
+    again = Store(tmp_path)
+    assert again.gateway() == gw
+    assert again.meta() == {"tick": 4, "revision": "abc", "last_tick_at": "2025-01-01T00:00:30Z"}
+
+
+def test_put_many_is_one_disk_write(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many(record(f"svc-{i}") for i in range(25))
+    assert store.disk_writes == 1
+    assert len(Store(tmp_path).models()) == 25
+
+
+def test_batch_groups_a_tick_into_one_write(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.batch():
+        store.put(record("svc-a"))
+        store.set_gateway(GatewayRecord(deployed_at="t"))
+        store.set_meta(tick=1)
+        assert store.get("svc-a") == record("svc-a")  # reads see the batch
+    assert store.disk_writes == 1
+    assert Store(tmp_path).meta() == {"tick": 1}
+
+
+def test_batch_that_raises_writes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.set_meta(tick=1)
+    with pytest.raises(RuntimeError), store.batch():
+        store.set_meta(tick=2)
+        raise RuntimeError("tick failed")
+    assert store.meta() == {"tick": 1}
+    assert Store(tmp_path).meta() == {"tick": 1}
+
+
+def test_unchanged_writes_do_not_touch_the_disk(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many([record("svc-a"), record("svc-b")])
+    store.set_gateway(GatewayRecord(deployed_at="t"))
+    store.set_meta(tick=1)
+    path = tmp_path / STATE_FILE
+    before, writes = stat_id(path), store.disk_writes
+    time.sleep(0.01)
+    store.put_many([record("svc-b"), record("svc-a")])
+    store.put(record("svc-a"))
+    store.set_gateway(GatewayRecord(deployed_at="t"))
+    store.set_meta(tick=1)
+    store.delete("svc-missing")
+    assert stat_id(path) == before
+    assert store.disk_writes == writes
+    store.set_meta(tick=2)
+    assert stat_id(path) != before
+
+
+def test_new_store_does_not_create_the_file_until_a_write(tmp_path: Path) -> None:
+    Store(tmp_path / "state").models()
+    assert not (tmp_path / "state" / STATE_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{\"models\": {\"1\": ", b"[1, 2]", b"\x00\x00\x00", b'{"models": {"1": {"model_key": 1}}}'],
+    ids=["truncated", "not-a-mapping", "binary", "bad-record"],
+)
+def test_corrupt_file_is_a_clear_error_not_an_empty_start(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / STATE_FILE).write_bytes(content)
+    with pytest.raises(StateFileError) as info:
+        Store(tmp_path)
+    assert isinstance(info.value, ServesyncError)
+    assert str(tmp_path / STATE_FILE) in str(info.value)
+    assert info.value.path == tmp_path / STATE_FILE
+    assert (tmp_path / STATE_FILE).read_bytes() == content  # left for the operator
+
+
+def test_state_file_is_private_json(tmp_path: Path) -> None:
+    Store(tmp_path).put(record())
+    path = tmp_path / STATE_FILE
+    assert path.stat().st_mode & 0o077 == 0
+    assert json.loads(path.read_bytes())["models"]
+
+
+def test_open_removes_temp_files_of_a_killed_writer(tmp_path: Path) -> None:
+    Store(tmp_path).put(record())
+    leftover = tmp_path / f".{STATE_FILE}.tmp-123-deadbeef"
+    leftover.write_bytes(b"{half")
+    assert Store(tmp_path).get(record().model_key) == record()
+    assert not leftover.exists()
+
+
+WRITER = r"""
+import sys
+from pathlib import Path
+from typing import Any
+from servesync.converge.records import ModelRecord, State
+from servesync.state.store import Store
+
+store = Store(Path(sys.argv[1]))
+gen = int(store.meta().get("gen", 0))
+print("ready", flush=True)
+while True:
+    gen += 1
+    recs = [
+        ModelRecord(model_key=f"svc-{i}", user_id="u", suffix=f"m{i}", prefix="u-1",
+                    app_name=f"svc-{i}", spec_hash=str(gen),
+                    spec={"gen": gen, "blob": str(gen) * 20000}, state=State.RUNNING)
+        for i in range(12)
+    ]
+    with store.batch():
+        store.put_many(recs)
+        store.set_meta(gen=gen)
+"""
+
+
+def loaded_generation(state_dir: Path) -> int:
+    """The one generation the file holds; fails if records and meta disagree."""
+    store = Store(state_dir)
+    gen = int(store.meta().get("gen", 0))
+    models = store.models()
+    assert len(models) in (0, 12)
+    for rec in models.values():
+        assert rec.spec["gen"] == gen
+        assert rec.spec["blob"] == str(gen) * 20000
+    return gen
+
+
+def test_kill_9_at_any_moment_leaves_old_or_new_file(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    last, deadline, rounds = 0, time.monotonic() + 15, 0
+    while rounds < 40 and time.monotonic() < deadline:
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                                stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        gen = loaded_generation(tmp_path)
+        assert gen >= last  # never back to an older state
+        last, rounds = gen, rounds + 1
+    assert rounds >= 20
+    assert last > rounds  # the writer really wrote while being killed
