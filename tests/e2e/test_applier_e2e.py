@@ -1,6 +1,6 @@
 """RayApplier against a real Ray Serve + vLLM (CPU) + the tiny model + the openai client.
 
-The layout DESIGN.md measured, checked end to end: each model is its own
+The layout docs/ARCHITECTURE.md describes, checked end to end: each model is its own
 Serve application behind one gateway application; adding model B keeps
 model A's replica and every request to A succeeds meanwhile; removing B
 takes it off ``/v1/models`` and out of Serve. Stable code versions: scaling A

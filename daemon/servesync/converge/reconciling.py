@@ -95,17 +95,23 @@ class Reconciler:
         tick = self.ticks
         # Each action is recorded as soon as it is carried out (a crash loses at
         # most the one in flight); an idle tick writes nothing.
+        in_flight = False  # Ray took a change (or must be asked again soon)
         for action in actions:
             log.info("%s", act.describe(action))
             error = self._execute(action)
             if error:
                 errors.append(error)
+            # A deploy that failed waits for its own retry_at; any other Ray call
+            # that was made or failed is looked at again after the settle delay.
+            if isinstance(action, act.MUTATING) and not (error and isinstance(action, act.Deploy)):
+                in_flight = True
         if actions:
             self.store.set_meta(tick=tick, revision=snapshot.revision)
         recorded = self.store.models()
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
-        result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors)
+        result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
+                              in_flight=in_flight)
         log.debug("tick %d done in %.3f s: %d actions, converged=%s, requeue after %s s",
                   tick, time.monotonic() - started, len(actions), result.converged,
                   result.requeue_after_s)
@@ -166,14 +172,13 @@ class Reconciler:
 
     def _result(self, tick: int, snapshot: Snapshot, actions: tuple[act.Action, ...],
                 recorded: dict[str, ModelRecord], gateway_ok: bool, desired: DesiredState,
-                errors: list[str]) -> TickResult:
-        mutated = any(isinstance(a, act.MUTATING) for a in actions)
-        settled = not mutated and gateway_ok and not any(
+                errors: list[str], *, in_flight: bool) -> TickResult:
+        settled = not in_flight and gateway_ok and not any(
             r.state in _PENDING for r in recorded.values())
         failed = any(r.state is State.FAILED for r in recorded.values())
         converged = settled and not failed and desired.ok and snapshot.error is None
         requeue = planning.requeue_after(recorded, now=self.clock(),
-                                         in_flight=mutated or not gateway_ok)
+                                         in_flight=in_flight or not gateway_ok)
         return TickResult(tick, snapshot.revision, actions, settled, converged, requeue,
                           tuple(errors))
 

@@ -1,0 +1,7 @@
+"""status: the files users read, and reading them back.
+
+Owns publishing ``index.json`` and ``models/<model_key>.json`` at the end of
+each tick, and the readers behind ``servesync status``. May import:
+``state`` (atomic writes), ``converge`` (records), ``desired`` (issues),
+``config``, ``errors``.
+"""
