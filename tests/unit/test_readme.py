@@ -35,3 +35,23 @@ def test_readme_model_example_validates(tmp_path: Path) -> None:
     (spec,) = state.specs
     assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
     assert spec.resolved_source == str(tmp_path / "private" / "hf" / "Qwen2.5-0.5B-Instruct")
+
+
+def test_readme_layout_lists_every_module_of_the_package() -> None:
+    text = README.read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    listed, folder = set(), ""
+    for line in block.splitlines()[2:]:  # after "daemon/servesync/"
+        if not line.startswith("  ") or not line.strip():
+            break
+        name = line.split()[0]
+        if name.endswith("/"):
+            folder = name
+        elif line.startswith("    "):
+            listed.add(folder + name)
+        else:
+            listed.add(name)
+    package = README.parent / "daemon" / "servesync"
+    modules = {str(p.relative_to(package)) for p in package.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    assert listed == modules
