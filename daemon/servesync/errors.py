@@ -68,7 +68,9 @@ class SourceError(ServesyncError):
 
 
 class TransientError(ServesyncError):
-    """A failure that may pass by itself: retry after ``delay_s`` (with backoff)."""
+    """A failure that may pass by itself: retry with backoff, and never sooner
+    than ``delay_s`` (the planner's backoff, 5 s doubling to 5 min, is the
+    usual wait; a longer ``delay_s`` raises it)."""
 
     def __init__(self, message: str, *, delay_s: float = 5.0) -> None:
         super().__init__(message)
