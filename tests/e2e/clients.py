@@ -1,19 +1,19 @@
-"""What the e2e tests do as users: OpenAI calls, request loops, waiting, model files.
+"""What the e2e tests do as users: OpenAI calls, request loops, model files.
 
-Shared by the e2e tests; talks to the gateway over HTTP only (no Ray).
+Shared by the e2e tests; talks to the gateway over HTTP only (no Ray). They
+wait with tests/support/waiting.py's ``wait_for``, every ``POLL_S``.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import pytest
 from openai import OpenAI
 
+POLL_S = 1.0  # how often the e2e tests look again (real Ray, real HTTP)
 MODEL_YAML = """\
 model_id: {suffix}
 model_source: $HOME/common/hf/tiny
@@ -27,16 +27,6 @@ engine_kwargs:
 def model_yaml(suffix: str, *, replicas: int | str = 1, max_len: int = 256) -> str:
     """A model file for the tiny model at ``<storage_root>/hf/tiny``."""
     return MODEL_YAML.format(suffix=suffix, replicas=replicas, max_len=max_len)
-
-
-def wait_for(what: str, check: Callable[[], bool], *, deadline_s: float) -> float:
-    """Poll ``check`` until true; return the seconds it took, fail at the deadline."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > deadline_s:
-            pytest.fail(f"{what}: not reached within {deadline_s:.0f} s")
-        time.sleep(1.0)
-    return time.monotonic() - start
 
 
 def listed(client: OpenAI) -> set[str]:

@@ -1,5 +1,6 @@
-"""Real processes for the daemon e2e tests: a ``ray start --head`` cluster, a
-``servesync`` subprocess, an sd_notify socket and a desired-state git repo.
+"""Real processes for the daemon e2e tests: a ``ray start --head`` cluster and a
+``servesync`` subprocess (the sd_notify socket and the desired-state git repo
+are the shared ones of tests/support: ``sdnotify.NotifyListener``, ``gitrepos.GitRepo``).
 
 Used by ``tests/e2e/test_daemon_e2e.py``; nothing here imports ``ray``, so the
 test process never becomes a Ray driver (another e2e module may already
@@ -24,9 +25,6 @@ hold an in-process Ray in the same pytest session).
   and then raises ``ConnectionError: Failed to connect to Ray cluster``.
   :meth:`RayHead.driver_env` is the environment a driver (the daemon) needs.
 * :class:`Daemon` runs ``servesync run --config FILE`` with its output in a log file.
-* :class:`NotifySocket` is the AF_UNIX datagram socket systemd would bind for
-  ``NOTIFY_SOCKET``; it keeps every message with its arrival time.
-* :class:`GitRepo` makes commits the way a user does, with ``git`` itself.
 
 Side effects: processes (ended by the ``stop``/``close`` methods, which the
 fixtures call even when a test fails), temp dirs under ``/tmp``.
@@ -44,11 +42,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -278,93 +274,3 @@ def run_cli(*args: str, env: Mapping[str, str], timeout_s: float = 120.0) -> tup
     done = subprocess.run([str(BIN / "servesync"), *args], env=dict(env), capture_output=True,
                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False)
     return done.returncode, done.stdout + done.stderr
-
-
-@dataclass(frozen=True)
-class Message:
-    at: float  # time.monotonic() on arrival
-    text: str
-
-
-class NotifySocket:
-    """A bound AF_UNIX datagram socket, as systemd gives a Type=notify service."""
-
-    def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="ssn", dir="/tmp"))  # short: 107-char limit
-        self.path = self._dir / "notify"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._sock.settimeout(0.5)
-        self.messages: list[Message] = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv, name="notify-socket", daemon=True)
-        self._thread.start()
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            message = Message(time.monotonic(), data.decode("utf-8", "replace"))
-            with self._cond:
-                self.messages.append(message)
-                self._cond.notify_all()
-
-    def wait(self, predicate: Callable[[str], bool], *, since: int = 0,
-             timeout_s: float) -> Message | None:
-        """The first message from index ``since`` on that satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for message in self.messages[since:]:
-                    if predicate(message.text):
-                        return message
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def texts(self, since: int = 0) -> list[str]:
-        with self._cond:
-            return [m.text for m in self.messages[since:]]
-
-    def count(self) -> int:
-        with self._cond:
-            return len(self.messages)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(5)
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class GitRepo:
-    """A desired-state repository, committed to with the ``git`` command."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self.git("init", "-q", "-b", "main")
-
-    def git(self, *args: str) -> str:
-        done = subprocess.run(
-            ["git", "-c", "user.name=E2E Tester", "-c", "user.email=e2e@example.invalid",
-             "-c", "commit.gpgsign=false", *args],
-            cwd=self.path, capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        return done.stdout.strip()
-
-    def commit(self, files: Mapping[str, str], message: str) -> tuple[str, float]:
-        """Write ``files`` (path → text), commit them; (SHA, time.monotonic() after)."""
-        for name, text in files.items():
-            target = self.path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            self.git("add", name)
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD"), time.monotonic()

@@ -22,7 +22,8 @@ from servesync.config import Config
 from servesync.converge.observed import AppStatus
 from servesync.desired.specs import ModelSpec
 from servesync.rayserve.applier import GATEWAY_APP, RayApplier
-from tests.e2e.clients import ask, listed, requests_to, wait_for
+from tests.e2e.clients import POLL_S, ask, listed, requests_to
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def wait_running(applier: RayApplier, app_name: str) -> float:
         assert status not in (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY), status
         return status is AppStatus.RUNNING
 
-    return wait_for(f"{app_name} RUNNING", running, deadline_s=START_DEADLINE_S)
+    return wait_for(f"{app_name} RUNNING", running, deadline_s=START_DEADLINE_S, poll_s=POLL_S)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def served_a(
     applier.deploy_gateway([A])
     timings["deploy_gateway() call"] = f"{time.monotonic() - start:.1f} s"
     took = wait_for("gateway lists A", lambda: listed(client) == {A[0]},
-                    deadline_s=GATEWAY_DEADLINE_S)
+                    deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
     timings["gateway first deploy"] = f"{took:.1f} s"
     yield A[0]
     # Leave the session's Ray as found, for the next e2e module.
@@ -76,7 +77,7 @@ def served_a(
     applier.delete_app(A[1])
     wait_for("A and the gateway deleted",
              lambda: not {A[1], GATEWAY_APP} & set(applier.observe().apps),
-             deadline_s=GATEWAY_DEADLINE_S)
+             deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
 
 
 def test_model_answers_through_the_gateway(
@@ -104,10 +105,10 @@ def test_adding_and_removing_b_leaves_a_alone(
         gw_start = time.monotonic()
         applier.deploy_gateway([A, B])
         wait_for("gateway lists A and B", lambda: listed(client) == {A[0], B[0]},
-                 deadline_s=GATEWAY_DEADLINE_S)
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
         wait_for("gateway RUNNING",
                  lambda: applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING,
-                 deadline_s=GATEWAY_DEADLINE_S)
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
         timings["gateway redeploy (A → A+B)"] = f"{time.monotonic() - gw_start:.1f} s"
         timings["adding B, total"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(3.0)  # a few more requests to A through the new gateway replica
@@ -119,12 +120,12 @@ def test_adding_and_removing_b_leaves_a_alone(
 
     applier.deploy_gateway([A])
     took = wait_for("B leaves the gateway", lambda: listed(client) == {A[0]},
-                    deadline_s=GATEWAY_DEADLINE_S)
+                    deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
     timings["gateway redeploy (A+B → A)"] = f"{took:.1f} s"
     applier.delete_app(B[1])
     took = wait_for("B's application deleted",
                     lambda: applier.observe().status(B[1]) is AppStatus.MISSING,
-                    deadline_s=GATEWAY_DEADLINE_S)
+                    deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
     timings["delete B's application"] = f"{took:.1f} s"
     assert ask(client, served_a).strip()
     assert applier.replica_actor_ids(A[1]) == a_replicas
@@ -154,7 +155,7 @@ def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
         start = time.monotonic()
         applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
         wait_for("A RUNNING with 2 replicas", lambda: settled_at(applier, A[1], 2) is not None,
-                 deadline_s=START_DEADLINE_S)
+                 deadline_s=START_DEADLINE_S, poll_s=POLL_S)
         timings["scale A 1 → 2 (submit to 2 RUNNING)"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(2.0)
         # Resubmitting the same spec (a retry, a drift repair) changes nothing.
@@ -189,7 +190,7 @@ def test_a_spec_change_still_replaces_a_replicas(
             ids = settled_at(applier, A[1], 2)
             return ids is not None and ids.isdisjoint(before)
 
-        wait_for("A's replicas replaced", replaced, deadline_s=2 * START_DEADLINE_S)
+        wait_for("A's replicas replaced", replaced, deadline_s=2 * START_DEADLINE_S, poll_s=POLL_S)
         timings["spec change of A, 2 replicas rolled"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(2.0)
     timings["requests to A during the spec change"] = loop.summary()

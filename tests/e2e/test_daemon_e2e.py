@@ -36,9 +36,12 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from tests.e2e.clients import ask, listed, model_yaml, requests_to, wait_for
+from tests.e2e.clients import POLL_S, ask, listed, model_yaml, requests_to
 from tests.e2e.conftest import REPLICA_ENV, TIMINGS, free_port
-from tests.e2e.processes import Daemon, GitRepo, NotifySocket, RayHead, run_cli, tail
+from tests.e2e.processes import Daemon, RayHead, run_cli, tail
+from tests.support.gitrepos import GitRepo
+from tests.support.sdnotify import NotifyListener
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +77,7 @@ class World:
             },
             "tick_interval_s": 30,
         }, indent=2))  # fmt: skip
-        self.notify = NotifySocket()
+        self.notify = NotifyListener()
         self.daemons: list[Daemon] = []
         self.client = OpenAI(base_url=f"http://127.0.0.1:{self.http_port}/v1", api_key="x",
                              timeout=30.0, max_retries=0)
@@ -141,26 +144,23 @@ class World:
     def commit(self, files: dict[str, str], message: str, timing: str) -> str:
         """Commit on main; wait for index.json to show the SHA; record how long it took."""
         sha, committed = self.repo.commit(files, message)
-        while self.index().get("revision") != sha:  # polled finely: this is a measurement
-            if time.monotonic() - committed > REVISION_DEADLINE_S:
-                pytest.fail(f"index.json not at {sha[:12]} ({message}) "
-                            f"within {REVISION_DEADLINE_S:.0f} s")
-            time.sleep(0.02)
-        TIMINGS[f"daemon: git commit → index.json revision ({timing})"] = (
-            f"{time.monotonic() - committed:.2f} s")
+        took = wait_for(f"index.json at {sha[:12]} ({message})",
+                        lambda: self.index().get("revision") == sha, deadline_s=REVISION_DEADLINE_S,
+                        poll_s=0.02, started=committed)  # polled finely: this is a measurement
+        TIMINGS[f"daemon: git commit → index.json revision ({timing})"] = f"{took:.2f} s"
         return sha
 
     def wait_running(self, sha: str, what: str) -> dict[str, Any]:
         """Wait for the model to be RUNNING with ``sha`` applied; fail on FAILED."""
-        start = time.monotonic()
 
         def running() -> bool:
             model = self.model()
             assert model.get("state") != "FAILED", model
             return model.get("state") == "RUNNING" and model.get("applied_revision") == sha
 
-        wait_for(f"{what}: RUNNING at {sha[:12]}", running, deadline_s=RUNNING_DEADLINE_S)
-        TIMINGS[f"daemon: {what} until RUNNING"] = f"{time.monotonic() - start:.1f} s"
+        took = wait_for(f"{what}: RUNNING at {sha[:12]}", running, deadline_s=RUNNING_DEADLINE_S,
+                        poll_s=POLL_S)
+        TIMINGS[f"daemon: {what} until RUNNING"] = f"{took:.1f} s"
         return self.model()
 
     def events(self, *kinds: str) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
     with world.explained():
         # --- the first tick, then READY=1 (sd_notify) ----------------------------------
         started = time.monotonic()
-        ready = world.notify.wait(lambda t: t == "READY=1", timeout_s=READY_DEADLINE_S)
+        ready = world.notify.wait_for("READY=1", timeout=READY_DEADLINE_S)
         assert ready is not None, "no READY=1"
         TIMINGS["daemon: start until READY=1"] = f"{ready.at - started:.1f} s"
         texts = world.notify.texts()
@@ -215,7 +215,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         assert public_id.startswith("alice-") and public_id.endswith("-tiny")
         assert world.index()["revision"] == added
         wait_for("gateway lists the model", lambda: listed(world.client) == {public_id},
-                 deadline_s=GATEWAY_DEADLINE_S)
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
         assert ask(world.client, public_id).strip()
         app = world.model_doc()["serve_status"]["app_name"]
         assert len(world.head.running_replica_ids(app)) == 1
@@ -226,7 +226,7 @@ def test_commits_on_main_converge_and_nothing_else_does(world: World) -> None:
         model = world.wait_running(scaled, "scale to 2")
         assert model["num_replicas"] == 2
         wait_for("Ray runs 2 replicas", lambda: len(world.head.running_replica_ids(app)) == 2,
-                 deadline_s=GATEWAY_DEADLINE_S)
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
         assert any(e["revision"] == scaled for e in world.events("SCALED"))
         assert ask(world.client, public_id).strip()
 
@@ -300,8 +300,8 @@ def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
             TIMINGS["daemon: SIGTERM until exit"] = f"{took:.1f} s"
             assert code == 0, first.log()
             assert took < STOP_DEADLINE_S, f"stopping took {took:.1f} s"
-            assert world.notify.wait(lambda t: t == "STOPPING=1", since=before_stop,
-                                     timeout_s=5) is not None, world.notify.texts(before_stop)
+            assert world.notify.wait_for("STOPPING=1", since=before_stop,
+                                         timeout=5) is not None, world.notify.texts(before_stop)
             time.sleep(5.0)
             ok_while_stopped = loop.ok
             assert ask(world.client, public_id).strip()
@@ -310,15 +310,15 @@ def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
             before_start = world.notify.count()
             restarted = time.monotonic()
             second = world.start_daemon()
-            ready = world.notify.wait(lambda t: t == "READY=1", since=before_start,
-                                      timeout_s=READY_DEADLINE_S)
+            ready = world.notify.wait_for("READY=1", since=before_start,
+                                          timeout=READY_DEADLINE_S)
             assert ready is not None, second.log()
             TIMINGS["daemon: restart until READY=1 (adopting)"] = f"{ready.at - restarted:.1f} s"
             # one more tick on demand (SIGHUP: reload + fetch + tick), then compare
             before_hup = world.notify.count()
             second.signal(signal.SIGHUP)
-            assert world.notify.wait(lambda t: t.startswith("STATUS=tick "), since=before_hup,
-                                     timeout_s=REVISION_DEADLINE_S) is not None
+            assert world.notify.wait_for(lambda t: t.startswith("STATUS=tick "), since=before_hup,
+                                         timeout=REVISION_DEADLINE_S) is not None
             time.sleep(3.0)
         TIMINGS["daemon: requests during stop + restart"] = (
             f"{loop.ok} ok ({ok_while_stopped} by 5 s after the stop), "

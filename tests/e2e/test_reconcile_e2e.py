@@ -30,8 +30,9 @@ from servesync.desired.sources import DirectorySource
 from servesync.rayserve.applier import RayApplier
 from servesync.state.store import Store
 from servesync.status.publishing import StatusFiles
-from tests.e2e.clients import ask, listed, model_yaml, requests_to, wait_for
+from tests.e2e.clients import POLL_S, ask, listed, model_yaml, requests_to
 from tests.e2e.conftest import TIMINGS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -63,15 +64,17 @@ class World:
         return self.reconciler.tick(self.source.refresh())
 
     def converge(self, what: str) -> TickResult:
-        start = time.monotonic()
-        result = self.tick()
-        while not result.settled:
-            if time.monotonic() - start > CONVERGE_DEADLINE_S:
-                pytest.fail(f"{what}: not settled in {CONVERGE_DEADLINE_S:.0f} s: {result}")
-            time.sleep(1.0)
-            result = self.tick()
-        TIMINGS[what] = f"{time.monotonic() - start:.1f} s"
-        return result
+        """Tick until a tick reports settled (every POLL_S); record how long it took."""
+        results: list[TickResult] = []
+
+        def settled() -> bool:
+            results.append(self.tick())
+            return results[-1].settled
+
+        took = wait_for(what, settled, deadline_s=CONVERGE_DEADLINE_S, poll_s=POLL_S,
+                        detail=lambda: results[-1])
+        TIMINGS[what] = f"{took:.1f} s"
+        return results[-1]
 
     def model(self, suffix: str) -> ModelRecord:
         (rec,) = [r for r in self.reconciler.store.models().values() if r.suffix == suffix]
@@ -178,7 +181,7 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
 
     serve.delete(a.app_name)
     wait_for("A deleted by hand", lambda: applier.observe().status(a.app_name)
-             is AppStatus.MISSING, deadline_s=120)
+             is AppStatus.MISSING, deadline_s=120, poll_s=POLL_S)
     result = world.tick()
     assert [str(x.kind) for x in result.actions] == ["gateway", "redeploy"]
     world.converge("reconcile: restore A after serve.delete")

@@ -1,6 +1,7 @@
-"""Test helpers: real git repositories and real gpg keys in temp folders.
+"""The one git helper of the tests: real git repositories and gpg keys in temp folders.
 
-Used by test_sources and test_watching. Everything runs the real ``git`` and
+Used by the unit tests (sources, watching, the daemon loop, the CLI) and by
+the daemon e2e test (:class:`GitRepo`). Everything runs the real ``git`` and
 ``gpg`` binaries with a throwaway identity; nothing touches the user's own
 git config or keyring.
 """
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+GIT_TIMEOUT_S = 60.0
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -24,7 +28,8 @@ GIT_ENV = {
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     full = {**os.environ, **GIT_ENV, **(env or {})}
     done = subprocess.run(
-        ["git", "-C", str(repo), *args], env=full, capture_output=True, text=True, check=False
+        ["git", "-C", str(repo), *args], env=full, capture_output=True, text=True, check=False,
+        timeout=GIT_TIMEOUT_S,
     )
     if done.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
@@ -46,10 +51,23 @@ def commit_file(
     sign_with: GpgKey | None = None,
 ) -> str:
     """Write ``rel``, commit it (signed when a key is given); returns the SHA."""
-    target = repo / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    git(repo, "add", rel)
+    return commit_files(repo, {rel: text}, message=message, sign_with=sign_with)
+
+
+def commit_files(
+    repo: Path,
+    files: Mapping[str, str],
+    *,
+    message: str = "change",
+    sign_with: GpgKey | None = None,
+) -> str:
+    """Write ``files`` (path → text), commit them in one commit (signed when a
+    key is given); returns the SHA."""
+    for rel, text in files.items():
+        target = repo / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        git(repo, "add", rel)
     if sign_with is None:
         git(repo, "commit", "--quiet", "--no-gpg-sign", "-m", message)
     else:
@@ -65,6 +83,20 @@ def commit_file(
             env={"GNUPGHOME": str(sign_with.home)},
         )
     return git(repo, "rev-parse", "HEAD")
+
+
+class GitRepo:
+    """A desired-state repository a test commits to as a user does (e2e)."""
+
+    def __init__(self, path: Path, *, branch: str = "main") -> None:
+        self.path = init_repo(path, branch=branch)
+
+    def git(self, *args: str) -> str:
+        return git(self.path, *args)
+
+    def commit(self, files: Mapping[str, str], message: str) -> tuple[str, float]:
+        """Write ``files`` (path → text), commit them; (SHA, time.monotonic() after)."""
+        return commit_files(self.path, files, message=message), time.monotonic()
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,19 @@ import pytest
 from servesync import cli, wiring
 from servesync.state.locking import StateLock
 from tests.support.fakeray import SettlingRay
-from tests.unit.gitrepos import commit_file, init_repo
+from tests.support.gitrepos import commit_file, init_repo
 
 MODEL = "model_id: tiny\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, SettlingRay]:
-    root = tmp_path / "desired"
-    (root / "users" / "alice").mkdir(parents=True)
-    (root / "users" / "alice" / "tiny.yaml").write_text(MODEL)
-    (tmp_path / "private" / "hf" / "tiny").mkdir(parents=True)
+def setup(tmp_path: Path, desired_tree: Path, storage_root: Path,
+          monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, SettlingRay]:
+    (desired_tree / "users" / "alice" / "tiny.yaml").write_text(MODEL)
     cfg = tmp_path / "servesync.yaml"
     cfg.write_text(
-        f"source: {{path: {root}}}\nstate_dir: {tmp_path / 'state'}\n"
-        f"storage_root: {tmp_path / 'private'}\nserving: {{accelerator_type: cpu}}\n"
+        f"source: {{path: {desired_tree}}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"storage_root: {storage_root}\nserving: {{accelerator_type: cpu}}\n"
     )
     ray = SettlingRay()
     monkeypatch.setattr(wiring, "_applier", lambda config: ray)
@@ -86,12 +84,12 @@ def test_status_wait_times_out_when_not_running(
 
 
 def test_plan_leaves_the_state_dir_untouched(
-        setup: tuple[Path, Path, SettlingRay], tmp_path: Path,
+        setup: tuple[Path, Path, SettlingRay], tmp_path: Path, desired_tree: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     cfg, state, _ray = setup
     repo = init_repo(tmp_path / "repo")  # a git source: the daemon's clone is in state/source
     commit_file(repo, "users/alice/tiny.yaml", MODEL)
-    cfg.write_text(cfg.read_text().replace(str(tmp_path / "desired"), str(repo)))
+    cfg.write_text(cfg.read_text().replace(str(desired_tree), str(repo)))
     assert cli.main(["once", "--config", str(cfg), "--wait", "30"]) == 0
     assert (state / "source" / ".git").is_dir()
     (state / ".state.json.tmp-4242-abcdef").write_text("{}")  # the daemon, mid-write

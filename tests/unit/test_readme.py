@@ -24,17 +24,15 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
     assert cfg.source.git_url is not None and cfg.ray.address == "auto"
 
 
-def test_readme_model_example_validates(tmp_path: Path) -> None:
+def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) -> None:
     (block,) = [b for b in yaml_blocks() if "model_id:" in b]
-    user = tmp_path / "users" / "alice"
-    user.mkdir(parents=True)
-    (user / "chat.yaml").write_text(block)
-    cfg = config.Config(storage_root=str(tmp_path / "private"))
-    state = validating.validate_tree(tmp_path, cfg)
+    (desired_tree / "users" / "alice" / "chat.yaml").write_text(block)
+    cfg = config.Config(storage_root=str(storage_root))
+    state = validating.validate_tree(desired_tree, cfg)
     assert state.ok, [i.render() for i in state.issues()]
     (spec,) = state.specs
     assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
-    assert spec.resolved_source == str(tmp_path / "private" / "hf" / "Qwen2.5-0.5B-Instruct")
+    assert spec.resolved_source == str(storage_root / "hf" / "Qwen2.5-0.5B-Instruct")
 
 
 def test_readme_layout_lists_every_module_of_the_package() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from servesync.converge import naming
@@ -11,12 +11,8 @@ from servesync.converge.observed import AppObservation, AppStatus, Observed
 from servesync.converge.records import ModelRecord, State
 from servesync.desired.specs import DesiredState, DocumentResult, FileResult, ModelSpec
 from servesync.errors import Issue, IssueCode
-
-T0 = datetime(2026, 1, 6, 12, 30, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from tests.support.clock import T0
+from tests.support.clock import at as at  # re-exported: the tick tests import it from here
 
 
 def spec(suffix: str = "a", user: str = "alice", **kw: Any) -> ModelSpec:

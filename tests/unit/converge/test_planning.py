@@ -20,7 +20,8 @@ from servesync.converge.observed import AppObservation, AppStatus, Observed
 from servesync.converge.planning import after_permanent, after_transient, backoff_s, plan
 from servesync.converge.records import EventKind, GatewayRecord, ModelRecord, State
 from servesync.desired.specs import DesiredState
-from tests.unit.converge.plancases import T0, at, desired, observed, record, spec
+from tests.support.clock import T0, at
+from tests.unit.converge.plancases import desired, observed, record, spec
 
 GW = naming.GATEWAY_APP
 A = spec("a")

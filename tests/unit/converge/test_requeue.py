@@ -8,12 +8,12 @@ when the previous one asked for it, and the ticks are counted.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from servesync.config import Config, ServingConfig
+from servesync.config import Config
 from servesync.converge.planning import BACKOFF_MAX_S, SETTLE_S, requeue_after
 from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.converge.records import State
@@ -21,23 +21,11 @@ from servesync.desired.sources import Snapshot
 from servesync.errors import TransientError
 from servesync.state.store import Store
 from servesync.status.publishing import StatusFiles
+from tests.support.clock import FakeClock, at
 from tests.support.fakeray import FakeRay
-from tests.unit.converge.plancases import T0, at, record, spec
+from tests.unit.converge.plancases import record, spec
 
 FIVE_MINUTES_S = 300.0
-
-
-class SteppedClock:
-    """A clock that moves only when the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FailingRay(FakeRay):
@@ -54,25 +42,19 @@ class FailingRay(FakeRay):
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> tuple[Config, Snapshot]:
-    root = tmp_path / "desired"
-    (root / "users" / "alice").mkdir(parents=True)
-    (root / "users" / "alice" / "a.yaml").write_text(
+def tree(cpu_config: Config, desired_tree: Path) -> tuple[Config, Snapshot]:
+    (desired_tree / "users" / "alice" / "a.yaml").write_text(
         "model_id: a\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n")
-    (tmp_path / "private" / "hf" / "tiny").mkdir(parents=True)
-    config = Config(state_dir=str(tmp_path / "state"), status_dir=str(tmp_path / "status"),
-                    storage_root=str(tmp_path / "private"),
-                    serving=ServingConfig(accelerator_type="cpu"))
-    Path(config.state_dir).mkdir()
-    return config, Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    Path(cpu_config.state_dir).mkdir()
+    return cpu_config, Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
 
 
-def reconciler(config: Config, ray: FakeRay, clock: SteppedClock) -> Reconciler:
+def reconciler(config: Config, ray: FakeRay, clock: FakeClock) -> Reconciler:
     return Reconciler(config, store=Store(Path(config.state_dir)), applier=ray, clock=clock,
                       publisher=StatusFiles(Path(config.status_dir), config.serving))
 
 
-def ticks_within(rec: Reconciler, snap: Snapshot, clock: SteppedClock,
+def ticks_within(rec: Reconciler, snap: Snapshot, clock: FakeClock,
                  span_s: float) -> list[TickResult]:
     """Tick, then tick again exactly when asked, until ``span_s`` has passed."""
     end = clock.now + timedelta(seconds=span_s)
@@ -86,9 +68,9 @@ def ticks_within(rec: Reconciler, snap: Snapshot, clock: SteppedClock,
 
 
 def test_a_model_in_a_five_minute_backoff_costs_a_handful_of_ticks(
-        tree: tuple[Config, Snapshot]) -> None:
+        tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
-    clock, ray = SteppedClock(), FailingRay(delay_s=FIVE_MINUTES_S)
+    clock, ray = fake_clock, FailingRay(delay_s=FIVE_MINUTES_S)
     rec = reconciler(config, ray, clock)
     results = ticks_within(rec, snap, clock, FIVE_MINUTES_S)
     (model,) = rec.store.models().values()
@@ -99,9 +81,10 @@ def test_a_model_in_a_five_minute_backoff_costs_a_handful_of_ticks(
     assert ray.observations == len(results)  # and nothing else asked Ray anything
 
 
-def test_the_backoff_doubles_and_each_retry_is_one_tick(tree: tuple[Config, Snapshot]) -> None:
+def test_the_backoff_doubles_and_each_retry_is_one_tick(
+        tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
-    clock, ray = SteppedClock(), FailingRay(delay_s=0.0)
+    clock, ray = fake_clock, FailingRay(delay_s=0.0)
     rec = reconciler(config, ray, clock)
     waits = [r.requeue_after_s for r in ticks_within(rec, snap, clock, 2 * BACKOFF_MAX_S)]
     assert waits[:7] == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, BACKOFF_MAX_S]
@@ -109,9 +92,9 @@ def test_the_backoff_doubles_and_each_retry_is_one_tick(tree: tuple[Config, Snap
 
 
 def test_a_loading_model_is_followed_at_the_settle_delay_and_a_converged_one_not_at_all(
-        tree: tuple[Config, Snapshot]) -> None:
+        tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
-    clock, ray = SteppedClock(), FakeRay()
+    clock, ray = fake_clock, FakeRay()
     rec = reconciler(config, ray, clock)
     first = rec.tick(snap)  # submitted: Ray will say when it runs
     assert first.requeue_after_s == SETTLE_S and not first.settled
@@ -124,9 +107,10 @@ def test_a_loading_model_is_followed_at_the_settle_delay_and_a_converged_one_not
     assert result.converged and result.requeue_after_s is None
 
 
-def test_ray_unreachable_is_looked_at_again_soon(tree: tuple[Config, Snapshot]) -> None:
+def test_ray_unreachable_is_looked_at_again_soon(
+        tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
-    clock, ray = SteppedClock(), FakeRay()
+    clock, ray = fake_clock, FakeRay()
     ray.reachable = False
     result = reconciler(config, ray, clock).tick(snap)
     assert result.actions == () and result.requeue_after_s == SETTLE_S

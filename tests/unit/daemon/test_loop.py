@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,9 +21,12 @@ from servesync.daemon.loop import EXIT_CONFIG, DaemonLoop, run_daemon
 from servesync.daemon.sdnotify import Notifier
 from servesync.desired.sources import Snapshot
 from servesync.state.store import Store
-from tests.unit.gitrepos import commit_file, init_repo
+from tests.support.gitrepos import commit_file, init_repo
+from tests.support.sdnotify import NotifyListener
+from tests.support.waiting import wait_for
 
 WITHIN_S = 10.0  # generous bounds: the benchmark measures real latencies
+Running = Callable[..., tuple[threading.Event, list[int]]]  # the `running` fixture
 
 
 class FakeTicker:
@@ -56,54 +58,6 @@ class FakeTicker:
         self.closed = True
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = WITHIN_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
-
-class Socket:
-    """A real sd_notify listener bound in a temp dir."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.seen: list[str] = []
-
-    def drain(self, timeout: float = 0.0) -> list[str]:
-        """Messages received so far, waiting up to ``timeout`` for the first."""
-        self.sock.settimeout(timeout or None)
-        got: list[str] = []
-        try:
-            if timeout:
-                got.append(self.sock.recv(4096).decode())
-            self.sock.setblocking(False)
-            while True:
-                got.append(self.sock.recv(4096).decode())
-        except (BlockingIOError, TimeoutError):
-            pass
-        self.seen += got
-        return got
-
-    def wait_for(self, message: str, timeout: float = WITHIN_S) -> bool:
-        def seen() -> bool:
-            self.drain()
-            return message in self.seen
-
-        return wait_for(seen, timeout)
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[Socket]:
-    s = Socket(tmp_path / "notify.sock")
-    yield s
-    s.sock.close()
-
-
 def _config(tmp_path: Path, *, tick_interval_s: float = 3600.0) -> Config:
     tree = tmp_path / "tree"
     (tree / "users").mkdir(parents=True, exist_ok=True)
@@ -115,7 +69,7 @@ def _config(tmp_path: Path, *, tick_interval_s: float = 3600.0) -> Config:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Callable[..., tuple[threading.Event, list[int]]]]:
+def running(tmp_path: Path) -> Iterator[Running]:
     """Starts run_daemon in a thread; stops it at the end of the test."""
     stops: list[tuple[threading.Event, threading.Thread]] = []
 
@@ -141,23 +95,24 @@ def running(tmp_path: Path) -> Iterator[Callable[..., tuple[threading.Event, lis
 
 
 def test_first_tick_then_ready_and_status(
-    tmp_path: Path, notify: Socket, running: Callable[..., tuple[threading.Event, list[int]]]
+    tmp_path: Path, notify: NotifyListener, running: Running
 ) -> None:
     ticker = FakeTicker()
     stop, rc = running(_config(tmp_path), ticker, Notifier(notify.path))
     assert notify.wait_for("READY=1")
     assert len(ticker.snapshots) >= 1
     assert ticker.snapshots[0].root == tmp_path / "tree"
-    first_status = notify.seen.index("STATUS=tick 1 at working tree: converged, 0 action(s)")
-    assert first_status < notify.seen.index("READY=1")
+    seen = notify.texts()
+    first_status = seen.index("STATUS=tick 1 at working tree: converged, 0 action(s)")
+    assert first_status < seen.index("READY=1")
     stop.set()
-    assert wait_for(lambda: rc == [0])
+    wait_for("run_daemon returns 0", lambda: rc == [0], deadline_s=WITHIN_S)
     assert notify.wait_for("STOPPING=1")
     assert ticker.closed
 
 
 def test_a_file_change_triggers_a_tick(
-    tmp_path: Path, notify: Socket, running: Callable[..., tuple[threading.Event, list[int]]]
+    tmp_path: Path, notify: NotifyListener, running: Running
 ) -> None:
     ticker = FakeTicker()
     running(_config(tmp_path), ticker, Notifier(notify.path))
@@ -165,11 +120,12 @@ def test_a_file_change_triggers_a_tick(
     time.sleep(0.3)  # let the watcher settle in (it starts before the first tick)
     before = len(ticker.snapshots)
     (tmp_path / "tree" / "users" / "m.yaml").write_text("a: 1\n")
-    assert wait_for(lambda: len(ticker.snapshots) > before)
+    wait_for("a tick after the write", lambda: len(ticker.snapshots) > before,
+             deadline_s=WITHIN_S)
 
 
 def test_a_commit_to_a_local_repository_triggers_a_tick_at_the_new_revision(
-    tmp_path: Path, notify: Socket, running: Callable[..., object]
+    tmp_path: Path, notify: NotifyListener, running: Callable[..., object]
 ) -> None:
     repo = init_repo(tmp_path / "repo")
     first = commit_file(repo, "users/a/m.yaml", "v: 1\n")
@@ -181,14 +137,17 @@ def test_a_commit_to_a_local_repository_triggers_a_tick_at_the_new_revision(
     assert ticker.snapshots[0].revision == first
     time.sleep(0.3)
     second = commit_file(repo, "users/a/m.yaml", "v: 2\n")
-    assert wait_for(lambda: ticker.snapshots[-1].revision == second)
+    wait_for("a tick at the second commit", lambda: ticker.snapshots[-1].revision == second,
+             deadline_s=WITHIN_S)
     assert (ticker.snapshots[-1].root / "users/a/m.yaml").read_text() == "v: 2\n"
 
 
-def test_the_interval_ticks(tmp_path: Path, notify: Socket, running: Callable[..., object]) -> None:
+def test_the_interval_ticks(
+    tmp_path: Path, notify: NotifyListener, running: Callable[..., object]
+) -> None:
     ticker = FakeTicker()
     running(_config(tmp_path, tick_interval_s=0.2), ticker, Notifier(notify.path))
-    assert wait_for(lambda: len(ticker.snapshots) >= 3)
+    wait_for("three ticks", lambda: len(ticker.snapshots) >= 3, deadline_s=WITHIN_S)
 
 
 def test_triggers_during_a_tick_coalesce_into_one_more(tmp_path: Path) -> None:
@@ -201,7 +160,7 @@ def test_triggers_during_a_tick_coalesce_into_one_more(tmp_path: Path) -> None:
             loop.triggers.fire("watch")
         loop.triggers.fire("interval")
         ticker.release.set()
-        assert wait_for(lambda: len(ticker.snapshots) == 2)
+        wait_for("two ticks", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
         time.sleep(0.5)
         assert len(ticker.snapshots) == 2
     finally:
@@ -221,13 +180,13 @@ def test_a_context_manager_factory_is_entered_once_and_exited_at_stop(tmp_path: 
     loop.start()
     assert loop.ready.wait(WITHIN_S)
     loop.triggers.fire("interval")
-    assert wait_for(lambda: len(ticker.snapshots) == 2)
+    wait_for("two ticks", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
     assert loop.stop()
     assert events == ["enter", "exit"]
 
 
 def test_a_raising_tick_does_not_stop_the_loop(
-    tmp_path: Path, notify: Socket, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, notify: NotifyListener, caplog: pytest.LogCaptureFixture
 ) -> None:
     ticker = FakeTicker(fail_first=True)
     loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker,
@@ -235,16 +194,16 @@ def test_a_raising_tick_does_not_stop_the_loop(
     loop.start()
     try:
         assert notify.wait_for("READY=1")
-        assert "STATUS=tick 1 failed: RuntimeError: boom" in notify.seen
+        assert "STATUS=tick 1 failed: RuntimeError: boom" in notify.texts()
         assert any(r.exc_info and "tick failed" in r.getMessage() for r in caplog.records)
         loop.triggers.fire("interval")
-        assert wait_for(lambda: len(ticker.snapshots) == 2)
+        wait_for("two ticks", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
         assert loop.alive
     finally:
         loop.stop()
 
 
-def test_watchdog_pings_only_while_the_loop_moves(tmp_path: Path, notify: Socket) -> None:
+def test_watchdog_pings_only_while_the_loop_moves(tmp_path: Path, notify: NotifyListener) -> None:
     ticker = FakeTicker(block_tick=2)
     notifier = Notifier(notify.path, watchdog_usec=200_000)  # ping every 0.1 s
     loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker, notifier=notifier)
@@ -257,14 +216,16 @@ def test_watchdog_pings_only_while_the_loop_moves(tmp_path: Path, notify: Socket
         notify.drain()  # every ping sent before the stuck tick began
         time.sleep(0.6)  # six watchdog intervals while the tick is stuck
         assert "WATCHDOG=1" not in notify.drain()
+        since = notify.count()
         ticker.release.set()
-        notify.seen.clear()
-        assert notify.wait_for("WATCHDOG=1")
+        assert notify.wait_for("WATCHDOG=1", since=since)
     finally:
         loop.stop()
 
 
-def test_each_tick_starts_with_a_fresh_watchdog_ping(tmp_path: Path, notify: Socket) -> None:
+def test_each_tick_starts_with_a_fresh_watchdog_ping(
+    tmp_path: Path, notify: NotifyListener
+) -> None:
     ticker = FakeTicker(block_tick=2)
     notifier = Notifier(notify.path, watchdog_usec=60_000_000)  # a ping due every 27-30 s
     loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker, notifier=notifier)
@@ -282,8 +243,8 @@ def test_each_tick_starts_with_a_fresh_watchdog_ping(tmp_path: Path, notify: Soc
 
 def test_a_second_daemon_on_the_same_state_dir_is_refused(
     tmp_path: Path,
-    notify: Socket,
-    running: Callable[..., tuple[threading.Event, list[int]]],
+    notify: NotifyListener,
+    running: Running,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = _config(tmp_path)
@@ -298,7 +259,7 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(
 
 
 def test_an_unreadable_state_file_ends_the_start_with_exit_2(
-    tmp_path: Path, notify: Socket, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, notify: NotifyListener, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = _config(tmp_path)
     Path(config.state_dir).mkdir(parents=True)
@@ -354,7 +315,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-def child(tmp_path: Path, notify: Socket) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+def child(tmp_path: Path, notify: NotifyListener) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     script, marks = tmp_path / "child.py", tmp_path / "marks"
     script.write_text(CHILD)
     marks.mkdir()
@@ -373,12 +334,12 @@ def child(tmp_path: Path, notify: Socket) -> Iterator[tuple[subprocess.Popen[str
 
 
 def test_sigterm_finishes_the_tick_and_exits_0(
-    tmp_path: Path, notify: Socket, child: tuple[subprocess.Popen[str], Path]
+    tmp_path: Path, notify: NotifyListener, child: tuple[subprocess.Popen[str], Path]
 ) -> None:
     proc, marks = child
     assert notify.wait_for("READY=1", timeout=30)
     (tmp_path / "tree" / "slow").write_text("")  # the next tick takes 2 s
-    assert wait_for(lambda: (marks / "start-2").exists())
+    wait_for("tick 2 starts", lambda: (marks / "start-2").exists(), deadline_s=WITHIN_S)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
@@ -388,13 +349,13 @@ def test_sigterm_finishes_the_tick_and_exits_0(
 
 
 def test_sighup_forces_a_tick_and_keeps_the_config_when_invalid(
-    tmp_path: Path, notify: Socket, child: tuple[subprocess.Popen[str], Path]
+    tmp_path: Path, notify: NotifyListener, child: tuple[subprocess.Popen[str], Path]
 ) -> None:
     proc, marks = child
     assert notify.wait_for("READY=1", timeout=30)
     (tmp_path / "servesync.yaml").write_text("tick_interval_s: [not, a, number\n")
     proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: (marks / "end-2").exists())
+    wait_for("tick 2 ends", lambda: (marks / "end-2").exists(), deadline_s=WITHIN_S)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     _, err = proc.communicate(timeout=WITHIN_S)

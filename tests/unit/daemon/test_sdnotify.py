@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from servesync.daemon.sdnotify import Notifier
+from tests.support.sdnotify import NotifyListener
 
 
-@pytest.fixture
-def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    path = str(tmp_path / "notify.sock")
-    sock.bind(path)
-    sock.settimeout(2.0)
-    yield sock, path
-    sock.close()
-
-
-def test_messages_reach_the_socket(listener: tuple[socket.socket, str]) -> None:
-    sock, path = listener
-    n = Notifier.from_env({"NOTIFY_SOCKET": path})
+def test_messages_reach_the_socket(notify: NotifyListener) -> None:
+    n = Notifier.from_env({"NOTIFY_SOCKET": notify.path})
     assert n.enabled
     assert n.ready() and n.watchdog() and n.status("tick 3\nrev abc") and n.stopping()
-    got = [sock.recv(4096) for _ in range(4)]
-    assert got == [b"READY=1", b"WATCHDOG=1", b"STATUS=tick 3 rev abc", b"STOPPING=1"]
+    assert notify.wait_for("STOPPING=1", timeout=2.0)
+    got = notify.texts()
+    assert got == ["READY=1", "WATCHDOG=1", "STATUS=tick 3 rev abc", "STOPPING=1"]
 
 
 def test_abstract_socket_address() -> None:
-    name = f"servesync-test-{uuid.uuid4().hex}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind("\0" + name)
-        sock.settimeout(2.0)
-        assert Notifier.from_env({"NOTIFY_SOCKET": "@" + name}).ready()
-        assert sock.recv(64) == b"READY=1"
+    with NotifyListener(abstract=True) as listener:
+        assert listener.path.startswith("@servesync-test-")
+        assert Notifier.from_env({"NOTIFY_SOCKET": listener.path}).ready()
+        assert listener.wait_for("READY=1", timeout=2.0)
+        assert listener.texts() == ["READY=1"]
 
 
 def test_no_socket_is_a_no_op() -> None:

@@ -12,7 +12,7 @@ import pytest
 from servesync.config import Config, SourceConfig
 from servesync.desired.sources import DirectorySource, GitSource, open_source
 from servesync.errors import SourceError
-from tests.unit.gitrepos import GpgKey, commit_file, git, init_repo, make_key
+from tests.support.gitrepos import GpgKey, commit_file, git, init_repo, make_key
 
 DOC = "users/alice/m.yaml"
 

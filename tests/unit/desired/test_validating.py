@@ -298,11 +298,10 @@ def test_the_revision_is_carried(tmp_path: Path) -> None:
     ("{HF_TOKEN: [hf_abcdefSECRET123]}", "SECRET"),
     ("hf_abcdefSECRET123", "SECRET"),
 ])
-def test_env_values_never_appear_in_errors(tmp_path: Path, env: str, secret: str) -> None:
-    (tmp_path / "users" / "alice").mkdir(parents=True)
-    (tmp_path / "users" / "alice" / "m.yaml").write_text(
+def test_env_values_never_appear_in_errors(desired_tree: Path, env: str, secret: str) -> None:
+    (desired_tree / "users" / "alice" / "m.yaml").write_text(
         f"model_id: m\nmodel_source: org/m\nenv: {env}\n")
-    state = validate_tree(tmp_path, Config())
+    state = validate_tree(desired_tree, Config())
     rendered = [i.render() for i in state.issues()]
     assert rendered and all("/env" in r for r in rendered)
     assert not any(secret in r for r in rendered), rendered

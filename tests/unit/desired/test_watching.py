@@ -10,7 +10,7 @@ import pytest
 import watchfiles
 
 from servesync.desired.watching import ChangeFilter, Watcher
-from tests.unit.gitrepos import commit_file, init_repo
+from tests.support.gitrepos import commit_file, init_repo
 
 WITHIN_S = 5.0  # generous: the benchmark reports the real figures (~0.1-0.2 s)
 
