@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ class FakeTicker:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.closed = False
-        self.requeue_after_s: float | None = None
+        self.requeues: list[float | None] = []  # what each tick asks for; then None
 
     def tick(self, snapshot: Snapshot) -> TickResult:
         self.snapshots.append(snapshot)
@@ -48,8 +49,9 @@ class FakeTicker:
             assert self.release.wait(WITHIN_S)
         if self.fail_first and len(self.snapshots) == 1:
             raise RuntimeError("boom")
-        return TickResult(len(self.snapshots), snapshot.revision, (), settled=True,
-                          converged=True, requeue_after_s=self.requeue_after_s)
+        requeue = self.requeues.pop(0) if self.requeues else None
+        return TickResult(len(self.snapshots), snapshot.revision, (), settled=requeue is None,
+                          converged=requeue is None, requeue_after_s=requeue)
 
     def __enter__(self) -> FakeTicker:
         return self
@@ -183,6 +185,40 @@ def test_a_context_manager_factory_is_entered_once_and_exited_at_stop(tmp_path: 
     wait_for("two ticks", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
     assert loop.stop()
     assert events == ["enter", "exit"]
+
+
+def test_a_tick_runs_again_exactly_when_it_asked_and_not_otherwise(tmp_path: Path) -> None:
+    ticker = FakeTicker()
+    ticker.requeues = [0.6, None]  # tick 1: "look again in 0.6 s"; tick 2: nothing pending
+    loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker, notifier=Notifier(None))
+    loop.start()
+    try:
+        wait_for("the requeued tick", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
+        time.sleep(1.5)  # no interval (3600 s), no change: nothing else may tick
+        assert len(ticker.snapshots) == 2
+    finally:
+        assert loop.stop()
+
+
+def test_a_long_requeue_is_scheduled_once_not_polled(tmp_path: Path) -> None:
+    ticker = FakeTicker()
+    ticker.requeues = [300.0]  # a model backing off for 5 minutes
+    loop = DaemonLoop(_config(tmp_path), ticker_factory=lambda c: ticker, notifier=Notifier(None))
+    loop.start()
+    try:
+        wait_for("the first tick", lambda: len(ticker.snapshots) == 1, deadline_s=WITHIN_S)
+        time.sleep(2.5)  # the old loop re-ticked every 2 s while anything was unsettled
+        assert len(ticker.snapshots) == 1
+        job = loop._scheduler.get_job("requeue")
+        assert job is not None
+        left = (job.next_run_time - datetime.now(UTC)).total_seconds()
+        assert 290 < left <= 300
+        loop.triggers.fire("watch")  # a change ticks at once; its result replaces the request
+        wait_for("the change's tick", lambda: len(ticker.snapshots) == 2, deadline_s=WITHIN_S)
+        wait_for("the request dropped", lambda: loop._scheduler.get_job("requeue") is None,
+                 deadline_s=WITHIN_S)
+    finally:
+        assert loop.stop()
 
 
 def test_a_raising_tick_does_not_stop_the_loop(
