@@ -1,4 +1,5 @@
-"""The one fake of the Ray seam (:class:`servesync.converge.ports.Applier`).
+"""The one fake of the Ray seam (:class:`servesync.converge.ports.Applier`), and a
+Reconciler wired to it with a real store and real status files.
 
 For unit tests only: applications live in a dict, a deploy lands as
 DEPLOYING until :meth:`FakeRay.settle`. The real Ray Serve LLM path is proven
@@ -7,11 +8,17 @@ by tests/e2e.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 
+from servesync.config import Config
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.converge.reconciling import Reconciler
 from servesync.desired.specs import ModelSpec
+from servesync.state.store import Store
+from servesync.status.publishing import StatusFiles
 
 SERVING_HASH = "fake-serving"
 
@@ -74,3 +81,9 @@ class SettlingRay(FakeRay):
         observed = super().observe()
         self.settle()
         return observed
+
+
+def make_reconciler(config: Config, ray: FakeRay, clock: Callable[[], datetime]) -> Reconciler:
+    """A Reconciler as the daemon builds it, with ``ray`` in place of Ray."""
+    return Reconciler(config, store=Store(Path(config.state_dir)), applier=ray, clock=clock,
+                      publisher=StatusFiles(Path(config.status_dir), config.serving))

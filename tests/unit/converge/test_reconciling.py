@@ -9,29 +9,22 @@ permanent errors become QUEUED / FAILED, a bad file keeps the model serving.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from servesync.config import Config, ServingConfig
+from servesync.config import Config
 from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import State
 from servesync.desired.sources import Snapshot
 from servesync.errors import PermanentError, TransientError
-from servesync.state.store import Store
-from servesync.status.publishing import StatusFiles
-from tests.support.fakeray import FakeRay
+from tests.support.clock import FakeClock
+from tests.support.fakeray import FakeRay, make_reconciler
 from tests.unit.converge.plancases import at
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> datetime:
-        self.t += 5  # every reading is 5 s later: settle windows pass
-        return at(self.t)
+def stepping_clock() -> FakeClock:
+    return FakeClock(at(0), step_s=5)  # every reading is 5 s later: settle windows pass
 
 
 MODEL = """\
@@ -43,15 +36,8 @@ cpus_per_replica: 1
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> tuple[Config, Path]:
-    root = tmp_path / "desired"
-    (root / "users" / "alice").mkdir(parents=True)
-    storage = tmp_path / "private"
-    (storage / "hf" / "tiny").mkdir(parents=True)
-    config = Config(state_dir=str(tmp_path / "state"), status_dir=str(tmp_path / "status"),
-                    storage_root=str(storage), serving=ServingConfig(accelerator_type="cpu"))
-    Path(config.state_dir).mkdir()
-    return config, root
+def env(cpu_config: Config, desired_tree: Path) -> tuple[Config, Path]:
+    return cpu_config, desired_tree
 
 
 def write(root: Path, suffix: str, replicas: int | str = 1) -> None:
@@ -59,9 +45,7 @@ def write(root: Path, suffix: str, replicas: int | str = 1) -> None:
     (root / "users" / "alice" / f"{suffix}.yaml").write_text(text)
 
 
-def make(config: Config, ray: FakeRay, clock: Clock) -> Reconciler:
-    return Reconciler(config, store=Store(Path(config.state_dir)), applier=ray, clock=clock,
-                      publisher=StatusFiles(Path(config.status_dir), config.serving))
+make = make_reconciler
 
 
 def converge(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 6) -> None:
@@ -76,7 +60,7 @@ def converge(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 6) -> N
 def test_converges_then_idle_ticks_call_no_mutation(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
     converge(rec, ray, snap)
@@ -97,7 +81,7 @@ def test_converges_then_idle_ticks_call_no_mutation(env: tuple[Config, Path]) ->
 def test_restart_adopts_without_redeploy(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
     first = make(config, ray, clock)
     converge(first, ray, snap)
@@ -112,7 +96,7 @@ def test_restart_adopts_without_redeploy(env: tuple[Config, Path]) -> None:
 def test_bad_edit_keeps_last_good_and_reports(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     converge(rec, ray, Snapshot(root=root, revision="r1", error=None, watch_paths=()))
     ray.calls.clear()
@@ -131,7 +115,7 @@ def test_bad_edit_keeps_last_good_and_reports(env: tuple[Config, Path]) -> None:
 def test_transient_error_queues_then_retries(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
     ray.fail_next = TransientError("GCS unavailable")
@@ -146,7 +130,7 @@ def test_transient_error_queues_then_retries(env: tuple[Config, Path]) -> None:
 def test_permanent_error_fails_until_new_spec(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     ray.fail_next = PermanentError("engine kwarg rejected")
     result = rec.tick(Snapshot(root=root, revision="r1", error=None, watch_paths=()))
@@ -165,7 +149,7 @@ def test_delete_leaves_gateway_before_app(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
     write(root, "b")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     converge(rec, ray, Snapshot(root=root, revision="r1", error=None, watch_paths=()))
     b = next(m for m in rec.store.models().values() if m.suffix == "b")
@@ -183,7 +167,7 @@ def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
         env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
     ray.fail_next = RuntimeError("process killed mid-submit")  # not a servesync error
@@ -199,7 +183,7 @@ def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
 def test_drift_is_redeployed_with_a_drift_event(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), Clock()
+    ray, clock = FakeRay(), stepping_clock()
     rec = make(config, ray, clock)
     snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
     converge(rec, ray, snap)

@@ -19,10 +19,8 @@ from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.converge.records import State
 from servesync.desired.sources import Snapshot
 from servesync.errors import TransientError
-from servesync.state.store import Store
-from servesync.status.publishing import StatusFiles
 from tests.support.clock import FakeClock, at
-from tests.support.fakeray import FakeRay
+from tests.support.fakeray import FakeRay, make_reconciler
 from tests.unit.converge.plancases import record, spec
 
 FIVE_MINUTES_S = 300.0
@@ -49,11 +47,6 @@ def tree(cpu_config: Config, desired_tree: Path) -> tuple[Config, Snapshot]:
     return cpu_config, Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
 
 
-def reconciler(config: Config, ray: FakeRay, clock: FakeClock) -> Reconciler:
-    return Reconciler(config, store=Store(Path(config.state_dir)), applier=ray, clock=clock,
-                      publisher=StatusFiles(Path(config.status_dir), config.serving))
-
-
 def ticks_within(rec: Reconciler, snap: Snapshot, clock: FakeClock,
                  span_s: float) -> list[TickResult]:
     """Tick, then tick again exactly when asked, until ``span_s`` has passed."""
@@ -71,7 +64,7 @@ def test_a_model_in_a_five_minute_backoff_costs_a_handful_of_ticks(
         tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
     clock, ray = fake_clock, FailingRay(delay_s=FIVE_MINUTES_S)
-    rec = reconciler(config, ray, clock)
+    rec = make_reconciler(config, ray, clock)
     results = ticks_within(rec, snap, clock, FIVE_MINUTES_S)
     (model,) = rec.store.models().values()
     assert model.state is State.QUEUED
@@ -85,7 +78,7 @@ def test_the_backoff_doubles_and_each_retry_is_one_tick(
         tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
     clock, ray = fake_clock, FailingRay(delay_s=0.0)
-    rec = reconciler(config, ray, clock)
+    rec = make_reconciler(config, ray, clock)
     waits = [r.requeue_after_s for r in ticks_within(rec, snap, clock, 2 * BACKOFF_MAX_S)]
     assert waits[:7] == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, BACKOFF_MAX_S]
     assert ray.deploys == len(waits)
@@ -95,7 +88,7 @@ def test_a_loading_model_is_followed_at_the_settle_delay_and_a_converged_one_not
         tree: tuple[Config, Snapshot], fake_clock: FakeClock) -> None:
     config, snap = tree
     clock, ray = fake_clock, FakeRay()
-    rec = reconciler(config, ray, clock)
+    rec = make_reconciler(config, ray, clock)
     first = rec.tick(snap)  # submitted: Ray will say when it runs
     assert first.requeue_after_s == SETTLE_S and not first.settled
     for _ in range(5):
@@ -112,7 +105,7 @@ def test_ray_unreachable_is_looked_at_again_soon(
     config, snap = tree
     clock, ray = fake_clock, FakeRay()
     ray.reachable = False
-    result = reconciler(config, ray, clock).tick(snap)
+    result = make_reconciler(config, ray, clock).tick(snap)
     assert result.actions == () and result.requeue_after_s == SETTLE_S
 
 
