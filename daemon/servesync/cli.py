@@ -8,6 +8,9 @@ this module itself only parses arguments and prints.
 
 Exit codes: 0 success, 1 the command ran and found problems (e.g. invalid
 files), 2 usage error (bad arguments, missing path, invalid config).
+Commands that print a result (``validate``, ``schema``, ``status``) stop
+quietly with exit 1 when stdout's reader goes away (``servesync validate . |
+head``), as the Python docs advise (:mod:`signal`, "Note on SIGPIPE").
 
 ``validate --format json`` prints one object::
 
@@ -22,9 +25,11 @@ files), 2 usage error (bad arguments, missing path, invalid config).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +99,38 @@ def _error(message: str) -> int:
     return 2
 
 
+Command = Callable[[argparse.Namespace], int]
+
+
+def _pipe_safe(command: Command) -> Command:
+    """``command``, ending quietly with exit 1 if stdout's reader goes away.
+
+    ``servesync validate . | head`` closes the pipe after ten lines; the next
+    write raises BrokenPipeError. As the Python docs advise (:mod:`signal`,
+    "Note on SIGPIPE"): flush inside the ``try`` so the error is raised here,
+    point stdout at /dev/null so the interpreter's final flush can't fail
+    again, and exit 1 ("Python exits with error code 1 on EPIPE"). Nothing
+    more is printed: the reader chose to stop reading. Only the printing
+    commands are wrapped, so a broken socket elsewhere still shows its
+    traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = command(args)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+            return 1
+        return code
+
+    return run
+
+
 # --- validate -----------------------------------------------------------------------
 
 
@@ -119,6 +156,7 @@ def _add_validate(sub: Any) -> None:
     p.set_defaults(func=_cmd_validate)
 
 
+@_pipe_safe
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config)
@@ -184,6 +222,7 @@ def _add_schema(sub: Any) -> None:
     p.set_defaults(func=_cmd_schema)
 
 
+@_pipe_safe
 def _cmd_schema(args: argparse.Namespace) -> int:
     if args.name not in schemas.NAMES:
         return _error(f"unknown schema {args.name!r}; choose from {', '.join(schemas.NAMES)}")
@@ -305,6 +344,7 @@ def _add_status(sub: Any) -> None:
     p.set_defaults(func=_cmd_status)
 
 
+@_pipe_safe
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
 

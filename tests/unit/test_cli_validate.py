@@ -141,3 +141,43 @@ def test_the_installed_console_script(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "users/alice/m.yaml:3: 422 /num_replicas" in done.stdout
     assert done.stderr.startswith("invalid: ")
+
+# --- a reader that stops early (`servesync validate . | head`) ----------------------
+
+MANY_ERRORS = "x: 1\n---\n" * 800  # 3 errors a document: ~170 KB, more than a pipe holds
+
+# (id, argv, lines read before the pipe is closed, the tree's files)
+BROKEN_PIPES = [
+    ("validate | head -1", ["validate", "{tree}"], 1, {"users/a/m.yaml": MANY_ERRORS}),
+    ("validate --format json | head -1", ["validate", "{tree}", "--format", "json"], 1,
+     {"users/a/m.yaml": MANY_ERRORS}),
+    ("a valid tree as json, nothing read", ["validate", "{tree}", "--format", "json"], 0,
+     {"users/a/m.yaml": GOOD}),
+    ("schema, nothing read", ["schema", "serving-model"], 0, {}),
+    ("status, nothing read", ["status"], 0, {}),
+]
+
+
+@pytest.mark.parametrize(("argv", "lines", "files"), [c[1:] for c in BROKEN_PIPES],
+                         ids=[c[0] for c in BROKEN_PIPES])
+def test_a_closed_stdout_ends_quietly_with_exit_1(
+    tmp_path: Path, argv: list[str], lines: int, files: dict[str, str]
+) -> None:
+    root = _tree(tmp_path, files)
+    status = tmp_path / "status"
+    status.mkdir()
+    (status / "index.json").write_text(json.dumps({"tick": 1, "models": []}))
+    (tmp_path / "c.yaml").write_text(f"status_dir: {status}\n")
+    env = {"PATH": "/usr/bin:/bin", "SERVESYNC_CONFIG": str(tmp_path / "c.yaml")}
+    command = [sys.executable, "-m", "servesync", *(a.format(tree=root) for a in argv)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        for _ in range(lines):
+            assert proc.stdout.readline()
+        proc.stdout.close()  # as `head` does once it has its lines
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception" not in err
+    assert (code, err) == (1, "")
+
