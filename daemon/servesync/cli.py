@@ -15,6 +15,8 @@ head``), as the Python docs advise (:mod:`signal`, "Note on SIGPIPE").
 ``validate --format json`` prints one object::
 
     {"ok": bool, "revision": null,
+     "errors": [{"path", "code", "line", "pointer", "message"}: the tree's own
+                errors (no users/ folder)],
      "files": [{"path": str, "ok": bool,
                 "errors": [...file-level errors: location, size, encoding...],
                 "documents": [{"index": int, "line": int, "model_id": str | null,
@@ -34,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from servesync import __version__, config, schemas
-from servesync.desired import validating
+from servesync.desired import loading, validating
 from servesync.desired.specs import DesiredState
-from servesync.errors import ConfigError, SourceError
+from servesync.errors import ConfigError, Issue, IssueCode, SourceError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +142,8 @@ def _add_validate(sub: Any) -> None:
         help="check a desired-state tree (exit 0 valid, 1 invalid, 2 usage error)",
         description="Check every users/<user_id>/**/*.yaml file of a desired-state tree "
         "as the daemon would: YAML, schema, model_source paths, deny lists, the "
-        "platform's GPUs and duplicate model_ids. Prints one line per error "
+        "platform's GPUs and duplicate model_ids. A tree without users/ is an "
+        "error: the daemon refuses it. Prints one line per error "
         "(path:line: <code> <json-pointer>: message) and a summary on stderr. "
         "Exit 0 all valid, 1 any invalid, 2 usage error.",
     )
@@ -169,20 +172,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         state = validating.validate_tree(root, cfg)
     except SourceError as e:
         return _error(str(e))
+    # the daemon's own refusal (DirectorySource); the files are still checked, so
+    # a model file put beside users/ rather than in it is reported too
+    problem = loading.users_dir_problem(root)
+    tree = () if problem is None else (_tree_issue(problem),)
     if args.format == "json":
-        print(json.dumps(_state_json(state), indent=2))
+        print(json.dumps(_state_json(state, tree), indent=2))
     else:
-        for issue in state.issues():
+        for issue in (*tree, *state.issues()):
             print(issue.render())
     sys.stdout.flush()
-    print(_summary(state), file=sys.stderr)
-    return 0 if state.ok else 1
+    print(_summary(state, problem), file=sys.stderr)
+    return 0 if state.ok and problem is None else 1
 
 
-def _state_json(state: DesiredState) -> dict[str, Any]:
+def _tree_issue(problem: str) -> Issue:
+    """A problem of the whole tree as a 400 issue on the missing ``users/`` folder."""
+    return Issue(IssueCode.INVALID, loading.USERS_DIR + "/", 0, "",
+                 f"{problem}: the daemon refuses this tree (a wrong path?); "
+                 f"model files go under {loading.USERS_DIR}/<user_id>/")
+
+
+def _state_json(state: DesiredState, tree: tuple[Issue, ...] = ()) -> dict[str, Any]:
     return {
-        "ok": state.ok,
+        "ok": state.ok and not tree,
         "revision": state.revision,
+        "errors": [{"path": i.file, **i.to_json()} for i in tree],
         "files": [
             {
                 "path": f.path,
@@ -199,12 +214,13 @@ def _state_json(state: DesiredState) -> dict[str, Any]:
     }
 
 
-def _summary(state: DesiredState) -> str:
+def _summary(state: DesiredState, problem: str | None = None) -> str:
     docs = sum(len(f.documents) for f in state.files)
     bad_files = sum(1 for f in state.files if not f.ok)
     errors = len(state.issues())
-    head = "ok" if state.ok else "invalid"
-    return (f"{head}: {len(state.files)} files, {docs} documents, "
+    head = "ok" if state.ok and problem is None else "invalid"
+    why = "" if problem is None else f" {problem};"
+    return (f"{head}:{why} {len(state.files)} files, {docs} documents, "
             f"{len(state.specs)} valid models; {errors} errors in {bad_files} files")
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from servesync import cli, schemas
+from servesync.desired.sources import DirectorySource
+from servesync.errors import SourceError
 
 GOOD = "model_id: m\nmodel_source: org/m\n"
 BAD = "model_id: m\nmodel_source: org/m\nnum_replicas: 0\nfoo: 1\n"
@@ -142,6 +144,7 @@ def test_the_installed_console_script(tmp_path: Path) -> None:
     assert "users/alice/m.yaml:3: 422 /num_replicas" in done.stdout
     assert done.stderr.startswith("invalid: ")
 
+
 # --- a reader that stops early (`servesync validate . | head`) ----------------------
 
 MANY_ERRORS = "x: 1\n---\n" * 800  # 3 errors a document: ~170 KB, more than a pipe holds
@@ -180,4 +183,84 @@ def test_a_closed_stdout_ends_quietly_with_exit_1(
         code = proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception" not in err
     assert (code, err) == (1, "")
+
+
+# --- a tree without users/: the daemon refuses it, so validate fails it ------------
+
+NO_USERS = "no users/ folder in the desired-state folder"
+
+# (id, files, the per-file lines that follow the tree's own line)
+WITHOUT_USERS = [
+    ("an empty folder", {}, []),
+    ("only a README", {"README.md": "# models\n"}, []),
+    ("users is a file", {"users": "alice\n"}, []),
+    ("model files beside users/", {"alice/m.yaml": GOOD},
+     ["alice/m.yaml:0: 400 /: not under users/<user_id>/: ignored"]),
+    ("a folder named user", {"user/alice/m.yaml": GOOD},
+     ["user/alice/m.yaml:0: 400 /: not under users/<user_id>/: ignored"]),
+]
+
+
+@pytest.mark.parametrize(("files", "more"), [c[1:] for c in WITHOUT_USERS],
+                         ids=[c[0] for c in WITHOUT_USERS])
+def test_a_tree_without_users_is_invalid_in_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str], more: list[str]
+) -> None:
+    root = _tree(tmp_path, files)
+    assert cli.main(["validate", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"users/:0: 400 /: {NO_USERS}: the daemon refuses this tree (a wrong path?); "
+        "model files go under users/<user_id>/",
+        *more,
+    ]
+    assert err.startswith(f"invalid: {NO_USERS}; {len(more)} files, 0 documents, "
+                          "0 valid models")
+
+
+@pytest.mark.parametrize(("files", "more"), [c[1:] for c in WITHOUT_USERS],
+                         ids=[c[0] for c in WITHOUT_USERS])
+def test_a_tree_without_users_is_invalid_in_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str], more: list[str]
+) -> None:
+    root = _tree(tmp_path, files)
+    assert cli.main(["validate", str(root), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    [error] = data["errors"]
+    assert (error["path"], error["code"], error["line"], error["pointer"]) == \
+        ("users/", 400, 0, "")
+    assert error["message"].startswith(NO_USERS)
+    assert [f["path"] for f in data["files"]] == [line.split(":")[0] for line in more]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [{}, {"users/alice/m.yaml": GOOD}, {"users/.gitkeep": ""}, {"users": "x\n"},
+     {"alice/m.yaml": GOOD}, {"users/alice/m.yaml": BAD}],
+    ids=["empty", "a model", "empty users/", "users is a file", "beside users/", "invalid"],
+)
+def test_validate_and_the_daemon_agree_on_the_users_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str]
+) -> None:
+    root = _tree(tmp_path, files)
+    try:
+        DirectorySource(root).refresh()
+        refused = False
+    except SourceError as e:
+        refused = NO_USERS in str(e)
+        assert refused, e
+    code = cli.main(["validate", str(root), "--format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    assert bool(data["errors"]) is refused
+    if refused:
+        assert code == 1 and data["ok"] is False
+
+
+def test_an_empty_users_folder_is_valid(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tree(tmp_path, {"users/.gitkeep": ""})
+    assert cli.main(["validate", str(root), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["ok"], data["errors"], data["files"]) == (True, [], [])
 

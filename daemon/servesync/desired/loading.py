@@ -12,6 +12,9 @@ What it does, per file:
   ``.pre-commit-config.yaml``) are repository tooling and ignored. Symlinks
   under ``users/`` are refused (403): a committed link could point at another
   user's folder or outside the tree.
+* :func:`users_dir_problem` is the one check that a tree has a ``users/``
+  folder, shared by the daemon's directory source (which refuses such a tree)
+  and ``servesync validate`` (which reports it).
 * refuses files over 256 KiB and files that are not UTF-8 (400).
 * composes each YAML document with libyaml's parser and PyYAML's composer,
   refusing anchors and aliases (so alias bombs can't expand) and nesting deeper
@@ -149,6 +152,17 @@ def iter_candidates(root: Path) -> Iterator[tuple[str, bool]]:
                 continue
             found.append((prefix + name, os.path.islink(os.path.join(dirpath, name))))
     yield from sorted(found)
+
+
+def users_dir_problem(root: Path) -> str | None:
+    """Why ``root`` can't be a desired-state tree (it has no ``users/`` folder), or None.
+
+    Without ``users/`` the path is most likely wrong (a typo, a share that is
+    not mounted), not "no models": the daemon refuses such a tree rather than
+    let the planner delete every model, and ``servesync validate`` fails it."""
+    if (root / USERS_DIR).is_dir():
+        return None
+    return f"no {USERS_DIR}/ folder in the desired-state folder"
 
 
 def _file_issue(rel: str, code: IssueCode, message: str) -> LoadedFile:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import git
 
 from servesync.config import Config, is_remote_url, redact_url
+from servesync.desired import loading
 from servesync.desired.keyring import Keyring
 from servesync.desired.watching import is_git_dir
 from servesync.errors import SourceError
@@ -109,10 +110,11 @@ class DirectorySource:
     def refresh(self) -> Snapshot:
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: desired-state folder not found")
-        if not (self.root / "users").is_dir():
+        problem = loading.users_dir_problem(self.root)
+        if problem is not None:
             # a wrong path or an unmounted share, not "no models": refuse rather
-            # than let the planner delete every model
-            raise SourceError(f"{self.root}: no users/ folder in the desired-state folder")
+            # than let the planner delete every model (`servesync validate` agrees)
+            raise SourceError(f"{self.root}: {problem}")
         return Snapshot(self.root, None, None, self.watch_paths())
 
     def watch_paths(self) -> tuple[Path, ...]:

@@ -206,6 +206,22 @@ def test_misplaced_files_are_reported(tmp_path: Path, rel: str, code: IssueCode,
     assert loaded[rel].documents == ()
 
 
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        ({"users/alice/m.yaml": GOOD}, None),
+        ({"users/.gitkeep": ""}, None),
+        ({}, "no users/ folder in the desired-state folder"),
+        ({"alice/m.yaml": GOOD}, "no users/ folder in the desired-state folder"),
+        ({"users": "a file\n"}, "no users/ folder in the desired-state folder"),
+    ],
+)
+def test_users_dir_problem(tmp_path: Path, files: dict[str, str], problem: str | None) -> None:
+    root = _write(tmp_path / "tree", files)
+    root.mkdir(exist_ok=True)
+    assert loading.users_dir_problem(root) == problem
+
+
 def test_files_over_the_limit_are_refused_unread(tmp_path: Path) -> None:
     big = "# " + "x" * loading.MAX_FILE_BYTES + "\n"
     loaded = _load(_write(tmp_path, {"users/a/big.yaml": big, "users/a/ok.yaml": GOOD}))
