@@ -142,8 +142,9 @@ def _add_validate(sub: Any) -> None:
         help="check a desired-state tree (exit 0 valid, 1 invalid, 2 usage error)",
         description="Check every users/<user_id>/**/*.yaml file of a desired-state tree "
         "as the daemon would: YAML, schema, model_source paths, deny lists, the "
-        "platform's GPUs and duplicate model_ids. A tree without users/ is an "
-        "error: the daemon refuses it. Prints one line per error "
+        "platform's GPUs and duplicate model_ids. Any other *.yaml/*.yml file "
+        "(dot-files and dot-folders aside) is an error, and so is a tree without "
+        "users/, which the daemon refuses. Prints one line per error "
         "(path:line: <code> <json-pointer>: message) and a summary on stderr. "
         "Exit 0 all valid, 1 any invalid, 2 usage error.",
     )

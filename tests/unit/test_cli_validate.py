@@ -264,3 +264,41 @@ def test_an_empty_users_folder_is_valid(tmp_path: Path,
     data = json.loads(capsys.readouterr().out)
     assert (data["ok"], data["errors"], data["files"]) == (True, [], [])
 
+
+# --- YAML files outside users/<user_id>/: reported, never silently skipped ---------
+
+# (id, the tree's files, exit code, stdout lines)
+OUTSIDE_USERS = [
+    ("a top-level model file", {"users/alice/m.yaml": GOOD, "m.yaml": GOOD}, 1,
+     ["m.yaml:0: 400 /: not under users/<user_id>/: ignored"]),
+    ("a top-level .yml", {"users/alice/m.yaml": GOOD, "bob.yml": GOOD}, 1,
+     ["bob.yml:0: 400 /: not under users/<user_id>/: ignored"]),
+    ("a sub-folder", {"users/alice/m.yaml": GOOD, "models/bob/m.yaml": GOOD}, 1,
+     ["models/bob/m.yaml:0: 400 /: not under users/<user_id>/: ignored"]),
+    ("tooling in dot-files and dot-folders", {
+        "users/alice/m.yaml": GOOD, ".pre-commit-config.yaml": "repos: []\n",
+        ".github/workflows/ci.yml": "on: push\n", ".gitlab-ci.yml": "x: 1\n",
+        "README.md": "# models\n", "docs/.hidden.yaml": "x: 1\n"}, 0, []),
+]
+
+
+@pytest.mark.parametrize(("files", "code", "lines"), [c[1:] for c in OUTSIDE_USERS],
+                         ids=[c[0] for c in OUTSIDE_USERS])
+def test_yaml_outside_users_is_reported_and_the_rest_still_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str], code: int,
+    lines: list[str],
+) -> None:
+    root = _tree(tmp_path, files)
+    assert cli.main(["validate", str(root)]) == code
+    out, err = capsys.readouterr()
+    assert out.splitlines() == lines
+    assert f"{1 + len(lines)} files, 1 documents, 1 valid models" in err
+
+
+def test_the_example_desired_state_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parents[2] / "desired_state"
+    assert (example / ".pre-commit-config.yaml").is_file()
+    assert cli.main(["validate", str(example)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("ok: ")

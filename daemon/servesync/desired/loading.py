@@ -6,12 +6,14 @@ Called by :mod:`servesync.desired.validating` (and so by the daemon's tick and b
 What it does, per file:
 
 * walks the tree: every ``*.yaml``/``*.yml`` under ``users/<user_id>/`` is a
-  desired-state file. YAML files in other sub-folders are reported (400 "not
-  under users/<user_id>/"); top-level files and anything whose path has a
-  component starting with ``.`` (``.git``, ``.github``,
-  ``.pre-commit-config.yaml``) are repository tooling and ignored. Symlinks
-  under ``users/`` are refused (403): a committed link could point at another
-  user's folder or outside the tree.
+  desired-state file. Any other YAML file, top-level ones included, is
+  reported (400 "not under users/<user_id>/"), unread, so a model file put
+  in the wrong place is never silently ignored; the issue names no user, so
+  it holds back no model. Anything whose path has a component starting with
+  ``.`` (``.git``, ``.github``, ``.pre-commit-config.yaml``) is repository
+  tooling and ignored. Symlinks under ``users/`` are refused (403): a
+  committed link could point at another user's folder or outside the tree;
+  directory symlinks elsewhere are not followed.
 * :func:`users_dir_problem` is the one check that a tree has a ``users/``
   folder, shared by the daemon's directory source (which refuses such a tree)
   and ``servesync validate`` (which reports it).
@@ -148,7 +150,7 @@ def iter_candidates(root: Path) -> Iterator[tuple[str, bool]]:
                 if not d.startswith(".") and (under_users or prefix + d == USERS_DIR):
                     found.append((prefix + d, True))
         for name in filenames:
-            if name.startswith(".") or not _is_yaml(name) or not prefix:
+            if name.startswith(".") or not _is_yaml(name):
                 continue
             found.append((prefix + name, os.path.islink(os.path.join(dirpath, name))))
     yield from sorted(found)

@@ -177,7 +177,6 @@ def test_which_files_are_read(tmp_path: Path) -> None:
         "users/.secret/x.yaml": GOOD,
         ".github/workflows/ci.yml": "on: push\n",
         ".pre-commit-config.yaml": "repos: []\n",
-        "mkdocs.yml": "site_name: x\n",
         "README.md": "# hi\n",
     })
     loaded = _load(root)
@@ -186,11 +185,42 @@ def test_which_files_are_read(tmp_path: Path) -> None:
     assert all(f.user_id == "alice" and not f.issues for f in loaded.values())
 
 
+# Repository tooling, never a desired-state file: a dot-file or anything under a
+# dot-folder, at any depth, and files that are not YAML.
+IGNORED = [
+    ".pre-commit-config.yaml",
+    ".gitlab-ci.yml",
+    ".yamllint.yaml",
+    ".github/workflows/ci.yml",
+    ".github/dependabot.yml",
+    ".config/deep/x.yaml",
+    "docs/.hidden.yaml",
+    "docs/.drafts/m.yaml",
+    "README.md",
+    "models.json",
+    "notes/m.yaml.txt",
+    "users/.keep/m.yaml",
+]
+
+
+@pytest.mark.parametrize("rel", IGNORED)
+def test_tooling_outside_users_is_ignored(tmp_path: Path, rel: str) -> None:
+    loaded = _load(_write(tmp_path, {rel: GOOD, "users/alice/m.yaml": GOOD}))
+    assert list(loaded) == ["users/alice/m.yaml"]
+
+
 @pytest.mark.parametrize(
     ("rel", "code", "words"),
     [
         ("users/x.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
         ("models/alice/x.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
+        # top-level model files: a user who forgot users/<user_id>/ is told so
+        ("m.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("alice.yml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("Model.YAML", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("mkdocs.yml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("alice/m.yaml", IssueCode.INVALID, "not under users/<user_id>/"),
+        ("docs/examples/m.yml", IssueCode.INVALID, "not under users/<user_id>/"),
         ("users/Alice/x.yaml", IssueCode.INVALID, "not a valid user id"),
         ("users/-bob/x.yaml", IssueCode.INVALID, "not a valid user id"),
         ("users/" + "a" * 33 + "/x.yaml", IssueCode.INVALID, "not a valid user id"),
@@ -204,6 +234,45 @@ def test_misplaced_files_are_reported(tmp_path: Path, rel: str, code: IssueCode,
     assert (issue.code, issue.file, issue.line, issue.pointer) == (code, rel, 0, "")
     assert words in issue.message
     assert loaded[rel].documents == ()
+
+
+def test_misplaced_files_do_not_hide_the_valid_ones(tmp_path: Path) -> None:
+    loaded = _load(_write(tmp_path, {"m.yaml": GOOD, "stray/n.yml": GOOD,
+                                     "users/alice/m.yaml": GOOD}))
+    assert [(f.path, f.user_id, len(f.issues), len(f.documents))
+            for f in loaded.values()] == [
+        ("m.yaml", None, 1, 0), ("stray/n.yml", None, 1, 0), ("users/alice/m.yaml", "alice", 0, 1)]
+
+
+@pytest.mark.parametrize("rel", ["m.yaml", "stray/m.yaml"])
+@pytest.mark.parametrize("kind", ["big", "fifo", "symlink", "bad utf-8"])
+def test_misplaced_files_are_reported_unread(tmp_path: Path, rel: str, kind: str) -> None:
+    """Outside users/ a file is only named, never opened: no size, type or link can
+    make the walk read it or block on it."""
+    root = _write(tmp_path, {"users/alice/m.yaml": GOOD})
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "big":
+        path.write_text("# " + "x" * loading.MAX_FILE_BYTES + "\n")
+    elif kind == "fifo":
+        os.mkfifo(path)  # reading it would block forever
+    elif kind == "symlink":
+        os.symlink("/etc/passwd", path)
+    else:
+        path.write_bytes(b"model_id: \xff\n")
+    loaded = _load(root)
+    [issue] = loaded[rel].issues
+    assert (issue.code, issue.line, issue.message) == \
+        (IssueCode.INVALID, 0, "not under users/<user_id>/: ignored")
+    assert loaded[rel].documents == ()
+    assert loaded["users/alice/m.yaml"].issues == ()
+
+
+def test_a_symlinked_folder_outside_users_is_not_followed(tmp_path: Path) -> None:
+    root = _write(tmp_path / "tree", {"users/alice/m.yaml": GOOD})
+    _write(tmp_path / "outside", {"m.yaml": GOOD})
+    os.symlink(tmp_path / "outside", root / "linked")
+    assert list(_load(root)) == ["users/alice/m.yaml"]
 
 
 @pytest.mark.parametrize(

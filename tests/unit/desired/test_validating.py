@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from servesync.config import Config, ServingConfig
+from servesync.converge import naming
+from servesync.converge.actions import RecordOnly, UpdateGateway
+from servesync.converge.observed import AppStatus
+from servesync.converge.planning import plan
+from servesync.converge.reconciling import Reconciler
+from servesync.converge.records import GatewayRecord, State
+from servesync.desired.sources import Snapshot
 from servesync.desired.specs import Autoscaling, DesiredState
 from servesync.desired.validating import validate_tree
 from servesync.errors import IssueCode, SourceError
+from servesync.state.store import Store
+from servesync.status.publishing import StatusFiles
+from tests.support.fakeray import FakeRay
+from tests.unit.converge import plancases
 
 HEAD = "model_id: m\nmodel_source: $HOME/common/hf/org/m\n"
 E400, E403 = IssueCode.INVALID, IssueCode.FORBIDDEN
@@ -277,6 +290,100 @@ def test_misplaced_files_are_400_at_file_level(tmp_path: Path) -> None:
     assert [(f.path, [i.code for i in f.issues]) for f in state.files] == [
         ("models/m.yaml", [E400]), ("users/alice/m.yaml", []), ("users/m.yaml", [E400])]
     assert [s.suffix for s in state.specs] == ["m"]
+
+
+# Files outside users/<user_id>/: each a 400 at file level that names no user, so it
+# holds back no model. (id, the misplaced files)
+MISPLACED = [
+    ("a top-level model file", ["m.yaml"]),
+    ("a copy of alice's file at the top", ["a.yaml"]),
+    ("top-level tooling", ["mkdocs.yml"]),
+    ("a sub-folder", ["models/alice/a.yaml"]),
+    ("users/ itself", ["users/a.yaml"]),
+    ("several", ["a.yaml", "alice/a.yml", "users/b.yaml"]),
+]
+
+
+@pytest.mark.parametrize("misplaced", [c[1] for c in MISPLACED], ids=[c[0] for c in MISPLACED])
+def test_misplaced_files_hold_back_no_model(tmp_path: Path, misplaced: list[str]) -> None:
+    state = _validate(tmp_path, {"users/alice/a.yaml": HEAD.replace(": m", ": a", 1),
+                                 **dict.fromkeys(misplaced, HEAD)})
+    assert [s.name for s in state.specs] == [("alice", "a")]
+    assert sorted((i.file, i.code, i.line, i.message) for i in state.issues()) == sorted(
+        (rel, E400, 0, "not under users/<user_id>/: ignored") for rel in misplaced)
+    assert state.held_names == frozenset()
+    assert state.held_files == frozenset(misplaced)  # no model is ever recorded from these
+    assert not state.ok
+
+
+B_DOC = HEAD.replace(": m", ": b", 1)
+
+# alice ran a and b; then her tree changes. (id, the new files besides a's, plan shape)
+PLANS = [
+    ("b.yaml moved to the top: b is removed", {"b.yaml": B_DOC},
+     [("record", "b"), ("gateway", "a")]),
+    ("b.yaml moved to a sub-folder: b is removed", {"stray/b.yaml": B_DOC},
+     [("record", "b"), ("gateway", "a")]),
+    ("a stray file beside b: nothing changes", {"users/alice/b.yaml": B_DOC, "b.yaml": B_DOC},
+     []),
+    ("b.yaml broken in place: b is held", {"users/alice/b.yaml": "model_id: [b\n"}, []),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), [c[1:] for c in PLANS],
+                         ids=[c[0] for c in PLANS])
+def test_the_planner_is_not_held_back_by_misplaced_files(
+    tmp_path: Path, files: dict[str, str], expected: list[tuple[str, str]]
+) -> None:
+    state = _validate(tmp_path, {"users/alice/a.yaml": HEAD.replace(": m", ": a", 1),
+                                 **files})
+    a = next(s for s in state.specs if s.suffix == "a")
+    recs = (plancases.record(a),
+            plancases.record(replace(a, suffix="b", source_file="users/alice/b.yaml")))
+    running = plancases.observed(*((r, AppStatus.RUNNING) for r in recs),
+                                 (naming.GATEWAY_APP, AppStatus.RUNNING))
+    gateway = GatewayRecord(tuple(sorted((r.public_id, r.app_name) for r in recs)),
+                            plancases.T0.isoformat())
+    actions = plan(desired=state, recorded={r.model_key: r for r in recs}, observed=running,
+                   gateway=gateway, now=plancases.at(100), deploy_timeout_s=600)
+    shape = [(str(x.kind), ",".join(m[0].rsplit("-", 1)[-1] for m in x.members))
+             if isinstance(x, UpdateGateway) else (str(x.kind), x.record.suffix)
+             for x in actions if isinstance(x, UpdateGateway | RecordOnly)]
+    assert shape == expected
+    assert len(shape) == len(actions)
+
+
+def test_a_tick_reports_misplaced_files_in_status_and_deploys_the_rest(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "desired"
+    for rel in ("users/alice/a.yaml", "a.yaml", "models/b.yml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("model_id: a\nmodel_source: $HOME/common/hf/tiny\n")
+    (root / ".pre-commit-config.yaml").write_text("repos: []\n")
+    (tmp_path / "private" / "hf" / "tiny").mkdir(parents=True)
+    config = Config(state_dir=str(tmp_path / "state"), status_dir=str(tmp_path / "status"),
+                    storage_root=str(tmp_path / "private"),
+                    serving=ServingConfig(accelerator_type="cpu"))
+    Path(config.state_dir).mkdir()
+    ray, times = FakeRay(), iter(range(5, 500, 5))
+    rec = Reconciler(config, store=Store(Path(config.state_dir)), applier=ray,
+                     clock=lambda: plancases.at(next(times)),
+                     publisher=StatusFiles(Path(config.status_dir), config.serving))
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    for _ in range(4):
+        result = rec.tick(snap)
+        ray.settle()
+    [model] = rec.store.models().values()
+    assert (model.user_id, model.suffix, model.state) == ("alice", "a", State.RUNNING)
+    assert result.settled and not result.converged  # like any invalid file
+    assert result.errors == ("a.yaml:0: 400 /: not under users/<user_id>/: ignored",
+                             "models/b.yml:0: 400 /: not under users/<user_id>/: ignored")
+    index = json.loads((Path(config.status_dir) / "index.json").read_text())
+    assert [m["state"] for m in index["models"]] == ["RUNNING"]
+    assert [(e["path"], e["code"]) for e in index["errors"]] == [("a.yaml", 400),
+                                                                 ("models/b.yml", 400)]
+    rec.store.close()
 
 
 def test_an_empty_tree_is_valid_and_a_missing_one_raises(tmp_path: Path) -> None:
