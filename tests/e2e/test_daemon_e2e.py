@@ -60,7 +60,8 @@ class World:
         self.head, self.base = head, base
         shutil.copytree(tiny_model, base / "private" / "hf" / "tiny")
         self.repo = GitRepo(base / "desired")
-        self.initial_sha, _ = self.repo.commit({"README.md": "desired state\n"}, "empty")
+        self.initial_sha, _ = self.repo.commit(
+            {"README.md": "desired state\n", "users/.gitkeep": ""}, "empty")
         self.status_dir = base / "status"
         self.http_port = free_port()
         self.config_path = base / "servesync.yaml"

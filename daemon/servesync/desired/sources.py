@@ -292,14 +292,23 @@ class GitSource:
                     f"tip {sha[:12]} of {self.branch} is not signed by a trusted key; "
                     f"keeping {keeping}"
                 )
+        tree = repo.commit(sha).tree
         if self.subpath:
             try:
-                repo.commit(sha).tree.join(self.subpath)
+                tree = tree.join(self.subpath)
             except KeyError:
                 return (
                     f"tip {sha[:12]} of {self.branch} has no folder {self.subpath!r}; "
                     f"keeping {keeping}"
                 )
+        # As for a directory source: a tree without users/ is a mistake (a wrong
+        # subpath, a half-done move), never "every model deleted".
+        try:
+            users = tree.join(loading.USERS_DIR)
+        except KeyError:
+            users = None
+        if users is None or users.type != "tree":
+            return f"tip {sha[:12]} of {self.branch} has no users/ folder; keeping {keeping}"
         return None
 
     def _verified(self, repo: git.Repo, sha: str) -> bool:

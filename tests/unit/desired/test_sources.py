@@ -261,3 +261,24 @@ def test_adding_the_signers_key_to_the_file_takes_the_refused_tip(
     keyfile.write_text(trusted.export() + stranger.export())
     snap = src.refresh()
     assert (snap.revision, snap.error) == (by_stranger, None)
+
+
+def test_a_tip_without_users_is_refused_not_taken_as_empty(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    first = commit_file(repo, DOC, "v: 1\n")
+    src = open_source(_config(tmp_path, path=str(repo)))
+    assert src.refresh().revision == first
+    git(repo, "mv", "users", "people")  # a half-done move: every model would be deleted
+    git(repo, "commit", "--quiet", "-m", "move")
+    snap = src.refresh()
+    assert snap.revision == first and (snap.root / DOC).read_text() == "v: 1\n"
+    assert snap.error is not None and "has no users/ folder" in snap.error
+    commit_file(repo, "users", "not a folder\n")  # users as a file is no better
+    assert "has no users/ folder" in (src.refresh().error or "")
+
+
+def test_a_repository_never_holding_users_gives_no_snapshot(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    commit_file(repo, "README.md", "hello\n")
+    with pytest.raises(SourceError, match="has no users/ folder"):
+        open_source(_config(tmp_path, path=str(repo))).refresh()
