@@ -6,6 +6,7 @@ validate_tree as the daemon runs it."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,11 @@ def test_an_allowed_key_reaches_the_spec_unchanged(tmp_path: Path) -> None:
 def test_env_entries_are_names_or_prefixes(name: str, entries: tuple[str, ...],
                                            expected: bool) -> None:
     assert allowlists.matches(name, entries) is expected
+
+
+def test_the_readme_security_model_names_every_default_and_never_allowed_key() -> None:
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    section = readme.read_text("utf-8").split("## Security model", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", section))
+    keys = {*DEFAULT_ENGINE_KWARGS_ALLOWED, *DEFAULT_ENV_ALLOWED, *NEVER_ALLOWED_ENGINE_KWARGS}
+    assert sorted(keys - named) == []
