@@ -28,6 +28,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 from servesync.config import NEVER_ALLOWED_ENGINE_KWARGS, ServingConfig
 
@@ -54,11 +55,12 @@ def normalise(key: str) -> str:
 
 def engine_kwargs_refusals(keys: Iterable[str], serving: ServingConfig) -> Iterator[Refusal]:
     """A refusal for every key of a model's ``engine_kwargs`` it may not set."""
-    never = {normalise(k): k for k in NEVER_ALLOWED_ENGINE_KWARGS}
-    denied = {normalise(k): k for k in serving.engine_kwargs_deny}
-    allowed = {normalise(k): k for k in serving.engine_kwargs_allowed}
+    never = _index(tuple(NEVER_ALLOWED_ENGINE_KWARGS))
+    denied = _index(serving.engine_kwargs_deny)
+    allowed = _index(serving.engine_kwargs_allowed)
     for key in keys:
-        norm = normalise(key)
+        # An allowed key as listed is already normal; every other key pays for normalise().
+        norm = key if allowed.get(key) == key else normalise(key)
         what = f"engine_kwargs key {key!r}"
         if norm in never:
             canonical = never[norm]
@@ -90,6 +92,12 @@ def matches(name: str, entries: Iterable[str]) -> bool:
     """Whether an env entry list holds ``name``: an entry is an exact name, or
     a prefix written with a trailing ``*`` (``NCCL_*``)."""
     return any(name.startswith(e[:-1]) if e.endswith("*") else name == e for e in entries)
+
+
+@cache
+def _index(keys: tuple[str, ...]) -> dict[str, str]:
+    """normalised -> as listed; cached per list (validation runs per document)."""
+    return {normalise(k): k for k in keys}
 
 
 def _read_as(key: str, canonical: str) -> str:
