@@ -99,8 +99,8 @@ class ServingConfig:
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
 
     def __post_init__(self) -> None:
-        """The schema refuses these in a config file; this also catches a
-        ServingConfig built in code (tests, tools), so no path alone opens them."""
+        """The schema refuses never-allowed keys in a config file; this refuses
+        them in a ServingConfig built in code too (tests, tools)."""
         for key in self.engine_kwargs_allowed:
             reason = NEVER_ALLOWED_ENGINE_KWARGS.get(key)
             if reason is not None:

@@ -4,8 +4,8 @@ Owns the rule, as pure functions of the cluster's
 :class:`~servesync.config.ServingConfig`; :mod:`servesync.desired.validating`
 turns every :class:`Refusal` into a 403 issue. No I/O.
 
-engine_kwargs keys, compared in :func:`normalise`\\ d form (case, ``-``/``_``,
-whitespace, look-alike Unicode), first match wins:
+engine_kwargs keys are compared after :func:`normalise` (case, ``-``/``_``,
+whitespace, look-alike Unicode); the first rule that matches decides:
 
 1. a key that can never be allowed (``config.NEVER_ALLOWED_ENGINE_KWARGS``:
    paths, code, nested config, URLs, credentials, what servesync sets) is
