@@ -151,7 +151,7 @@ def _add_validate(sub: Any) -> None:
     p.add_argument("path", nargs="?", metavar="PATH",
                    help="the tree holding users/ (default: the config's source root)")
     p.add_argument("--config", metavar="FILE",
-                   help="daemon config to judge by: platform, storage_root, deny lists "
+                   help="daemon config to judge by: platform, storage_root, allow and deny lists "
                    f"(default: ${config.CONFIG_ENV}, else {config.DEFAULT_CONFIG_PATH} "
                    "if it exists, else built-in GPU defaults)")
     p.add_argument("--format", choices=("text", "json"), default="text",

@@ -2,15 +2,18 @@
 
 Called by the CLI at start and on SIGHUP. Defaults are those of a production
 GPU head node, so ``servesync validate`` with no config judges files as the
-cluster will. Reads one file; no other side effects.
+cluster will; the config schema holds the defaults of the allow-lists. Reads
+one file (and the packaged schema); no other side effects.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -33,6 +36,25 @@ DEFAULT_ENGINE_KWARGS_DENY = (
     "distributed_executor_backend",
 )
 DEFAULT_ENV_DENY = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP")
+
+
+def _serving_schema(key: str) -> dict[str, Any]:
+    node: dict[str, Any] = schemas.load("servesync-config")["properties"]["serving"]
+    return dict(node["properties"][key])
+
+
+DEFAULT_ENGINE_KWARGS_ALLOWED: tuple[str, ...] = tuple(
+    _serving_schema("engine_kwargs_allowed")["default"])
+"""The engine_kwargs keys users may set by default; the config schema holds the list."""
+DEFAULT_ENV_ALLOWED: tuple[str, ...] = tuple(_serving_schema("env_allowed")["default"])
+"""The env names (``PREFIX*``: prefixes) users may set by default; from the config schema."""
+NEVER_ALLOWED_ENGINE_KWARGS: Mapping[str, str] = MappingProxyType({
+    key: group["description"]
+    for group in _serving_schema("engine_kwargs_allowed")["items"]["allOf"]
+    for key in group["not"]["enum"]
+})
+"""engine_kwargs keys no config can allow -> why ("takes a path on the node", ...).
+From the config schema, which refuses them in ``serving.engine_kwargs_allowed``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +83,10 @@ class ServingConfig:
     http_host: str = "0.0.0.0"
     http_port: int = 8000
     openai_base_url: str | None = None  # what users are told; default http://<host>:<port>/v1
+    # Users may set only these engine_kwargs keys and env names (a trailing *
+    # makes an env entry a prefix); the deny lists apply on top (deny wins).
+    engine_kwargs_allowed: tuple[str, ...] = DEFAULT_ENGINE_KWARGS_ALLOWED
+    env_allowed: tuple[str, ...] = DEFAULT_ENV_ALLOWED
     engine_kwargs_deny: tuple[str, ...] = DEFAULT_ENGINE_KWARGS_DENY
     env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
     allow_hub_ids: bool = True
@@ -71,6 +97,15 @@ class ServingConfig:
     # waits); 0 replaces in place, with a gap for a 1-replica model.
     max_surge_percent: int = 100
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
+
+    def __post_init__(self) -> None:
+        """The schema refuses never-allowed keys in a config file; this refuses
+        them in a ServingConfig built in code too (tests, tools)."""
+        for key in self.engine_kwargs_allowed:
+            reason = NEVER_ALLOWED_ENGINE_KWARGS.get(key)
+            if reason is not None:
+                raise ConfigError(f"serving.engine_kwargs_allowed: {key!r} can never be "
+                                  f"allowed: it {reason}")
 
     @property
     def cpu_platform(self) -> bool:
@@ -129,7 +164,7 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
     src = dict(data.get("source") or {})
     serving = dict(data.get("serving") or {})
     ray = dict(data.get("ray") or {})
-    for key in ("engine_kwargs_deny", "env_deny"):
+    for key in ("engine_kwargs_allowed", "env_allowed", "engine_kwargs_deny", "env_deny"):
         if key in serving:
             serving[key] = tuple(serving[key])
     if "replica_env" in serving:
@@ -157,9 +192,14 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
 
 
 def _message(error: Any) -> str:
-    """jsonschema's message, except under ``serving.replica_env``: its values may
-    be secrets and the message may quote them, so say only what was expected."""
-    if list(error.absolute_path)[:2] != ["serving", "replica_env"]:
+    """jsonschema's message, except: a key that can never be allowed says why
+    (not the whole list); under ``serving.replica_env`` values may be secrets
+    and the message may quote them, so say only what was expected."""
+    where = list(error.absolute_path)[:2]
+    if where == ["serving", "engine_kwargs_allowed"] and error.validator == "not":
+        return (f"{error.instance!r} can never be allowed: it "
+                f"{error.schema.get('description', 'is refused')}")
+    if where != ["serving", "replica_env"]:
         return str(error.message)
     if error.validator == "type":
         return f"must be of type {error.validator_value} (value not shown)"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from servesync import config
+from servesync import config, schemas
 from servesync.errors import ConfigError
 
 
@@ -51,3 +51,84 @@ def test_a_bad_replica_env_value_is_never_shown(tmp_path: Path, env: str, pointe
     text = str(err.value)
     assert f"{pointer}: must be of type" in text
     assert "987654321" not in text and "s3cr3t" not in text
+
+
+# --- the allow-lists -----------------------------------------------------------------
+
+
+def test_the_allow_list_defaults_come_from_the_schema() -> None:
+    serving = schemas.load("servesync-config")["properties"]["serving"]["properties"]
+    cfg = config.Config().serving
+    assert cfg.engine_kwargs_allowed == tuple(serving["engine_kwargs_allowed"]["default"])
+    assert cfg.env_allowed == tuple(serving["env_allowed"]["default"])
+    never = [k for g in serving["engine_kwargs_allowed"]["items"]["allOf"]
+             for k in g["not"]["enum"]]
+    assert sorted(config.NEVER_ALLOWED_ENGINE_KWARGS) == sorted(never)
+    assert len(never) == len(set(never))
+
+
+def test_an_existing_config_with_deny_lists_only_keeps_loading(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, "serving:\n  engine_kwargs_deny: [dtype]\n  env_deny: [HF_TOKEN]\n")
+    assert (cfg.serving.engine_kwargs_deny, cfg.serving.env_deny) == (("dtype",), ("HF_TOKEN",))
+    assert cfg.serving.engine_kwargs_allowed == config.DEFAULT_ENGINE_KWARGS_ALLOWED
+    assert cfg.serving.env_allowed == config.DEFAULT_ENV_ALLOWED
+
+
+def test_the_operator_lists_replace_the_defaults(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, "serving:\n  engine_kwargs_allowed: [max_model_len, "
+                "limit_mm_per_prompt]\n  env_allowed: [HF_HUB_OFFLINE, 'MYAPP_*']\n")
+    assert cfg.serving.engine_kwargs_allowed == ("max_model_len", "limit_mm_per_prompt")
+    assert cfg.serving.env_allowed == ("HF_HUB_OFFLINE", "MYAPP_*")
+
+
+# (key an operator tries to allow, the reason the error must give)
+NEVER = [
+    ("chat_template", "takes a path on the node"),
+    ("tokenizer", "takes a path on the node"),
+    ("download_dir", "takes a path on the node"),
+    ("allowed_local_media_path", "takes a path on the node"),
+    ("worker_cls", "names code to import or run"),
+    ("trust_remote_code", "names code to import or run"),
+    ("speculative_config", "is nested config that can carry paths, code or addresses"),
+    ("tool_server", "takes a URL or a network address"),
+    ("hf_token", "is a credential"),
+    ("served_model_name", "is set by servesync or Ray Serve"),
+]
+
+
+@pytest.mark.parametrize(("key", "reason"), NEVER)
+def test_a_key_that_takes_a_path_or_code_can_never_be_allowed(
+        tmp_path: Path, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, f"serving:\n  engine_kwargs_allowed: [max_model_len, {key}]\n")
+    assert f"/serving/engine_kwargs_allowed/1: {key!r} can never be allowed: it {reason}" \
+        in str(err.value)
+    with pytest.raises(ConfigError, match=f"{key!r} can never be allowed: it {reason}"):
+        config.ServingConfig(engine_kwargs_allowed=("max_model_len", key))
+
+
+@pytest.mark.parametrize(("entry", "key"), [
+    ("Max-Model-Len", "engine_kwargs_allowed"), ("'max_model_len '", "engine_kwargs_allowed"),
+    ("Tokenizer", "engine_kwargs_allowed"), ("'*'", "env_allowed"),
+    ("'lower_*'", "env_allowed"), ("'A*B'", "env_allowed"), ("'VLLM_*_X'", "env_allowed"),
+])
+def test_allow_list_entries_must_be_spelled_exactly(
+        tmp_path: Path, entry: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"/serving/{key}/0: .* does not match"):
+        _load(tmp_path, f"serving:\n  {key}: [{entry}]\n")
+
+
+@pytest.mark.parametrize("argv", [["validate", "{tmp}"], ["run"]])
+def test_the_daemon_refuses_a_config_that_allows_a_path_key_with_exit_2(
+        tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from servesync import cli
+    from servesync.daemon import logs
+
+    monkeypatch.setattr(logs, "setup_logging", lambda **_: None)
+    (tmp_path / "users").mkdir()
+    path = tmp_path / "servesync.yaml"
+    path.write_text("serving:\n  engine_kwargs_allowed: [max_model_len, chat_template]\n")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    assert cli.main([*args, "--config", str(path)]) == 2
+    assert "'chat_template' can never be allowed: it takes a path" in capsys.readouterr().err

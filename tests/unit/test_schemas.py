@@ -68,7 +68,8 @@ status_dir: status
 storage_root: /private
 ray: {address: local, num_cpus: 16, namespace: serve}
 serving: {accelerator_type: H20, http_host: 127.0.0.1, http_port: 8001,
-          openai_base_url: 'http://x/v1', engine_kwargs_deny: [model], env_deny: [X],
+          openai_base_url: 'http://x/v1', engine_kwargs_allowed: [max_model_len, dtype],
+          env_allowed: [NCCL_DEBUG, 'MYAPP_*'], engine_kwargs_deny: [model], env_deny: [X],
           allow_hub_ids: false, deploy_timeout_s: 60, replica_env: {HF_HUB_OFFLINE: "1"}}
 tick_interval_s: 10
 """
@@ -77,11 +78,16 @@ tick_interval_s: 10
     assert cfg.source_root == tmp_path / "desired" / "sub"
     assert (cfg.serving.accelerator_type, cfg.serving.allow_hub_ids) == ("H20", False)
     assert cfg.serving.replica_env == {"HF_HUB_OFFLINE": "1"}
+    assert cfg.serving.engine_kwargs_allowed == ("max_model_len", "dtype")
+    assert cfg.serving.env_allowed == ("NCCL_DEBUG", "MYAPP_*")
 
 
 @pytest.mark.parametrize("bad", [
     "tick_interval_s: 0\n", "serving: {http_port: 70000}\n", "ray: {num_cpus: 0}\n",
     "serving: {replica_env: {lower: x}}\n", "source: {branch: ''}\n", "extra: 1\n",
+    "serving: {engine_kwargs_allowed: [tokenizer]}\n", "serving: {engine_kwargs_allowed: [A]}\n",
+    "serving: {engine_kwargs_allowed: [dtype, dtype]}\n", "serving: {env_allowed: ['*']}\n",
+    "serving: {env_allowed: [lower]}\n",
 ])
 def test_the_config_schema_refuses_nonsense(bad: str) -> None:
     import yaml

@@ -8,8 +8,9 @@ Per document: load issues (YAML syntax, aliases, tags) stop there; otherwise
 the JSON Schema ``serving-model`` (the single source of truth for structure)
 runs, then the semantic rules: ``model_source`` location (:mod:`paths`),
 ``min_replicas <= max_replicas``, GPUs against the platform, the config's
-deny lists, and finally duplicate ``model_id`` per user across the tree. A
-document with no issue becomes a :class:`~servesync.specs.ModelSpec`.
+allow and deny lists for ``engine_kwargs`` and ``env`` (:mod:`allowlists`),
+and finally duplicate ``model_id`` per user across the tree. A document with
+no issue becomes a :class:`~servesync.specs.ModelSpec`.
 
 jsonschema keyword -> issue class:
 
@@ -21,9 +22,10 @@ every other keyword (``required``, ``additionalProperties``,
 =====================================================  ======================
 
 Semantic rules: path escape, another user's folder, hub ids when the config
-forbids them, denied engine_kwargs keys and env names -> 403; min > max,
-GPUs on a cpu platform, 0 GPUs on a GPU platform -> 422; the same
-``model_id`` twice for one user -> 409 on every document that declares it.
+forbids them, engine_kwargs keys and env names the config does not allow (or
+denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
+-> 422; the same ``model_id`` twice for one user -> 409 on every document
+that declares it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import loading, model_paths
+from servesync.desired import allowlists, loading, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import Autoscaling, DesiredState, DocumentResult, FileResult, ModelSpec
 from servesync.errors import Issue, IssueCode, SourceError
@@ -103,7 +105,7 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
     flagged = {i.pointer for i in out.issues}
     resolved = None if "/model_source" in flagged \
         else _check_source(data, doc, file, config, out.issues)
-    out.issues.extend(_semantic_issues(data, doc, file.path, config))
+    out.issues.extend(_semantic_issues(data, doc, file.path, config, flagged))
     if not out.issues and resolved is not None:
         out.spec = _build(data, doc, file, config, resolved)
     return out
@@ -211,7 +213,7 @@ def _check_source(
 
 
 def _semantic_issues(
-    data: dict[str, Any], doc: RawDocument, rel: str, config: Config
+    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str]
 ) -> Iterator[Issue]:
     def issue(code: IssueCode, pointer: str, message: str) -> Issue:
         return Issue(code, rel, doc.line_of(pointer), pointer, message)
@@ -231,20 +233,15 @@ def _semantic_issues(
     if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
         yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
-    yield from _denied(data, "engine_kwargs", serving.engine_kwargs_deny, "engine_kwargs key",
-                       issue)
-    yield from _denied(data, "env", serving.env_deny, "env name", issue)
-
-
-def _denied(data: dict[str, Any], name: str, deny: tuple[str, ...], what: str,
-            issue: Any) -> Iterator[Issue]:
-    section = data.get(name)
-    if not isinstance(section, dict):
-        return
-    for key in section:
-        if key in deny:
-            yield issue(IssueCode.FORBIDDEN, f"/{name}/{loading.escape(key)}",
-                        f"{what} {key!r} is not allowed on this cluster")
+    for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
+                           ("env", allowlists.env_refusals)):
+        section = data.get(name)
+        if not isinstance(section, dict):
+            continue
+        for refused in refusals(section, serving):
+            pointer = f"/{name}/{loading.escape(refused.key)}"
+            if pointer not in flagged:  # e.g. an env name the schema refused (400)
+                yield issue(IssueCode.FORBIDDEN, pointer, _clip(refused.message))
 
 
 def _is_int(value: object) -> TypeGuard[int | float]:

@@ -91,7 +91,11 @@ CASES = [
      [(E403, "/model_source")]),
     ("denied engine key", HEAD + "engine_kwargs: {trust_remote_code: true, dtype: half}\n",
      "H20", [(E403, "/engine_kwargs/trust_remote_code")]),
-    ("denied env", HEAD + "env: {LD_PRELOAD: /x.so, OK: y}\n", "H20", [(E403, "/env/LD_PRELOAD")]),
+    ("denied env", HEAD + "env: {LD_PRELOAD: /x.so, NCCL_DEBUG: INFO}\n", "H20",
+     [(E403, "/env/LD_PRELOAD")]),
+    ("env not allowed", HEAD + "env: {MY_VAR: x}\n", "H20", [(E403, "/env/MY_VAR")]),
+    ("engine key not allowed", HEAD + "engine_kwargs: {load_format: dummy}\n", "H20",
+     [(E403, "/engine_kwargs/load_format")]),
     # 422: unprocessable
     ("zero replicas", HEAD + "num_replicas: 0\n", "H20", [(E422, "/num_replicas")]),
     ("negative replicas", HEAD + "num_replicas: -1\n", "H20", [(E422, "/num_replicas")]),
@@ -133,9 +137,10 @@ def test_rules(tmp_path: Path, doc: str, platform: str,
         ({"allow_hub_ids": False}, "model_id: m\nmodel_source: org/m\n", [(E403, "/model_source")]),
         ({"engine_kwargs_deny": ("dtype",)}, HEAD + "engine_kwargs: {dtype: half}\n",
          [(E403, "/engine_kwargs/dtype")]),
-        ({"engine_kwargs_deny": ()}, HEAD + "engine_kwargs: {trust_remote_code: true}\n", []),
-        ({"env_deny": ("HF_TOKEN",)}, HEAD + "env: {HF_TOKEN: x, LD_PRELOAD: y}\n",
-         [(E403, "/env/HF_TOKEN")]),
+        ({"engine_kwargs_deny": ()}, HEAD + "engine_kwargs: {trust_remote_code: true}\n",
+         [(E403, "/engine_kwargs/trust_remote_code")]),  # never allowed, deny list or not
+        ({"env_deny": ("HF_TOKEN",), "env_allowed": ("HF_TOKEN", "LD_PRELOAD")},
+         HEAD + "env: {HF_TOKEN: x, LD_PRELOAD: y}\n", [(E403, "/env/HF_TOKEN")]),
     ],
 )
 def test_the_config_decides_what_is_denied(
@@ -239,7 +244,8 @@ def test_errors_name_the_line_of_the_field(tmp_path: Path) -> None:
     rendered = [i.render() for i in state.issues()]
     assert rendered == [
         "users/alice/f.yaml:10: 403 /engine_kwargs/trust_remote_code: engine_kwargs key "
-        "'trust_remote_code' is not allowed on this cluster",
+        "'trust_remote_code' is never allowed: it names code to import or run (a module, "
+        "class or plugin, or the model's own remote code)",
         "users/alice/f.yaml:12: 400 /env/lower: name 'lower' does not match "
         "^[A-Z_][A-Z0-9_]*(?!\\n)$",
     ]
