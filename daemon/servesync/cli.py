@@ -141,7 +141,7 @@ def _add_validate(sub: Any) -> None:
         "validate",
         help="check a desired-state tree (exit 0 valid, 1 invalid, 2 usage error)",
         description="Check every users/<user_id>/**/*.yaml file of a desired-state tree "
-        "as the daemon would: YAML, schema, model_source paths, deny lists, the "
+        "as the daemon would: YAML, schema, model_source paths, allow-lists, the "
         "platform's GPUs and duplicate model_ids. Any other *.yaml/*.yml file "
         "(dot-files and dot-folders aside) is an error, and so is a tree without "
         "users/, which the daemon refuses. Prints one line per error "
