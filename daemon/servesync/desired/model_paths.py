@@ -8,8 +8,14 @@ Rules (``<root>`` is the daemon config's ``storage_root``):
 
 * ``$HOME`` -> ``<root>/users/<user_id>``; ``$HOME/common/hf`` -> ``<root>/hf``;
   ``$HOME/common/datasets`` -> ``<root>/datasets``. No other ``$`` macro.
-* A hub repo id ``org/name`` (one slash, no leading ``/`` or ``$``) passes
-  unchanged unless the config sets ``serving.allow_hub_ids: false`` (403).
+* A hub repo id is ``org/name`` by Hugging Face's repo id rules (each part 1
+  to 96 of ``A-Z a-z 0-9 _ . -``, starting and ending with a letter, digit or
+  ``_``; no ``--``, no ``..``, not ending in ``.git``). It passes unchanged
+  unless the config sets ``serving.allow_hub_ids: false`` (403), or its
+  ``org`` is a top-level system folder (:data:`SYSTEM_FOLDERS`) or the first
+  component of the storage root (403): vLLM tries a model name as a local
+  path first, and replicas start in ``/`` (ray-head.service sets no working
+  directory), so ``tmp/evil-model`` would load ``/tmp/evil-model``.
 * A local path must be absolute after expansion (400 otherwise) and lie
   strictly under ``<root>/hf/`` or ``<root>/users/<user_id>/``; another user's
   folder, anything else under the root, or outside it is 403. So is any
@@ -29,7 +35,17 @@ from servesync.errors import IssueCode
 
 HOME_MACRO = "$HOME"
 MACROS = (("common/hf", "hf"), ("common/datasets", "datasets"))
-HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID_RE = re.compile(f"{_HUB_PART}/{_HUB_PART}")
+SYSTEM_FOLDERS = frozenset({
+    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+    "opt", "proc", "root", "run", "sbin", "snap", "srv", "sys", "tmp", "usr", "var",
+})
+"""The top-level folders of a Linux root (the FHS, plus the usual multilib and
+snap ones): an ``org`` named like one is a relative path from ``/``, where
+replicas start. Those a user can write to (``tmp``, ``dev/shm``, ``var/tmp``,
+``home``, ``run/user``, mounts under ``mnt``/``media``/``srv``/``opt``) could
+hold a model folder with symlinks to anyone's files; the rest hold no model."""
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -54,8 +70,21 @@ def expand(source: str, *, user_id: str, storage_root: str) -> str:
 
 
 def is_hub_id(source: str) -> bool:
-    """``org/name`` as on the Hugging Face hub (not a path, not a macro)."""
-    return HUB_ID_RE.fullmatch(source) is not None
+    """``org/name`` by the Hugging Face hub's repo id rules (not a path, not a macro)."""
+    return HUB_ID_RE.fullmatch(source) is not None and "--" not in source \
+        and ".." not in source and not source.endswith(".git")
+
+
+def _hub_id_problem(source: str, *, storage_root: str) -> Rejection | None:
+    """A hub id whose ``org`` names a top-level system folder or the storage
+    root's first folder: a relative path from ``/`` in disguise."""
+    org = source.split("/", 1)[0]
+    root_top = posixpath.normpath(storage_root).lstrip("/").split("/", 1)[0]
+    if org in SYSTEM_FOLDERS or org == root_top:
+        return Rejection(IssueCode.FORBIDDEN, f"{source!r} is not taken as a hub repo id: "
+                         f"{org!r} is a top-level folder name, and vLLM would read /{source} "
+                         "(write an absolute path under the storage root instead)")
+    return None
 
 
 def allowed_roots(*, user_id: str, storage_root: str) -> tuple[str, str]:
@@ -90,7 +119,7 @@ def resolve_model_source(
         if not allow_hub_ids:
             return Rejection(IssueCode.FORBIDDEN,
                              f"hub repo ids are not allowed on this cluster: {source!r}")
-        return source
+        return _hub_id_problem(source, storage_root=storage_root) or source
     path = expand(source, user_id=user_id, storage_root=storage_root)
     if not path.startswith("/"):
         return Rejection(IssueCode.INVALID, "model_source must be an absolute path, a $HOME "
@@ -125,3 +154,4 @@ def _realpath_problem(path: str, *, user_id: str, storage_root: str) -> Rejectio
         return None
     return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to {real}, "
                      f"outside {roots[0]}/ and {roots[1]}/")
+

@@ -39,7 +39,12 @@ def test_expand_uses_the_configured_root() -> None:
 @pytest.mark.parametrize(
     ("source", "hub"),
     [("Qwen/Qwen2.5-0.5B-Instruct", True), ("org/name", True), ("a/b/c", False),
-     ("/abs/path", False), ("$HOME/x", False), ("name", False), ("./x/y", False)],
+     ("/abs/path", False), ("$HOME/x", False), ("name", False), ("./x/y", False),
+     # Hugging Face's repo id rules
+     ("_org/name_", True), ("o/" + "n" * 96, True), ("o/" + "n" * 97, False),
+     ("org/na--me", False), ("org/name.git", False), ("org/a..b", False), ("org/-name", False),
+     ("org/name.", False), ("./name", False), ("../name", False), ("org/.", False),
+     ("org/caf\u00e9", False), ("org/na me", False)],
 )
 def test_is_hub_id(source: str, hub: bool) -> None:
     assert is_hub_id(source) is hub
@@ -84,6 +89,16 @@ REJECTED = [
     ("$HOME", True, IssueCode.FORBIDDEN, "not under"),
     ("/private", True, IssueCode.FORBIDDEN, "not under"),
     ("Qwen/Qwen2.5", False, IssueCode.FORBIDDEN, "hub repo ids are not allowed"),
+    # relative paths from / dressed as hub ids (attack c): replicas start in /
+    ("etc/passwd", True, IssueCode.FORBIDDEN, "vLLM would read /etc/passwd"),
+    ("tmp/evil-model", True, IssueCode.FORBIDDEN, "'tmp' is a top-level folder name"),
+    ("dev/shm", True, IssueCode.FORBIDDEN, "top-level folder"),
+    ("home/alice", True, IssueCode.FORBIDDEN, "top-level folder"),
+    ("var/tmp", True, IssueCode.FORBIDDEN, "top-level folder"),
+    ("private/users", True, IssueCode.FORBIDDEN, "top-level folder"),  # the storage root's
+    ("etc/passwd", False, IssueCode.FORBIDDEN, "hub repo ids are not allowed"),
+    ("tmp/../x", True, IssueCode.FORBIDDEN, ".."),
+    ("org/na--me", True, IssueCode.INVALID, "absolute"),  # no hub id: a relative path
 ]
 
 
@@ -131,3 +146,13 @@ def test_a_symlinked_storage_root_is_fine(tmp_path: Path) -> None:
     os.symlink(real, alias)
     got = resolve_model_source("$HOME/models/m", user_id="alice", storage_root=str(alias))
     assert got == f"{alias}/users/alice/models/m"
+
+
+@pytest.mark.parametrize(("storage_root", "source", "refused"),
+                         [("/data/models", "data/x", True), ("/data/models", "private/x", False),
+                          ("/", "org/x", False)])
+def test_the_storage_roots_first_folder_is_no_hub_org(storage_root: str, source: str,
+                                                       refused: bool) -> None:
+    got = resolve_model_source(source, user_id="alice", storage_root=storage_root,
+                               check_realpath=False)
+    assert isinstance(got, Rejection) is refused
