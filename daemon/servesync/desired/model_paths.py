@@ -1,8 +1,9 @@
 """``model_source``: macro expansion and the rules on where a model may come from.
 
-Called by :mod:`servesync.desired.validating` for every document. Pure string work,
-except the optional real-path check, which reads the file system (symlinks)
-but never writes.
+Called by :mod:`servesync.desired.validating` for every document (and for the
+recorded source of a model held at its last-known-good spec). Pure string
+work, except the optional real-path check and folder walk, which read the
+file system (symlinks, directory listings) but never write.
 
 Rules (``<root>`` is the daemon config's ``storage_root``):
 
@@ -20,7 +21,9 @@ Rules (``<root>`` is the daemon config's ``storage_root``):
   strictly under ``<root>/hf/`` or ``<root>/users/<user_id>/``; another user's
   folder, anything else under the root, or outside it is 403. So is any
   ``..`` (anywhere in the string) and a path whose real path, symlinks
-  resolved as far as the path exists, leaves those folders.
+  resolved as far as the path exists, leaves those folders. An existing
+  folder is walked (:mod:`servesync.desired.model_dirs`): every entry in it
+  must resolve inside those folders too, within the walk's bounds (403).
 * Empty (or blank) sources and control characters are 400.
 """
 
@@ -31,6 +34,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from servesync.desired import model_dirs
 from servesync.errors import IssueCode
 
 HOME_MACRO = "$HOME"
@@ -127,7 +131,8 @@ def resolve_model_source(
     path = posixpath.normpath(path)
     problem = _location_problem(path, user_id=user_id, storage_root=storage_root)
     if problem is None and check_realpath:
-        problem = _realpath_problem(path, user_id=user_id, storage_root=storage_root)
+        problem = _realpath_problem(path, user_id=user_id, storage_root=storage_root) \
+            or _contents_problem(path, user_id=user_id, storage_root=storage_root)
     return problem if problem is not None else path
 
 
@@ -152,6 +157,13 @@ def _realpath_problem(path: str, *, user_id: str, storage_root: str) -> Rejectio
     roots = allowed_roots(user_id=user_id, storage_root=storage_root)
     if any(_under(real, os.path.realpath(r)) for r in roots):
         return None
-    return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to {real}, "
+    # Not naming `real`: it could show the layout of another user's folder.
+    return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to a place "
                      f"outside {roots[0]}/ and {roots[1]}/")
 
+
+def _contents_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
+    """Every entry of an existing model folder must resolve inside the allowed folders."""
+    roots = allowed_roots(user_id=user_id, storage_root=storage_root)
+    problem = model_dirs.check_folder(path, roots)
+    return None if problem is None else Rejection(IssueCode.FORBIDDEN, problem)

@@ -1,0 +1,251 @@
+"""The walk of a local model folder, and the cache of its verdict.
+
+Called by :mod:`servesync.desired.model_paths` for every local model_source,
+on every validation (so every tick). Reads the file system (``lstat``,
+``scandir``, ``realpath``); writes nothing. Knows nothing of users or
+configs: it is given the folders a model may read (``roots``).
+
+Why: vLLM reads the files *inside* the folder (``config.json``,
+``tokenizer.json``, ``*.safetensors``), so a folder whose own real path is
+fine can still hand it another user's files through symlinked entries.
+
+Rules:
+
+* The walk starts at the folder's real path and never follows a symlink by
+  itself: each symlink entry is resolved (``os.path.realpath``) and must land
+  at or under one of the roots (real paths). A symlink to a directory inside
+  the roots is walked too (each directory once, so loops end); one leading
+  out is refused before it is entered.
+* Bounds: at most :data:`MAX_ENTRIES` (10,000) entries in all and
+  :data:`MAX_DEPTH` (16) folder levels below the model folder; past either
+  the folder is refused, since it could not be checked.
+* A directory that cannot be listed is refused: vLLM runs as the same user
+  as servesync and could still open files in it by name.
+* A source that does not exist (yet), or is not a directory (a single-file
+  model), has nothing to walk: ``None``. It is looked at again next time.
+* Messages name the entry relative to the model folder; never a resolved
+  target (it could show another user's layout) and never a file's contents.
+
+Cache, so an idle tick does not walk disks: keyed by (the folder's real path,
+the roots), an entry keeps the (device, inode, mtime_ns, ctime_ns) of every
+directory walked and the resolved target of every symlink met. Revalidation
+``lstat``s those directories and re-resolves those symlinks (a symlink's
+target can change without any walked directory changing, e.g. when a folder
+it passes through is swapped); any difference walks again. A file replaced by
+a symlink changes its directory's mtime and ctime; ctime is kept too because
+anyone can set an mtime back (``touch -d``), but not a ctime. A walk that saw
+a directory changed less than :data:`RACY_NS` (2 s) before it started is not
+cached (as git's "racily clean" entries: a coarse file-system clock could
+hide a change made right after the walk). LRU: at most
+:data:`CACHE_ENTRIES` (4,096) folders and :data:`CACHE_ITEMS` (200,000)
+stored paths in all.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_ENTRIES = 10_000
+MAX_DEPTH = 16
+CACHE_ENTRIES = 4096
+CACHE_ITEMS = 200_000
+RACY_NS = 2_000_000_000
+_now_ns = time.time_ns  # the walk's start; tests move it
+
+_Stamp = tuple[str, int, int, int, int]  # real dir path, st_dev, st_ino, mtime_ns, ctime_ns
+_Key = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """One walk's verdict (``problem``: None when every entry stays inside) and
+    what a revalidation compares: the directories walked, the symlinks met."""
+
+    problem: str | None
+    dirs: tuple[_Stamp, ...]
+    links: tuple[tuple[str, str], ...]  # (symlink path, its real target)
+    cacheable: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.dirs) + len(self.links)
+
+
+def check_folder(path: str, roots: Sequence[str]) -> str | None:
+    """Why vLLM must not read the model folder at ``path``, or None.
+
+    ``roots``: the folders its entries may resolve into. ``path`` itself is
+    assumed checked (its real path lies under a root)."""
+    real = os.path.realpath(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(real).st_mode):
+            return None  # a single-file model: its real path is all there is
+    except OSError:
+        return None  # not there (yet): nothing to read
+    real_roots = tuple(os.path.realpath(r) for r in roots)
+    key = (real, real_roots)
+    cached = _CACHE.get(key)
+    if cached is not None and unchanged(cached):
+        return cached.problem
+    walk = walk_folder(real, real_roots, shown=path)
+    if walk.cacheable:
+        _CACHE.put(key, walk)
+    else:
+        _CACHE.drop(key)
+    return walk.problem
+
+
+def walk_folder(real: str, roots: Sequence[str], *, shown: str) -> Walk:
+    """Walk the directory ``real`` (a real path) breadth-first; ``shown`` is how
+    messages name the folder."""
+    started = _now_ns()
+    dirs: list[_Stamp] = []
+    links: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    fresh = True  # no race seen: the result may be cached
+    entries = 0
+    parents: dict[str, str] = {}
+    queue: deque[tuple[str, str, int]] = deque([(real, "", 0)])  # real path, shown rel, depth
+
+    def done(problem: str | None) -> Walk:
+        return Walk(problem, tuple(dirs), tuple(links), fresh)
+
+    while queue:
+        where, rel, depth = queue.popleft()
+        try:
+            st = os.lstat(where)  # before listing: a later change shows as a new stamp
+        except FileNotFoundError:
+            fresh = False  # gone while walking: nothing to read there; look again next time
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            fresh = False
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if depth > MAX_DEPTH:
+            return done(f"{shown} is more than {MAX_DEPTH} folders deep (at {rel}): "
+                        "too deep to check")
+        dirs.append((where, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        if max(st.st_mtime_ns, st.st_ctime_ns) > started - RACY_NS:
+            fresh = False
+        try:
+            with os.scandir(where) as it:
+                listed = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            fresh = False
+            continue
+        except OSError as e:
+            return done(f"{rel or './'} in {shown} cannot be listed ({e.strerror}), "
+                        "so it cannot be checked")
+        for entry in listed:
+            entries += 1
+            if entries > MAX_ENTRIES:
+                return done(f"{shown} has more than {MAX_ENTRIES:,} files and folders: "
+                            "too many to check")
+            name = rel + entry.name
+            if entry.is_symlink():
+                target = _resolve(entry.path, parents)
+                links.append((entry.path, target))
+                if not any(_within(target, r) for r in roots):
+                    return done(f"{name} in {shown} is a symlink that leads out of "
+                                f"{' and '.join(r + '/' for r in roots)}")
+                if os.path.isdir(target):
+                    queue.append((target, name + "/", depth + 1))
+            elif entry.is_dir(follow_symlinks=False):
+                queue.append((entry.path, name + "/", depth + 1))
+    return done(None)
+
+
+def unchanged(walk: Walk) -> bool:
+    """Every directory walked has the same stamp, every symlink the same target."""
+    for where, dev, ino, mtime, ctime in walk.dirs:
+        try:
+            st = os.lstat(where)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != (dev, ino, mtime, ctime):
+            return False
+    parents: dict[str, str] = {}
+    return all(_resolve(link, parents) == target for link, target in walk.links)
+
+
+def _resolve(link: str, parents: dict[str, str]) -> str:
+    """``os.path.realpath(link)`` for a symlink in a real directory, resolving each
+    distinct folder its targets name once (``parents``, per walk): a hub snapshot's
+    links all point into one ``blobs/`` folder."""
+    try:
+        text = os.readlink(link)
+    except OSError:
+        return os.path.realpath(link)
+    head, tail = os.path.split(os.path.join(os.path.dirname(link), text))
+    if tail in ("", ".", ".."):
+        return os.path.realpath(link)
+    parent = parents.get(head)
+    if parent is None:
+        parent = parents[head] = os.path.realpath(head)
+    candidate = os.path.join(parent, tail)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+
+def _within(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+class _Cache:
+    """LRU of walks, bounded in folders and in stored paths; thread-safe."""
+
+    def __init__(self, entries: int, items: int) -> None:
+        self._entries, self._items = entries, items
+        self._walks: OrderedDict[_Key, Walk] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: _Key) -> Walk | None:
+        with self._lock:
+            walk = self._walks.get(key)
+            if walk is not None:
+                self._walks.move_to_end(key)
+            return walk
+
+    def put(self, key: _Key, walk: Walk) -> None:
+        with self._lock:
+            self._pop(key)
+            if walk.size > self._items:
+                return
+            self._walks[key] = walk
+            self._size += walk.size
+            while len(self._walks) > self._entries or self._size > self._items:
+                self._pop(next(iter(self._walks)))
+
+    def drop(self, key: _Key) -> None:
+        with self._lock:
+            self._pop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._walks.clear()
+            self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._walks)
+
+    def _pop(self, key: _Key) -> None:
+        old = self._walks.pop(key, None)
+        if old is not None:
+            self._size -= old.size
+
+
+_CACHE = _Cache(CACHE_ENTRIES, CACHE_ITEMS)
+
+
+def clear_cache() -> None:
+    """Forget every cached verdict (tests; a config reload needs no call: the
+    roots are part of the key)."""
+    _CACHE.clear()
