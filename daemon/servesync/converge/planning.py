@@ -13,6 +13,10 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   redeployed (drift), FAILED waits for a new spec.
 * A recorded model whose file or name has validation errors is left exactly
   as it is (last-known-good). One that is no longer declared goes DELETING.
+* Except a *revoked* one (``DesiredState.revoked``: its model_source no longer
+  passes the path rules): it is stopped as for ``enabled: false``, whatever
+  its state (RUNNING, FAILED, DEPLOYING, QUEUED), with ``error_summary``
+  saying why, and started again once its spec is valid again.
 * A model joins the gateway once RUNNING (or keeps serving its last good
   version during an update) and leaves it before its application is deleted:
   ``DeleteApp`` is planned only once the gateway without it is RUNNING.
@@ -20,7 +24,7 @@ deploys. Rules (level-based: every tick re-reads the whole state):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -100,11 +104,19 @@ def plan(
         if action is not None:
             per_model.append(action)
     for name, rec in sorted(by_name.items()):
-        if name not in specs and not _held(rec, name, desired):
+        if name in specs:
+            continue
+        revoked = desired.revoked.get(name)
+        if revoked is not None:
+            action = _revoke(rec, revoked, observed, clock)
+        elif not _held(rec, name, desired):
             action = _undeclared(rec, observed, clock)
-            if action is not None:
-                per_model.append(action)
-    per_model.extend(_deletions(recorded, specs, per_model, observed, gateway, clock))
+        else:
+            action = None
+        if action is not None:
+            per_model.append(action)
+    declared = set(specs) | set(desired.revoked)
+    per_model.extend(_deletions(recorded, declared, per_model, observed, gateway, clock))
     final = _final_records(recorded, per_model)
     gateway_action = _gateway(final, observed, gateway)
     ordered: list[Action] = [a for a in per_model if isinstance(a, RecordOnly | Forget)]
@@ -115,7 +127,7 @@ def plan(
 
 
 def _held(rec: ModelRecord, name: ModelName, desired: DesiredState) -> bool:
-    return rec.source_file in desired.held_files or name in desired.held_names
+    return desired.holds(name, rec.source_file)
 
 
 def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) -> Event:
@@ -244,13 +256,39 @@ def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:
 
 
 def _stop(rec: ModelRecord, status: AppStatus, clock: Clock) -> Action | None:
+    if rec.state is State.STOPPED and rec.error_summary is not None:  # e.g. once revoked
+        return _record(rec, clock, EventKind.STOPPED, "enabled: false", "stopped",
+                       enabled=False, error_summary=None)
     if rec.state is State.STOPPED or (rec.state is State.DELETING and not rec.enabled):
         return None
     if status is AppStatus.MISSING:
         return _record(rec, clock, EventKind.STOPPED, "enabled: false", "stopped",
-                       state=State.STOPPED, enabled=False)
+                       state=State.STOPPED, enabled=False, error_summary=None)
     return _record(rec, clock, EventKind.STOP_REQUESTED, "enabled: false", "stopping",
-                   state=State.DELETING, enabled=False)
+                   state=State.DELETING, enabled=False, error_summary=None)
+
+
+def _revoke(rec: ModelRecord, reason: str, observed: Observed, clock: Clock) -> Action | None:
+    """Its model_source no longer passes the path rules: stop it, not hold it.
+
+    The same road as ``enabled: false``: DELETING leaves the gateway at once and
+    :func:`_deletions` deletes the application once the gateway without it has
+    settled; a model with no application (QUEUED, never submitted, already
+    gone) is STOPPED at once. A revoked model is still declared, so it keeps
+    its record and name and starts again when its spec is valid."""
+    summary = f"stopped: {reason}"
+    status = observed.status(rec.app_name)
+    if rec.state is State.DELETING or (rec.state is State.STOPPED
+                                       and status is AppStatus.MISSING):
+        if rec.error_summary == summary:
+            return None  # stopping or stopped already; the deletion goes on in _deletions
+        return _record(rec, clock, EventKind.STOP_REQUESTED, reason, "source refused",
+                       error_summary=summary)
+    if status is AppStatus.MISSING:
+        return _record(rec, clock, EventKind.STOPPED, reason, "stopped: source refused",
+                       state=State.STOPPED, error_summary=summary, retry_at=None, attempts=0)
+    return _record(rec, clock, EventKind.STOP_REQUESTED, reason, "stopping: source refused",
+                   state=State.DELETING, error_summary=summary, retry_at=None, attempts=0)
 
 
 def _undeclared(rec: ModelRecord, observed: Observed, clock: Clock) -> Action | None:
@@ -263,10 +301,12 @@ def _undeclared(rec: ModelRecord, observed: Observed, clock: Clock) -> Action | 
                    state=State.DELETING)
 
 
-def _deletions(recorded: Mapping[str, ModelRecord], specs: Mapping[ModelName, ModelSpec],
+def _deletions(recorded: Mapping[str, ModelRecord], declared: Set[ModelName],
                planned: Iterable[Action], observed: Observed, gateway: GatewayRecord,
                clock: Clock) -> list[Action]:
-    """Models already DELETING: delete the app once out of a settled gateway."""
+    """Models already DELETING: delete the app once out of a settled gateway.
+
+    ``declared``: valid or revoked names; those are stopped (kept), the rest forgotten."""
     touched = {_key(a) for a in planned}
     in_gateway = {app for _, app in gateway.members}
     settled = _gateway_settled(observed, gateway, clock)
@@ -275,7 +315,7 @@ def _deletions(recorded: Mapping[str, ModelRecord], specs: Mapping[ModelName, Mo
         if rec.state is not State.DELETING or rec.model_key in touched:
             continue
         status = observed.status(rec.app_name)
-        still_declared = (rec.user_id, rec.suffix) in specs
+        still_declared = (rec.user_id, rec.suffix) in declared
         if status is AppStatus.MISSING:
             if still_declared:
                 out.append(_record(rec, clock, EventKind.STOPPED, "application deleted",

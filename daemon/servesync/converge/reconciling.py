@@ -70,6 +70,11 @@ class Reconciler:
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
                                            revision=snapshot.revision)
+        # A model held at its last-known-good spec runs from its recorded source:
+        # check that one too, so a broken file can't shield a swapped folder.
+        recorded = (((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))
+                    for r in self.store.models().values())
+        desired = validating.recheck_held(desired, recorded, self.config)
         try:
             observed = self.applier.observe()
         except TransientError as e:

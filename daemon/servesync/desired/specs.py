@@ -136,10 +136,17 @@ class DesiredState:
     the planner what it must leave as it is (last-known-good): a model whose
     recorded source file has errors, or whose name appears in an invalid
     document, is neither changed nor deleted.
+
+    ``revoked`` overrides that hold: models whose ``model_source`` no longer
+    passes the path rules, with why. The planner stops them (as for
+    ``enabled: false``) until the source passes again. Built only by
+    :mod:`servesync.desired.validating`: a document refused only by a 403 on
+    its ``model_source``, or a held model whose recorded source now fails.
     """
 
     revision: str | None
     files: tuple[FileResult, ...]
+    revoked: Mapping[ModelName, str] = field(default_factory=dict)
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
@@ -157,6 +164,10 @@ class DesiredState:
             for d in f.documents
             if not d.ok and f.user_id is not None and d.model_id is not None
         )
+
+    def holds(self, name: ModelName, source_file: str) -> bool:
+        """Is a recorded model (its name, its recorded file) held at last-known-good?"""
+        return source_file in self.held_files or name in self.held_names
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,13 @@ allow and deny lists for ``engine_kwargs`` and ``env`` (:mod:`allowlists`),
 and finally duplicate ``model_id`` per user across the tree. A document with
 no issue becomes a :class:`~servesync.specs.ModelSpec`.
 
+Revocation (``DesiredState.revoked``): a document refused *only* by a 403 on
+its ``model_source`` (the path rules, the folder walk included) names a model
+the planner stops rather than holds at its last-known-good spec, since that
+spec reads the same refused source. :func:`recheck_held` does the same for a
+model held for any other reason: its *recorded* source is checked again, and
+revoked if it fails. Every other issue keeps the hold.
+
 jsonschema keyword -> issue class:
 
 =====================================================  ======================
@@ -34,7 +41,7 @@ import difflib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -42,7 +49,14 @@ from servesync import schemas
 from servesync.config import Config
 from servesync.desired import allowlists, loading, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
-from servesync.desired.specs import Autoscaling, DesiredState, DocumentResult, FileResult, ModelSpec
+from servesync.desired.specs import (
+    Autoscaling,
+    DesiredState,
+    DocumentResult,
+    FileResult,
+    ModelName,
+    ModelSpec,
+)
 from servesync.errors import Issue, IssueCode, SourceError
 
 SCHEMA = "serving-model"
@@ -68,6 +82,10 @@ def validate_loaded(
     checked = {(f.path, d.index): _check(d, f, config) for f in files for d in f.documents}
     for key, issue in _conflicts(files, checked):
         checked[key].issues.append(issue)
+    revoked = {(f.user_id, c.model_id): c.revocation
+               for f in files if f.user_id is not None and not f.issues
+               for c in (checked[(f.path, d.index)] for d in f.documents)
+               if c.model_id is not None and c.revocation is not None}
     results = tuple(
         FileResult(
             path=f.path,
@@ -77,7 +95,35 @@ def validate_loaded(
         )
         for f in files
     )
-    return DesiredState(revision=revision, files=results)
+    return DesiredState(revision=revision, files=results, revoked=revoked)
+
+
+RecordedSource = tuple[ModelName, str, str]
+"""A recorded model: its name, its recorded source file, the model_source it was
+deployed with (resolved: an absolute path or a hub id)."""
+
+
+def recheck_held(desired: DesiredState, recorded: Iterable[RecordedSource],
+                 config: Config) -> DesiredState:
+    """``desired``, with the held models whose recorded source now fails revoked.
+
+    A model held at its last-known-good spec (its file or document has errors)
+    runs from the source it was deployed with, which validation of the file as
+    now written never sees; without this, breaking the file and then swapping
+    the folder for a symlink would keep the model running. Models with a
+    valid spec, not held, or already revoked are left to the planner."""
+    revoked = dict(desired.revoked)
+    names = {s.name for s in desired.specs}
+    for name, source_file, source in recorded:
+        if name in names or name in revoked or not desired.holds(name, source_file):
+            continue
+        got = model_paths.resolve_model_source(
+            source, user_id=name[0], storage_root=config.storage_root,
+            allow_hub_ids=config.serving.allow_hub_ids)
+        if isinstance(got, model_paths.Rejection) and got.code is IssueCode.FORBIDDEN:
+            revoked[name] = f"model_source {source} (as last deployed; {source_file} " \
+                            f"has errors): {got.message}"
+    return desired if revoked == desired.revoked else replace(desired, revoked=revoked)
 
 
 @dataclass(slots=True)
@@ -85,6 +131,15 @@ class _Checked:
     model_id: str | None
     issues: list[Issue] = field(default_factory=list)
     spec: ModelSpec | None = None
+    source_refusal: tuple[str, Issue] | None = None  # (model_source, its 403 path issue)
+
+    @property
+    def revocation(self) -> str | None:
+        """Why the model stops, when the 403 on its model_source is its only issue."""
+        if self.source_refusal is None or set(self.issues) != {self.source_refusal[1]}:
+            return None
+        source, issue = self.source_refusal
+        return f"model_source {source}: {issue.message}"
 
     def result(self, doc: RawDocument) -> DocumentResult:
         issues = tuple(sorted(set(self.issues), key=lambda i: (i.line, i.pointer, i.code)))
@@ -103,8 +158,12 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
     if not isinstance(data, dict):
         return out
     flagged = {i.pointer for i in out.issues}
-    resolved = None if "/model_source" in flagged \
-        else _check_source(data, doc, file, config, out.issues)
+    got = None if "/model_source" in flagged else _check_source(data, doc, file, config)
+    resolved = got if isinstance(got, str) else None
+    if isinstance(got, Issue):
+        out.issues.append(got)
+        if got.code is IssueCode.FORBIDDEN:
+            out.source_refusal = (str(data["model_source"]), got)
     out.issues.extend(_semantic_issues(data, doc, file.path, config, flagged))
     if not out.issues and resolved is not None:
         out.spec = _build(data, doc, file, config, resolved)
@@ -195,9 +254,8 @@ def _clip(message: str) -> str:
 
 def _check_source(
     data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Config,
-    issues: list[Issue],
-) -> str | None:
-    """The resolved model_source, or None after appending why not."""
+) -> str | Issue | None:
+    """The resolved model_source, or the issue saying why not (None: no string)."""
     source = data.get("model_source")
     if not isinstance(source, str) or file.user_id is None:
         return None
@@ -206,9 +264,8 @@ def _check_source(
         allow_hub_ids=config.serving.allow_hub_ids,
     )
     if isinstance(got, model_paths.Rejection):
-        issues.append(Issue(got.code, file.path, doc.line_of("/model_source"),
-                            "/model_source", got.message))
-        return None
+        return Issue(got.code, file.path, doc.line_of("/model_source"), "/model_source",
+                     got.message)
     return got
 
 

@@ -26,10 +26,12 @@ def spec(suffix: str = "a", user: str = "alice", **kw: Any) -> ModelSpec:
 
 
 def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
-            bad_names: tuple[tuple[str, str, str], ...] = (), revision: str = "rev1"
-            ) -> DesiredState:
+            bad_names: tuple[tuple[str, str, str], ...] = (),
+            revoked: tuple[ModelSpec, ...] = (), revision: str = "rev1") -> DesiredState:
     """A desired state of valid ``specs``; ``bad_files`` have a parse error,
-    ``bad_names`` (file, user, suffix) are documents with a schema error."""
+    ``bad_names`` (file, user, suffix) are documents with a schema error,
+    ``revoked`` are models whose document's only issue is a 403 on its
+    model_source (:data:`REVOKED` says why)."""
     files = [FileResult(s.source_file, s.user_id, (), (DocumentResult(0, 1, s.suffix, (), s),))
              for s in specs]
     for path in bad_files:
@@ -38,7 +40,15 @@ def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
     for path, user, suffix in bad_names:
         issue = Issue(IssueCode.INVALID, path, 2, "/num_replicas", "bad")
         files.append(FileResult(path, user, (), (DocumentResult(0, 1, suffix, (issue,)),)))
-    return DesiredState(revision, tuple(files))
+    for s in revoked:
+        issue = Issue(IssueCode.FORBIDDEN, s.source_file, 2, "/model_source", REVOKED)
+        files.append(FileResult(s.source_file, s.user_id, (),
+                                (DocumentResult(0, 1, s.suffix, (issue,)),)))
+    reasons = {s.name: f"model_source {s.model_source}: {REVOKED}" for s in revoked}
+    return DesiredState(revision, tuple(files), reasons)
+
+
+REVOKED = "model.safetensors in /private/users/alice/a is a symlink that leads out of ..."
 
 
 def record(s: ModelSpec, state: State = State.RUNNING, *, admitted: datetime = T0,

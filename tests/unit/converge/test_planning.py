@@ -57,6 +57,8 @@ def shape(actions: tuple[Action, ...]) -> list[tuple[str, str]]:
 
 
 RUNNING_BOTH = observed((RA, AppStatus.RUNNING), (RB, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+# A's model_source fails the path rules (e.g. a file in its folder became a symlink out)
+STOPPED_A = "stopped: " + desired(revoked=(A,)).revoked[A.name]
 
 CASES = [
     # id, desired, recorded, observed, expected (kind, who) in order
@@ -101,6 +103,33 @@ CASES = [
      observed(), [("start", "a")]),
     ("undeclared with no app is forgotten", desired(), (record(A, State.FAILED),), observed(),
      [("forget", "a")]),
+    # revoked: the source no longer passes the path rules -> stopped, not held
+    ("revoked running model leaves the gateway", desired(B, revoked=(A,)), (RA, RB),
+     RUNNING_BOTH, [("record", "a"), ("gateway", "b")]),
+    ("revoked deploying model is stopped", desired(revoked=(A,)),
+     (record(A, State.DEPLOYING),), observed((RA, AppStatus.DEPLOYING)), [("record", "a")]),
+    ("revoked update leaves the gateway", desired(revoked=(A,)),
+     (record(A, State.DEPLOYING, applied_hash=A.spec_hash()),),
+     observed((RA, AppStatus.DEPLOYING), (GW, AppStatus.RUNNING)),
+     [("record", "a"), ("gateway", "")]),
+    ("revoked queued model without app is stopped", desired(revoked=(A,)),
+     (record(A, State.QUEUED, retry_at=at(500).isoformat()),), observed(), [("record", "a")]),
+    ("revoked failed model is stopped", desired(revoked=(A,)), (record(A, State.FAILED),),
+     observed((RA, AppStatus.DEPLOY_FAILED)), [("record", "a")]),
+    ("revoked and stopping: app deleted", desired(B, revoked=(A,)),
+     (record(A, State.DELETING, error_summary=STOPPED_A), RB),
+     observed((RA, AppStatus.RUNNING), (RB, AppStatus.RUNNING), (GW, AppStatus.RUNNING)),
+     [("stop", "a")]),
+    ("revoked and app gone: stopped, not forgotten", desired(revoked=(A,)),
+     (record(A, State.DELETING, error_summary=STOPPED_A),), observed(), [("record", "a")]),
+    ("revoked and stopped: idle", desired(revoked=(A,)),
+     (record(A, State.STOPPED, error_summary=STOPPED_A),), observed(), []),
+    ("revoked, never recorded: nothing", desired(revoked=(A,)), (), observed(), []),
+    ("source passes again: started", desired(A),
+     (record(A, State.STOPPED, error_summary=STOPPED_A),), observed(), [("start", "a")]),
+    ("source passes, app not yet deleted: running again", desired(A),
+     (record(A, State.DELETING, error_summary=STOPPED_A, applied_hash=A.spec_hash()),),
+     observed((RA, AppStatus.RUNNING)), [("record", "a"), ("gateway", "a")]),
 ]
 
 
@@ -276,3 +305,74 @@ def test_serving_config_change_updates_every_model() -> None:
     assert [(str(a.kind), a.record.suffix) for a in actions if isinstance(a, Deploy)] == [
         ("update", "a"), ("update", "b")]
     assert all(a.record.serving_hash == "other" for a in actions if isinstance(a, Deploy))
+
+
+def test_a_revoked_model_is_stopped_through_the_gateway_and_started_again() -> None:
+    """RUNNING -> (source refused) DELETING, out of the gateway -> app deleted once the
+    gateway settled -> STOPPED with the reason, kept -> (source passes) started again."""
+    (leave, gw) = run(desired(B, revoked=(A,)), (RA, RB), RUNNING_BOTH)
+    assert isinstance(leave, RecordOnly) and isinstance(gw, UpdateGateway)
+    stopping = leave.record
+    assert stopping.state is State.DELETING and stopping.error_summary == STOPPED_A
+    assert stopping.error_summary.startswith(
+        "stopped: model_source $HOME/a: model.safetensors in /private/users/alice/a is a symlink")
+    assert stopping.events[-1].kind is EventKind.STOP_REQUESTED
+    assert gw.members == members(RB)
+    without_a = GatewayRecord(members(RB), at(100).isoformat())
+    assert run(desired(B, revoked=(A,)), (stopping, RB), RUNNING_BOTH, gw=without_a,
+               now_s=101) == ()  # the gateway without A has not settled yet
+    (delete,) = run(desired(B, revoked=(A,)), (stopping, RB), RUNNING_BOTH, gw=without_a,
+                    now_s=110)
+    assert isinstance(delete, DeleteApp) and delete.kind is Kind.STOP
+    gone = observed((RB, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    (stopped,) = run(desired(B, revoked=(A,)), (stopping, RB), gone, gw=without_a)
+    assert isinstance(stopped, RecordOnly) and stopped.record.state is State.STOPPED
+    assert stopped.record.error_summary == STOPPED_A
+    assert run(desired(B, revoked=(A,)), (stopped.record, RB), gone, gw=without_a) == ()
+    (start,) = run(desired(A, B), (stopped.record, RB), gone, gw=without_a)
+    assert isinstance(start, Deploy) and start.kind is Kind.START
+    assert start.record.model_key == RA.model_key and start.record.error_summary is None
+
+
+def test_a_new_reason_replaces_the_summary_of_a_revoked_model() -> None:
+    stopped = record(A, State.STOPPED, error_summary="stopped: an older reason")
+    (action,) = run(desired(revoked=(A,)), (stopped,), observed())
+    assert isinstance(action, RecordOnly) and action.record.state is State.STOPPED
+    assert action.record.error_summary == STOPPED_A
+
+
+def test_a_revoked_model_restored_with_enabled_false_drops_the_reason() -> None:
+    off = spec("a", enabled=False)
+    stopped = record(off, State.STOPPED, error_summary=STOPPED_A)
+    (action,) = run(desired(off), (stopped,), observed())
+    assert isinstance(action, RecordOnly) and action.record.state is State.STOPPED
+    assert action.record.error_summary is None
+    assert run(desired(off), (action.record,), observed()) == ()
+
+
+def test_any_other_issue_still_holds_the_model() -> None:
+    """Only a document refused by its model_source alone is revoked (validating
+    builds ``revoked``); a schema error in the same file keeps last-known-good."""
+    des = desired(B, bad_names=(("users/alice/a.yaml", "alice", "a"),))
+    assert des.revoked == {}
+    assert run(des, (RA, RB), RUNNING_BOTH) == ()
+
+
+@pytest.mark.parametrize(("state", "ray", "after"), [
+    (State.RUNNING, AppStatus.RUNNING, State.DELETING),
+    (State.DEPLOYING, AppStatus.DEPLOYING, State.DELETING),  # loading: its app is deleted
+    (State.DEPLOYING, AppStatus.MISSING, State.STOPPED),  # never reached Ray
+    (State.QUEUED, AppStatus.RUNNING, State.DELETING),  # an update backing off: old version up
+    (State.QUEUED, AppStatus.MISSING, State.STOPPED),  # a first deploy backing off
+    (State.FAILED, AppStatus.DEPLOY_FAILED, State.DELETING),
+    (State.STOPPED, AppStatus.RUNNING, State.DELETING),  # an app left behind goes too
+])
+def test_a_revoked_model_stops_from_any_state(state: State, ray: AppStatus,
+                                              after: State) -> None:
+    rec = record(A, state, retry_at=at(500).isoformat() if state is State.QUEUED else None,
+                 attempts=2 if state is State.QUEUED else 0)
+    actions = run(desired(revoked=(A,)), (rec,), observed((rec, ray)))
+    (stop,) = [a for a in actions if isinstance(a, RecordOnly)]
+    assert stop.record.state is after and stop.record.error_summary == STOPPED_A
+    assert stop.record.retry_at is None and stop.record.attempts == 0
+    assert not any(isinstance(a, Deploy) for a in actions)

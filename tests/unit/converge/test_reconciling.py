@@ -192,3 +192,78 @@ def test_drift_is_redeployed_with_a_drift_event(env: tuple[Config, Path]) -> Non
     converge(rec, ray, snap)
     kinds = [str(e.kind) for e in rec.store.models()[model.model_key].events]
     assert kinds[-3:] == ["DRIFT", "SUBMITTED", "RUNNING"]
+
+
+def settle(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 8) -> None:
+    """Tick until nothing is in flight (converged is out of reach while a file is invalid)."""
+    for _ in range(ticks):
+        result = rec.tick(snap)
+        ray.settle()
+        if result.settled:
+            return
+    raise AssertionError(f"not settled: {rec.store.models()}")
+
+
+def status_of(config: Config, key: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(
+        (Path(config.status_dir) / "models" / f"{key}.json").read_text())
+    return data
+
+
+@pytest.mark.parametrize("break_the_file", [False, True], ids=["file valid", "file broken"])
+def test_a_folder_that_gains_a_symlink_out_is_stopped_then_restored(
+        env: tuple[Config, Path], break_the_file: bool) -> None:
+    """A RUNNING model whose folder gets a symlink to another user's weights is stopped
+    on the next tick (out of the gateway, then deleted), with the reason in its status
+    file; restored when the symlink is gone. ``file broken``: its file also has a YAML
+    error, so the model is held at last-known-good, and its recorded source is what is
+    checked (a broken file must not shield a swapped folder)."""
+    config, root = env
+    storage = Path(config.storage_root)
+    folder = storage / "users" / "alice" / "models" / "m"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_text(name)
+    (storage / "users" / "bob").mkdir(parents=True)
+    (storage / "users" / "bob" / "weights.safetensors").write_text("bob's")
+    doc = root / "users" / "alice" / "m.yaml"
+    doc.write_text("model_id: m\nmodel_source: $HOME/models/m\ncpus_per_replica: 1\n")
+    ray, clock = FakeRay(), stepping_clock()
+    rec = make(config, ray, clock)
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    converge(rec, ray, snap)
+    (model,) = rec.store.models().values()
+    ray.calls.clear()
+
+    if break_the_file:
+        doc.write_text("model_id: m\nmodel_source: [unclosed\n")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(storage / "users" / "bob" / "weights.safetensors")
+    result = rec.tick(snap)
+    stopping = rec.store.models()[model.model_key]
+    assert stopping.state is State.DELETING
+    assert ray.calls == [("gateway", "")]  # it leaves the gateway first
+    summary = status_of(config, model.model_key)["error_summary"]
+    assert isinstance(summary, str) and summary.startswith("stopped: model_source ")
+    assert f"model.safetensors in {folder} is a symlink that leads out of" in summary
+    assert "bob" not in summary
+    assert any("model.safetensors" in e for e in result.errors) is not break_the_file
+    ray.settle()
+    settle(rec, ray, snap)
+    assert ray.calls == [("gateway", ""), ("delete", model.app_name)]
+    stopped = rec.store.models()[model.model_key]  # kept: same name when it comes back
+    assert stopped.state is State.STOPPED and stopped.error_summary == summary
+    status = status_of(config, model.model_key)
+    assert (status["state"], status["error_summary"]) == ("STOPPED", summary)
+    ray.calls.clear()
+    assert rec.tick(snap).actions == () and ray.calls == []  # stopped is stable
+
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").write_text("mine again")
+    if break_the_file:
+        doc.write_text("model_id: m\nmodel_source: $HOME/models/m\ncpus_per_replica: 1\n")
+    converge(rec, ray, snap)
+    back = rec.store.models()[model.model_key]
+    assert back.state is State.RUNNING and back.error_summary is None
+    assert ray.calls == [("deploy", model.public_id), ("gateway", model.public_id)]
+    assert status_of(config, model.model_key)["error_summary"] is None
