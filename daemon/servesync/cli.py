@@ -39,6 +39,7 @@ from servesync import __version__, config, schemas
 from servesync.desired import loading, validating
 from servesync.desired.specs import DesiredState
 from servesync.errors import ConfigError, Issue, IssueCode, SourceError
+from servesync.redaction import scrub
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +206,8 @@ def _state_json(state: DesiredState, tree: tuple[Issue, ...] = ()) -> dict[str, 
                 "ok": f.ok,
                 "errors": [i.to_json() for i in f.issues],
                 "documents": [
-                    {"index": d.index, "line": d.line, "model_id": d.model_id, "ok": d.ok,
+                    {"index": d.index, "line": d.line,
+                     "model_id": None if d.model_id is None else scrub(d.model_id), "ok": d.ok,
                      "errors": [i.to_json() for i in d.issues]}
                     for d in f.documents
                 ],

@@ -4,12 +4,17 @@ Called by the CLI at start and on SIGHUP. Defaults are those of a production
 GPU head node, so ``servesync validate`` with no config judges files as the
 cluster will; the config schema holds the defaults of the allow-lists. Reads
 one file (and the packaged schema); no other side effects.
+
+Config errors quote no value of the file: a YAML error names the line,
+column and problem, never the line itself (PyYAML's own message prints a
+snippet of it, which may hold a secret of ``serving.replica_env`` or a
+``git_url`` with a token); a schema error shows values only through
+:func:`servesync.schemas.message`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +25,10 @@ import yaml
 
 from servesync import schemas
 from servesync.errors import ConfigError
+from servesync.redaction import kind, quote
 
 DEFAULT_CONFIG_PATH = "/etc/servesync/servesync.yaml"
 CONFIG_ENV = "SERVESYNC_CONFIG"
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]*(:[^/\s@]*)?@")
 
 DEFAULT_ENGINE_KWARGS_DENY = (
     "model",
@@ -137,11 +142,6 @@ class Config:
         return base / self.source.subpath if self.source.subpath else base
 
 
-def redact_url(url: str) -> str:
-    """``https://user:token@host/x`` -> ``https://***@host/x``; other text unchanged."""
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", url)
-
-
 def is_remote_url(value: str) -> bool:
     """A URL git would fetch from, not a local path: ``scheme://...``, or git's
     scp syntax ``user@host:path`` / ``host:path`` (not a Windows drive ``C:``)."""
@@ -192,15 +192,16 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
 
 
 def _message(error: Any) -> str:
-    """jsonschema's message, except: a key that can never be allowed says why
-    (not the whole list); under ``serving.replica_env`` values may be secrets
-    and the message may quote them, so say only what was expected."""
+    """The schema's message (values quoted only through :func:`schemas.message`),
+    except: a key that can never be allowed says why (not the whole list);
+    under ``serving.replica_env`` values are secrets more often than not, so
+    say only what was expected."""
     where = list(error.absolute_path)[:2]
     if where == ["serving", "engine_kwargs_allowed"] and error.validator == "not":
-        return (f"{error.instance!r} can never be allowed: it "
+        return (f"{quote(error.instance)} can never be allowed: it "
                 f"{error.schema.get('description', 'is refused')}")
     if where != ["serving", "replica_env"]:
-        return str(error.message)
+        return schemas.message(error)
     if error.validator == "type":
         return f"must be of type {error.validator_value} (value not shown)"
     if error.validator == "additionalProperties":
@@ -219,14 +220,34 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"{chosen}: config file not found")
         return Config()
     try:
-        data = yaml.safe_load(chosen.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
+        text = chosen.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{chosen}: cannot read config: {e}") from e
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        # not chained: the YAML error's own text quotes the line
+        raise ConfigError(f"{chosen}: invalid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{chosen}: config must be a mapping")
+        raise ConfigError(f"{chosen}: config must be a mapping, not a {kind(data)}")
     errors = schemas.validator("servesync-config").iter_errors(data)
     first = min(errors, key=lambda e: list(e.absolute_path), default=None)
     if first is not None:
         pointer = "/" + "/".join(str(p) for p in first.absolute_path)
         raise ConfigError(f"{chosen}: {pointer}: {_message(first)}")
     return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """``line 3, column 7: while scanning ...; found ...``: where and what, never
+    the source text (``str(error)`` of PyYAML prints the line with a caret)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = "; ".join(p for p in (error.context, error.problem) if p)
+        return where + (what or type(error).__name__)
+    position = getattr(error, "position", None)  # a ReaderError: a bad character
+    reason = getattr(error, "reason", None)
+    if isinstance(position, int) and reason:
+        return f"character {position}: {reason}"
+    return type(error).__name__

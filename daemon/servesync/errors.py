@@ -10,12 +10,24 @@ Two families:
   ``PermanentError`` means "record it and wait for a new commit" (a model
   failed to deploy). ``ConfigError`` and ``LockHeldError`` stop the process
   with a clear message (CLI exit 2 / systemd failure).
+
+Both reach users (validate output, status files, stderr, logs), so both pass
+their text through :func:`servesync.redaction.scrub` when built: a message
+can't carry a URL credential or a secret-shaped token, whatever built it.
+Code that shows a user's value still quotes it with
+:func:`servesync.redaction.quote` (values without a secret's shape can't be
+recognised later).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+
+from servesync.redaction import clip, scrub, scrub_pointer
+
+MAX_MESSAGE = 240
+"""Characters of an issue's message at most (after scrubbing)."""
 
 
 class IssueCode(IntEnum):
@@ -37,6 +49,11 @@ class Issue:
     pointer: str  # JSON pointer into the document ('' for the whole document)
     message: str
 
+    def __post_init__(self) -> None:
+        # the pointer names the user's keys; the message may quote values
+        object.__setattr__(self, "pointer", scrub_pointer(self.pointer))
+        object.__setattr__(self, "message", clip(scrub(self.message), MAX_MESSAGE))
+
     def render(self) -> str:
         """``path:line: <code> <pointer>: message``, the text format of ``validate``."""
         pointer = self.pointer or "/"
@@ -52,7 +69,10 @@ class Issue:
 
 
 class ServesyncError(Exception):
-    """Base class of every error servesync raises on purpose."""
+    """Base class of every error servesync raises on purpose; its text is scrubbed."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(ServesyncError):

@@ -25,7 +25,12 @@ from servesync.converge.ports import Applier
 from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.desired.sources import Source, open_source
 from servesync.state.locking import StateLock
-from servesync.state.store import STATE_FILE, Store
+from servesync.state.store import (
+    STATE_DIR_MODE,
+    STATE_DIR_MODE_TRAVERSABLE,
+    STATE_FILE,
+    Store,
+)
 from servesync.status.publishing import StatusFiles
 
 log = logging.getLogger("servesync")
@@ -48,13 +53,21 @@ def reconciler(config: Config, *, lock: bool = True) -> Iterator[Reconciler]:
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     Path(config.status_dir).mkdir(parents=True, exist_ok=True)
-    with StateLock(state_dir) if lock else nullcontext(), Store(state_dir) as store:
+    with StateLock(state_dir) if lock else nullcontext(), \
+            Store(state_dir, dir_mode=state_dir_mode(config)) as store:
         applier = _applier(config)
         try:
             yield Reconciler(config, store=store, applier=applier,
                              publisher=StatusFiles(Path(config.status_dir), config.serving))
         finally:
             applier.shutdown()
+
+
+def state_dir_mode(config: Config) -> int:
+    """0700, or 0711 when the status dir is inside the state dir (the default
+    layout): users must reach ``status/``, and only that (state.json is 0600)."""
+    state, status = Path(config.state_dir).resolve(), Path(config.status_dir).resolve()
+    return STATE_DIR_MODE_TRAVERSABLE if status.is_relative_to(state) else STATE_DIR_MODE
 
 
 def once(config: Config, *, wait_s: float = 0.0) -> int:

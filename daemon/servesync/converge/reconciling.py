@@ -31,6 +31,7 @@ from servesync.desired import validating
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
 from servesync.errors import PermanentError, TransientError
+from servesync.redaction import known_secrets, scrub
 
 log = logging.getLogger("servesync.tick")
 
@@ -154,7 +155,13 @@ class Reconciler:
 
     def _failed(self, action: act.Action, error: str, now: datetime, *,
                 delay_s: float | None) -> str:
-        """``delay_s`` None: permanent; else transient, retried no sooner than that."""
+        """``delay_s`` None: permanent; else transient, retried no sooner than that.
+
+        Ray's and pydantic's errors may quote the deployment's config: the
+        model's env values are taken out before the error is logged or recorded."""
+        if isinstance(action, act.Deploy):
+            env = [*action.spec.env.values(), *self.config.serving.replica_env.values()]
+            error = scrub(error, known_secrets(env))
         log.warning("%s failed (%s): %s", act.describe(action),
                     "permanent" if delay_s is None else "transient", error)
         if isinstance(action, act.Deploy):

@@ -12,12 +12,14 @@ per-job INFO lines and watchfiles' per-change lines.
 
 Secrets: servesync never logs environment values, replica ``env`` values,
 or the daemon's environment file; code that logs a git URL passes it through
-:func:`redact_url` first. As a second line of defence, :class:`RedactingFilter`
-(installed by :func:`setup_logging`) blanks URL credentials
-(``https://user:token@host``) and the values of secret-looking environment
-variables (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*KEY*``, ...) wherever
-they appear in a rendered line. This is best effort, not a guarantee: the
-rule is still "never pass a secret to a logger".
+:func:`~servesync.redaction.redact_url` first. As a second line of defence,
+:class:`RedactingFilter` (installed by :func:`setup_logging`) runs every
+rendered line through :func:`servesync.redaction.scrub`: URL credentials
+(``https://user:token@host``), secret-shaped tokens (``hf_...``, ``sk-...``)
+and the values of the daemon's secret-looking environment variables
+(``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*KEY*``, ...) are blanked
+wherever they appear. This is best effort, not a guarantee: the rule is
+still "never pass a secret to a logger".
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
-from servesync.config import redact_url
+from servesync.redaction import scrub
 
 LogFormat = Literal["text", "json"]
 
@@ -48,17 +50,15 @@ def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 class RedactingFilter(logging.Filter):
-    """Blanks URL credentials and known secret values in a record's rendered text."""
+    """Blanks URL credentials, secret-shaped tokens and known secret values in a
+    record's rendered text (:func:`servesync.redaction.scrub`)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets = tuple(secrets)
 
     def redact(self, text: str) -> str:
-        text = redact_url(text)
-        for value in self._secrets:
-            text = text.replace(value, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         # A bad format string must not raise here: the handler reports it as usual.

@@ -18,8 +18,9 @@ whitespace, look-alike Unicode); the first rule that matches decides:
 env names (the model-file schema already makes them ``[A-Z_][A-Z0-9_]*``)
 are compared exactly; an entry ending in ``*`` is a prefix. A name in
 ``serving.env_deny`` is refused, else it passes only if ``serving.env_allowed``
-allows it. Messages name keys only, never a value: env values may be
-secrets, and these messages reach status files and CI logs.
+allows it. Messages name keys only (through :func:`servesync.redaction.quote`,
+as a key may be a pasted secret), never a value: env values may be secrets,
+and these messages reach status files and CI logs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from servesync.config import NEVER_ALLOWED_ENGINE_KWARGS, ServingConfig
+from servesync.redaction import quote
 
 _SEPARATORS = re.compile(r"[\s\-_]+")
 
@@ -61,7 +63,7 @@ def engine_kwargs_refusals(keys: Iterable[str], serving: ServingConfig) -> Itera
     for key in keys:
         # An allowed key as listed is already normal; every other key pays for normalise().
         norm = key if allowed.get(key) == key else normalise(key)
-        what = f"engine_kwargs key {key!r}"
+        what = f"engine_kwargs key {quote(key)}"
         if norm in never:
             canonical = never[norm]
             yield Refusal(key, f"{what}{_read_as(key, canonical)} is never allowed: it "
@@ -81,10 +83,10 @@ def env_refusals(names: Iterable[str], serving: ServingConfig) -> Iterator[Refus
     """A refusal for every name of a model's ``env`` it may not set."""
     for name in names:
         if matches(name, serving.env_deny):
-            yield Refusal(name, f"env name {name!r} is denied on this cluster "
+            yield Refusal(name, f"env name {quote(name)} is denied on this cluster "
                                 "(serving.env_deny)")
         elif not matches(name, serving.env_allowed):
-            yield Refusal(name, f"env name {name!r} is not allowed on this cluster "
+            yield Refusal(name, f"env name {quote(name)} is not allowed on this cluster "
                                 "(the operator can allow it in serving.env_allowed)")
 
 
@@ -101,4 +103,4 @@ def _index(keys: tuple[str, ...]) -> dict[str, str]:
 
 
 def _read_as(key: str, canonical: str) -> str:
-    return "" if key == canonical else f" (read as {canonical!r})"
+    return "" if key == canonical else f" (read as {quote(canonical)})"

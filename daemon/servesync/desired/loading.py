@@ -49,6 +49,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from servesync.errors import Issue, IssueCode
+from servesync.redaction import quote
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 64
@@ -180,7 +181,7 @@ def load_file(root: Path, rel: str, *, is_symlink: bool = False) -> LoadedFile:
     if len(parts) < 3 or parts[0] != USERS_DIR:
         return _file_issue(rel, IssueCode.INVALID, "not under users/<user_id>/: ignored")
     if not USER_ID_RE.fullmatch(parts[1]):
-        return _file_issue(rel, IssueCode.INVALID, f"folder {parts[1]!r} is not a valid "
+        return _file_issue(rel, IssueCode.INVALID, f"folder {quote(parts[1])} is not a valid "
                            f"user id (^[a-z0-9][a-z0-9_-]{{0,31}}$)")
     try:
         text = _read(root / rel).decode("utf-8-sig")
@@ -321,13 +322,13 @@ class _Builder:
         for key_node, value_node in node.value:
             if not (isinstance(key_node, ScalarNode) and key_node.tag == _TAG + "str"):
                 shown = key_node.value if isinstance(key_node, ScalarNode) else "<collection>"
-                self.refuse(key_node, pointer, f"mapping key {shown!r} must be a string "
+                self.refuse(key_node, pointer, f"mapping key {quote(shown)} must be a string "
                             "(quote it; merge keys << are not allowed)")
                 continue
             key = str(key_node.value)
             child = f"{pointer}/{escape(key)}"
             if key in out:
-                self.refuse(key_node, child, f"duplicate key {key!r}")
+                self.refuse(key_node, child, f"duplicate key {quote(key)}")
                 continue
             self.lines[child] = self.line(key_node)
             out[key] = self.build(value_node, child)

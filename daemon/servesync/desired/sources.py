@@ -37,11 +37,12 @@ from typing import Any, Protocol
 
 import git
 
-from servesync.config import Config, is_remote_url, redact_url
+from servesync.config import Config, is_remote_url
 from servesync.desired import loading
 from servesync.desired.keyring import Keyring
 from servesync.desired.watching import is_git_dir
 from servesync.errors import SourceError
+from servesync.redaction import redact_url
 
 log = logging.getLogger(__name__)
 

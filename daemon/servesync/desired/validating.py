@@ -58,10 +58,10 @@ from servesync.desired.specs import (
     ModelSpec,
 )
 from servesync.errors import Issue, IssueCode, SourceError
+from servesync.redaction import describe, kind, quote, scrub_pointer
 
 SCHEMA = "serving-model"
 RANGE_KEYWORDS = frozenset({"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"})
-MAX_MESSAGE = 240
 
 
 def validate_tree(root: Path, config: Config, *, revision: str | None = None) -> DesiredState:
@@ -157,7 +157,7 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
     out.issues.extend(_schema_issues(doc, file.path))
     if not isinstance(data, dict):
         return out
-    flagged = {i.pointer for i in out.issues}
+    flagged = {i.pointer for i in out.issues}  # as Issue keeps them: scrubbed
     got = None if "/model_source" in flagged else _check_source(data, doc, file, config)
     resolved = got if isinstance(got, str) else None
     if isinstance(got, Issue):
@@ -178,11 +178,15 @@ def _schema_issues(doc: RawDocument, rel: str) -> Iterator[Issue]:
         for pointer, message in _explain(error):
             code = IssueCode.UNPROCESSABLE if error.validator in RANGE_KEYWORDS \
                 else IssueCode.INVALID
-            yield Issue(code, rel, doc.line_of(pointer), pointer, _clip(message))
+            yield Issue(code, rel, doc.line_of(pointer), pointer, message)
 
 
 def _explain(error: Any) -> list[tuple[str, str]]:
-    """(pointer, message) pairs for one jsonschema error, in the user's words."""
+    """(pointer, message) pairs for one jsonschema error, in the user's words.
+
+    A value is shown only through :func:`~servesync.redaction.quote` (never
+    jsonschema's ``error.message``, which prints the instance whole), and not
+    at all for a document that is not a mapping: it may be a pasted secret."""
     pointer = _pointer(error.absolute_path)
     keyword, value, instance = error.validator, error.validator_value, error.instance
     if pointer == "/env" or pointer.startswith("/env/"):
@@ -196,15 +200,18 @@ def _explain(error: Any) -> list[tuple[str, str]]:
     if keyword == "not" and isinstance(value, dict):
         fields = value.get("required") or []
         where = f"{pointer}/{loading.escape(fields[-1])}" if fields else pointer
-        return [(where, str(value.get("description", error.message)))]
+        return [(where, schemas.message(error))]
+    if keyword == "type" and not pointer:
+        return [(pointer, f"a document must be a mapping of fields (field: value), "
+                          f"not a {kind(instance)} (not shown)")]
     if keyword == "const":
-        return [(pointer, f"must be {value!r}, not {instance!r}")]
+        return [(pointer, f"must be {value!r}, not {quote(instance)}")]
     if keyword == "type":
         hint = "; quote it" if value == "string" and isinstance(instance, int | float) else ""
-        return [(pointer, f"expected {value}, got {_kind(instance)} {instance!r}{hint}")]
+        return [(pointer, f"expected {value}, got {describe(instance)}{hint}")]
     if keyword == "pattern":
-        return [(pointer, f"{instance!r} does not match {value}")]
-    return [(pointer, str(error.message))]
+        return [(pointer, f"{quote(instance)} does not match {value}")]
+    return [(pointer, schemas.message(error))]
 
 
 def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
@@ -215,7 +222,7 @@ def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
         return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
                 for k in _extras(instance, error.schema)]
     if keyword == "type":
-        return [(pointer, f"expected {value}, got {_kind(instance)} (value not shown)")]
+        return [(pointer, f"expected {value}, got {kind(instance)} (value not shown)")]
     return [(pointer, f"invalid ({keyword}); value not shown")]
 
 
@@ -230,23 +237,13 @@ def _unknown(key: str, schema: dict[str, Any]) -> str:
     props = list(schema.get("properties", {}))
     if not props and schema.get("patternProperties"):
         pattern = next(iter(schema["patternProperties"]))
-        return f"name {key!r} does not match {pattern}"
+        return f"name {quote(key)} does not match {pattern}"
     close = difflib.get_close_matches(key, props, n=1)
-    return f"unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def _kind(value: object) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string",
-             list: "list", dict: "mapping", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+    return f"unknown field {quote(key)}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _pointer(path: Iterable[object]) -> str:
     return "".join(f"/{loading.escape(str(p))}" for p in path)
-
-
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 # --- semantics ----------------------------------------------------------------------
@@ -297,8 +294,8 @@ def _semantic_issues(
             continue
         for refused in refusals(section, serving):
             pointer = f"/{name}/{loading.escape(refused.key)}"
-            if pointer not in flagged:  # e.g. an env name the schema refused (400)
-                yield issue(IssueCode.FORBIDDEN, pointer, _clip(refused.message))
+            if scrub_pointer(pointer) not in flagged:  # e.g. an env name the schema refused (400)
+                yield issue(IssueCode.FORBIDDEN, pointer, refused.message)
 
 
 def _is_int(value: object) -> TypeGuard[int | float]:
@@ -325,7 +322,7 @@ def _conflicts(
             others = ", ".join(p for p in places if p != here) or here
             yield (f.path, d.index), Issue(
                 IssueCode.CONFLICT, f.path, d.line_of("/model_id"), "/model_id",
-                f"model_id {model_id!r} of user {user!r} is also declared at {others}")
+                f"model_id {quote(model_id)} of user {user!r} is also declared at {others}")
 
 
 # --- building -----------------------------------------------------------------------

@@ -5,6 +5,12 @@
 power cut) at any instant leaves a complete file. Used by
 :mod:`servesync.state.store` (the recorded state) and :mod:`servesync.status.publishing`
 (the status files). Side effects: files in the target's folder only.
+
+The file gets exactly the ``mode`` asked for, whatever the umask: the temp
+file is created with it and set to it before a byte is written, so the
+private ``state.json`` (0600) is never readable by others, not even for an
+instant, and the status files (0644) are readable by users even under
+systemd's ``UMask=0027``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 TEMP_PREFIX = "."
@@ -44,6 +51,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # exactly ``mode``: the umask only ever removes bits
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -55,17 +63,20 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """:func:`atomic_write` unless ``path`` already holds exactly ``data``.
+def write_if_changed(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+    """:func:`atomic_write` unless ``path`` already holds exactly ``data``
+    (then only its mode is set, if it differs).
 
     Returns True when the file was written. An idle caller touches nothing.
     """
     try:
         if path.read_bytes() == data:
+            if stat.S_IMODE(path.stat().st_mode) != mode:
+                os.chmod(path, mode)
             return False
     except FileNotFoundError:
         pass
-    atomic_write(path, data)
+    atomic_write(path, data, mode=mode)
     return True
 
 

@@ -14,6 +14,13 @@ serialized content is unchanged (an idle tick writes nothing). JSON only.
 
 Only one process may write: hold :class:`servesync.locking.StateLock` first.
 
+Privacy: the records keep each model's ``env`` values (the planner needs
+them to tell a change), which may be secrets. ``state.json`` is therefore
+0600 (every atomic rewrite creates it so, and an older looser file is
+tightened at open) and the state dir 0700, or 0711 when the status dir lies
+inside it (the default layout): users may pass through to ``status/`` but
+list and read nothing else. Only the status files are for users.
+
 Recovering from :class:`StateFileError` (the file exists but cannot be read
 as servesync's state; atomic writes rule out a half-written file, so this
 means disk damage or a hand edit). servesync refuses to start from an empty
@@ -28,7 +35,9 @@ record, because it would then treat every running model as new. Either:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -43,6 +52,11 @@ from servesync.errors import ServesyncError
 from servesync.state.atomicio import atomic_write, remove_temps
 
 STATE_FILE = "state.json"
+STATE_FILE_MODE = 0o600
+STATE_DIR_MODE = 0o700
+STATE_DIR_MODE_TRAVERSABLE = 0o711
+"""The state dir's mode when the status dir is inside it: others may reach
+``status/`` by name, but not list the state dir."""
 _SINGLETON_ID = 1
 
 
@@ -117,7 +131,7 @@ class AtomicJSONStorage(Storage):
     def _flush(self, blob: bytes) -> None:
         if blob == self._saved:
             return
-        atomic_write(self.path, blob, mode=0o600)
+        atomic_write(self.path, blob, mode=STATE_FILE_MODE)
         self._saved = blob
         self.disk_writes += 1
 
@@ -151,11 +165,15 @@ def _replacing(new: dict[str, Any]) -> Callable[[MutableMapping[Any, Any]], None
 class Store:
     """The recorded state of one ``state_dir``. Not thread-safe; one writer."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, dir_mode: int = STATE_DIR_MODE) -> None:
         state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+        with contextlib.suppress(PermissionError):  # a dir someone else owns: their choice
+            os.chmod(state_dir, dir_mode)
         self.path = state_dir / STATE_FILE
         remove_temps(state_dir, STATE_FILE)  # left by a writer killed mid-write
+        with contextlib.suppress(FileNotFoundError):  # written 0644 by an older servesync
+            os.chmod(self.path, STATE_FILE_MODE)
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         storage = self._db.storage
         assert isinstance(storage, AtomicJSONStorage)

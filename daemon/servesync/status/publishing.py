@@ -12,7 +12,11 @@ Every file goes through :func:`servesync.atomicio.atomic_write`, so a reader
 never sees half a file; model files are rewritten only when their content
 changed, and files of models no longer recorded are removed (after the index
 stops listing them). Secrets never reach these files: env values are left
-out (names only) and secret-looking engine_kwargs are redacted.
+out (names only), secret-looking engine_kwargs are redacted, and every string
+written (Ray's messages, errors, events included) goes through
+:func:`servesync.redaction.scrub` with the recorded env values (and the
+operator's ``serving.replica_env``) as known secrets: Ray's and pydantic's
+errors may quote a deployment's config. Files are 0644: users read them.
 
 Called by the reconciler through :class:`StatusFiles` (its ``Publisher``).
 Side effects: files under ``status_dir``. Reading them back is
@@ -24,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,18 +40,15 @@ from servesync.converge.observed import Observed
 from servesync.converge.records import ModelRecord
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
+from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
 from servesync.state.atomicio import atomic_write, remove_temps, write_if_changed
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 MODELS_DIR = "models"
-REDACTED = "<redacted>"
+STATUS_FILE_MODE = 0o644
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SECRET_KEY = re.compile(  # whole words only: max_num_batched_tokens, tokenizer_mode stay
-    r"(?:^|[_.-])(?:token|secret|password|passwd|credentials?|api[_-]?key|auth(?:orization)?|"
-    r"private[_-]?key|access[_-]?key)(?:$|[_.-])", re.I)
-_SECRET_VALUE = re.compile(r"^(hf_|sk-|ghp_|gho_|github_pat_|glpat-|xox[abpr]-|AKIA)")
 
 
 class StatusFiles:
@@ -82,13 +83,16 @@ def publish(
     models_dir.mkdir(parents=True, exist_ok=True)
     remove_temps(Path(status_dir))
     remove_temps(models_dir)
+    known = known_secrets([*serving.replica_env.values(),
+                           *(v for rec in records.values() for v in env_values(rec))])
     docs = {}
     for key, rec in sorted(records.items()):
         if not _SAFE_KEY.match(key):
             log.error("not publishing model %r: unsafe as a file name", key)
             continue
-        docs[key] = model_status(rec, observed=observed, base_url=serving.base_url)
-        write_if_changed(models_dir / f"{key}.json", dump(docs[key]))
+        docs[key] = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url),
+                                  known)
+        write_if_changed(models_dir / f"{key}.json", dump(docs[key]), mode=STATUS_FILE_MODE)
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
@@ -101,7 +105,8 @@ def publish(
         "errors": [issue_json(i) for i in desired.issues()] if desired else [],
         "unmanaged_apps": unmanaged_apps(records, observed),
     }
-    atomic_write(Path(status_dir) / INDEX_FILE, dump(index))
+    atomic_write(Path(status_dir) / INDEX_FILE, dump(scrub_strings(index, known)),
+                 mode=STATUS_FILE_MODE)
     for path in models_dir.glob("*.json"):
         if path.stem not in docs:
             path.unlink(missing_ok=True)
@@ -183,14 +188,33 @@ def issue_json(issue: Issue) -> dict[str, Any]:
 
 def redact(value: Any) -> Any:
     """A copy of ``value`` with secret-looking keys' values and secret-shaped
-    strings replaced by ``<redacted>``."""
+    strings replaced by ``<redacted>`` (a string that merely contains one, or
+    a URL with credentials, is scrubbed)."""
     if isinstance(value, Mapping):
-        return {str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact(v)
+        return {str(k): REDACTED if SECRET_KEY.search(str(k)) else redact(v)
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str) and _SECRET_VALUE.match(value):
-        return REDACTED
+    if isinstance(value, str):
+        return REDACTED if SECRET_VALUE.match(value) else scrub(value)
+    return value
+
+
+def env_values(rec: ModelRecord) -> list[object]:
+    """The env values of a recorded spec (kept in the state file, never published)."""
+    env = rec.spec.get("env")
+    return list(env.values()) if isinstance(env, Mapping) else []
+
+
+def scrub_strings(value: Any, known: Iterable[str] = ()) -> Any:
+    """A copy of a JSON document with every string (keys too) scrubbed."""
+    known = tuple(known)
+    if isinstance(value, Mapping):
+        return {scrub(str(k), known): scrub_strings(v, known) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_strings(v, known) for v in value]
+    if isinstance(value, str):
+        return scrub(value, known)
     return value
 
 

@@ -1,6 +1,8 @@
 """Reading the status files back: ``servesync status`` and its table.
 
 Called by the CLI. Reads ``index.json`` under the status dir; writes nothing.
+The table is scrubbed (:func:`servesync.redaction.scrub`) once more, in case
+the files were written by an older servesync.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from servesync.errors import ServesyncError
+from servesync.redaction import scrub
 from servesync.status.publishing import INDEX_FILE
 
 
@@ -56,7 +59,7 @@ def render_table(status_dir: Path) -> str:
         lines.append(f"{len(errors)} desired-state error(s):")
         lines += [f"  {e['path']}:{e['line']}: {e['code']} {e['pointer'] or '/'}: "
                   f"{e['message']}" for e in errors]
-    return "\n".join(lines) + "\n"
+    return scrub("\n".join(lines)) + "\n"
 
 
 def _row(m: Mapping[str, Any]) -> tuple[str, str, str, str, str]:

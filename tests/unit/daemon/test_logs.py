@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from servesync.config import redact_url
 from servesync.daemon.logs import setup_logging
+from servesync.redaction import redact_url
 
 
 @pytest.fixture

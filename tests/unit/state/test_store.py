@@ -6,9 +6,11 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State
 from servesync.errors import ServesyncError
+from servesync.state import atomicio
 from servesync.state.store import STATE_FILE, StateFileError, Store
 
 
@@ -220,3 +223,78 @@ def test_kill_9_at_any_moment_leaves_old_or_new_file(tmp_path: Path) -> None:
         last, rounds = gen, rounds + 1
     assert rounds >= 20
     assert last > rounds  # the writer really wrote while being killed
+
+
+# --- privacy: the records hold env values ----------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """umask 000: the modes below must come from servesync, not from the umask."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_file_is_0600_across_rewrites_and_the_dir_0700(
+        tmp_path: Path, open_umask: None) -> None:
+    state_dir = tmp_path / "state"
+    store = Store(state_dir)
+    assert mode(state_dir) == 0o700
+    for i in range(3):
+        store.put(record(error_summary=f"boom {i}"))
+        store.set_meta(tick=i)
+        assert mode(state_dir / STATE_FILE) == 0o600
+    assert store.disk_writes == 6
+    assert '"A": "b"' in (state_dir / STATE_FILE).read_text()  # env values are kept here
+
+
+def test_the_temp_file_is_0600_before_a_byte_is_written(
+        tmp_path: Path, open_umask: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    modes: list[int] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        f = real_fdopen(fd, *args, **kwargs)
+        real_write = f.write
+
+        def write(data: bytes) -> int:
+            modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+            return int(real_write(data))
+
+        f.write = write
+        return f
+
+    monkeypatch.setattr(atomicio.os, "fdopen", fdopen)
+    store = Store(tmp_path)
+    store.put(record())
+    store.put(record(state=State.RUNNING))
+    assert modes == [0o600, 0o600]
+
+
+def test_a_looser_state_file_of_an_older_servesync_is_tightened_at_open(
+        tmp_path: Path) -> None:
+    Store(tmp_path).put(record())
+    (tmp_path / STATE_FILE).chmod(0o644)
+    tmp_path.chmod(0o755)
+    Store(tmp_path)
+    assert (mode(tmp_path / STATE_FILE), mode(tmp_path)) == (0o600, 0o700)
+
+
+@pytest.mark.parametrize(("status_dir", "expected"), [
+    ("{tmp}/state/status", 0o711),  # the default layout: users must reach status/
+    ("{tmp}/status", 0o700),
+])
+def test_the_state_dir_is_traversable_only_when_it_holds_the_status_dir(
+        tmp_path: Path, open_umask: None, status_dir: str, expected: int) -> None:
+    from servesync import wiring
+    from servesync.config import Config
+
+    cfg = Config(state_dir=str(tmp_path / "state"), status_dir=status_dir.format(tmp=tmp_path))
+    assert wiring.state_dir_mode(cfg) == expected
+    Store(tmp_path / "state", dir_mode=wiring.state_dir_mode(cfg))
+    assert mode(tmp_path / "state") == expected

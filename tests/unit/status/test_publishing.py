@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,6 +142,36 @@ def test_no_env_values_or_secrets_leak(tmp_path: Path) -> None:
     assert a["engine_kwargs"] == {"max_model_len": 4096, "hf_token": "<redacted>",
                                   "extra": ["<redacted>"], "max_num_batched_tokens": 512,
                                   "tokenizer_mode": "auto"}
+
+
+def test_env_values_quoted_by_ray_and_url_credentials_are_scrubbed(tmp_path: Path) -> None:
+    """Ray's messages and recorded errors may quote a deployment's config."""
+    quoted = f"pydantic: input_value={{'OTHER': 'plain-value', 'HF_TOKEN': '{SECRET}'}}"
+    rec = record("svc-alice-a", state=State.FAILED, error_summary=quoted, spec={
+        "engine_kwargs": {"tool_call_parser": "https://bot:pa55word@host/x", "x": f"a {SECRET}"},
+    })
+    observed = Observed(apps={"svc-alice-a": AppObservation(
+        "svc-alice-a", AppStatus.DEPLOY_FAILED, f"replica died: {quoted}", 0)})
+    run(tmp_path, {"svc-alice-a": rec}, observed=observed,
+        source_error="git source https://bot:pa55word@host/x (main): failed")
+    for path in (tmp_path / "index.json", tmp_path / "models" / "svc-alice-a.json"):
+        text = path.read_text()
+        assert all(s not in text for s in (SECRET, "plain-value", "pa55word")), text
+    a = read(tmp_path / "models" / "svc-alice-a.json")
+    assert a["engine_kwargs"] == {"tool_call_parser": "https://***@host/x", "x": "a <redacted>"}
+    assert a["error_summary"] == \
+        "pydantic: input_value={'OTHER': '<redacted>', 'HF_TOKEN': '<redacted>'}"
+
+
+def test_status_files_are_0644_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        run(tmp_path)
+        run(tmp_path, records={"svc-alice-a": record("svc-alice-a", error_summary="new")})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "index.json", tmp_path / "models" / "svc-alice-a.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_stale_model_files_are_removed(tmp_path: Path) -> None:
