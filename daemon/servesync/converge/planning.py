@@ -11,8 +11,9 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
   deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
   redeployed (drift), FAILED waits for a new spec.
-* A recorded model whose file or name has validation errors is left exactly
-  as it is (last-known-good). One that is no longer declared goes DELETING.
+* A recorded model whose file or name has validation errors, or whose file
+  lies under a folder that could not be read, is left exactly as it is
+  (last-known-good). One that is no longer declared goes DELETING.
 * A model joins the gateway once RUNNING (or keeps serving its last good
   version during an update) and leaves it before its application is deleted:
   ``DeleteApp`` is planned only once the gateway without it is RUNNING.
@@ -115,7 +116,7 @@ def plan(
 
 
 def _held(rec: ModelRecord, name: ModelName, desired: DesiredState) -> bool:
-    return rec.source_file in desired.held_files or name in desired.held_names
+    return desired.holds(rec.source_file, name)
 
 
 def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) -> Event:

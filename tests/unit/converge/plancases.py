@@ -26,10 +26,11 @@ def spec(suffix: str = "a", user: str = "alice", **kw: Any) -> ModelSpec:
 
 
 def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
-            bad_names: tuple[tuple[str, str, str], ...] = (), revision: str = "rev1"
-            ) -> DesiredState:
+            bad_names: tuple[tuple[str, str, str], ...] = (),
+            unread_folders: tuple[str, ...] = (), revision: str = "rev1") -> DesiredState:
     """A desired state of valid ``specs``; ``bad_files`` have a parse error,
-    ``bad_names`` (file, user, suffix) are documents with a schema error."""
+    ``bad_names`` (file, user, suffix) are documents with a schema error,
+    ``unread_folders`` (paths ending in '/') could not be read."""
     files = [FileResult(s.source_file, s.user_id, (), (DocumentResult(0, 1, s.suffix, (), s),))
              for s in specs]
     for path in bad_files:
@@ -38,6 +39,9 @@ def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
     for path, user, suffix in bad_names:
         issue = Issue(IssueCode.INVALID, path, 2, "/num_replicas", "bad")
         files.append(FileResult(path, user, (), (DocumentResult(0, 1, suffix, (issue,)),)))
+    for path in unread_folders:
+        issue = Issue(IssueCode.INVALID, path, 0, "", "cannot read this folder")
+        files.append(FileResult(path, path.split("/")[1] or None, (issue,), (), folder=True))
     return DesiredState(revision, tuple(files))
 
 
