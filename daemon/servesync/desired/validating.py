@@ -74,6 +74,7 @@ def validate_loaded(
             user_id=f.user_id,
             issues=f.issues,
             documents=tuple(checked[(f.path, d.index)].result(d) for d in f.documents),
+            folder=f.folder,
         )
         for f in files
     )
