@@ -30,6 +30,7 @@ from servesync.config import Config
 from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import State
 from servesync.desired import loading, validating
+from servesync.desired.loading import LoadedFile
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
 from servesync.errors import IssueCode
@@ -37,7 +38,7 @@ from tests.support.clock import FakeClock
 from tests.support.fakeray import SettlingRay, make_reconciler
 from tests.unit.converge.plancases import at
 
-E400, E422 = IssueCode.INVALID, IssueCode.UNPROCESSABLE
+E400, E409, E422 = IssueCode.INVALID, IssueCode.CONFLICT, IssueCode.UNPROCESSABLE
 HF = "$HOME/common/hf/tiny"
 ALICE = "users/alice/m.yaml"
 
@@ -166,6 +167,7 @@ HUGE = [
     ("num_replicas: 0x1" + "0" * 16, "/num_replicas"),
     ("num_replicas: 0b1" + "0" * 63, "/num_replicas"),
     ("num_replicas: 01" + "0" * 40, "/num_replicas"),  # YAML 1.1 octal
+    ("num_replicas: 1.0e+19", "/num_replicas"),  # a float JSON Schema takes as an integer
     ("cpus_per_replica: 1" + "0" * 400 + ".0", "/cpus_per_replica"),
     ("cpus_per_replica: 1.0e+400", "/cpus_per_replica"),
     ("cpus_per_replica: -1" + ":00" * 200 + ".5", "/cpus_per_replica"),
@@ -371,6 +373,44 @@ def test_an_unreadable_root_is_a_source_error_not_an_empty_tree(
 # --- per-file cost: duplicates, documents, nodes, issues ----------------------------------
 
 
+def test_4000_duplicate_model_ids_in_one_file_stay_small(
+    tmp_path: Path, cpu_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "".join(f"---\nmodel_id: m\nmodel_source: {HF}\n" for _ in range(4000))
+    root = tmp_path / "t"
+    write(root, ALICE, text[:loading.MAX_FILE_BYTES])
+    start = time.perf_counter()
+    code, text_out, out = cli_outputs(root, capsys)
+    assert time.perf_counter() - start < 2.0
+    assert code == 1
+    assert len(text_out) < 20_000 and len(json.dumps(out)) < 100_000  # was 400 MB
+    [f] = out["files"]
+    assert len(f["documents"]) == loading.MAX_DOCUMENTS + 1
+    assert "more than 100 YAML documents" in f["documents"][-1]["errors"][0]["message"]
+    shown = f["errors"] + [e for d in f["documents"] for e in d["errors"]]
+    assert len(shown) == validating.MAX_FILE_ISSUES + 1
+    assert [e["code"] for e in shown] == [409] * 19 + [400, 409]  # reading stopped: shown
+    assert shown[-1]["message"] == ("and 81 more issues in this file, the first here "
+                                    "(only 20 are shown)")
+    conflict = f["documents"][0]["errors"][0]
+    assert conflict["code"] == 409
+    assert conflict["message"] == (
+        "model_id 'm' of user 'alice' is also declared at users/alice/m.yaml:5, "
+        "users/alice/m.yaml:8, users/alice/m.yaml:11 and 96 more places")
+
+
+def test_duplicates_across_many_files_name_a_few_places_each(tmp_path: Path,
+                                                             cpu_config: Config) -> None:
+    root = tmp_path / "t"
+    for i in range(300):
+        write(root, f"users/alice/m{i:03d}.yaml", f"model_id: m\nmodel_source: {HF}\n")
+    state = validate(root, cpu_config)
+    issues = state.issues()
+    assert len(issues) == 300 and {i.code for i in issues} == {E409}
+    assert max(len(i.message) for i in issues) < 200
+    assert issues[-1].message.endswith("and 296 more places")
+
+
 def test_a_syntax_error_then_65531_document_markers_costs_one_parse(
     tmp_path: Path, cpu_config: Config
 ) -> None:
@@ -422,3 +462,65 @@ def test_long_mapping_keys_are_400() -> None:
     [issue] = doc.issues
     assert issue.code == E400 and "longer than 256 characters" in issue.message
     assert len(issue.message) < 200
+
+
+def test_issues_are_capped_per_file_with_a_count_of_the_rest(tmp_path: Path,
+                                                             cpu_config: Config) -> None:
+    text = f"model_id: m\nmodel_source: {HF}\n" + "".join(f"k{i}: 1\n" for i in range(50))
+    root = tmp_path / "t"
+    write(root, ALICE, text)
+    [f] = validate(root, cpu_config).files
+    shown = f.all_issues()
+    assert len(shown) == validating.MAX_FILE_ISSUES + 1 and f.issues == ()
+    assert [i.line for i in shown[:-1]] == list(range(3, 23))
+    more = shown[-1]
+    assert more.message == ("and at least 1 more issues in this file, the first here "
+                            "(only 20 are shown)")  # at least: checking stopped early
+    assert more.line == 23
+
+
+def test_the_issue_count_never_makes_a_valid_document_invalid(tmp_path: Path,
+                                                              cpu_config: Config) -> None:
+    bad = f"model_id: m\nmodel_source: {HF}\n" + "".join(f"k{i}: 1\n" for i in range(30))
+    root = tmp_path / "t"
+    write(root, ALICE, bad + f"---\nmodel_id: ok\nmodel_source: {HF}\n")
+    state = validate(root, cpu_config)
+    assert [s.suffix for s in state.specs] == ["ok"]
+    assert len(state.issues()) == validating.MAX_FILE_ISSUES + 1
+
+
+def test_a_model_source_of_thousands_of_parts_is_400_before_it_is_resolved(
+    tmp_path: Path, cpu_config: Config
+) -> None:
+    root = tmp_path / "t"
+    write(root, ALICE, "model_id: m\nmodel_source: $HOME/" + "a/" * 100_000 + "\n")
+    start = time.perf_counter()
+    [issue] = validate(root, cpu_config).issues()
+    assert time.perf_counter() - start < 1.0  # resolving it took seconds
+    assert (issue.code, issue.pointer) == (E400, "/model_source")
+    assert "more than 64 path parts" in issue.message
+
+
+HOSTILE_TEXTS = {
+    "unknown keys close to real ones": "".join(f"model_sourc{i}: 1\n" for i in range(40_000)),
+    "env values of the wrong type": "env:\n" + "".join(f"  VLLM_X{i}: 1\n"
+                                                       for i in range(30_000)),
+    "a flow list": "x: [" + "1," * 130_000 + "1]\n",
+    "duplicate keys": "model_id: m\n" * 30_000,
+    "one key per document": "".join(f"---\nk{i}: 1\n" for i in range(30_000)),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_TEXTS))
+def test_the_slowest_files_we_could_build_stay_well_under_a_second(
+    kind: str, cpu_config: Config
+) -> None:
+    """benchmarks/bench_hostile_files.py measures these (and more) precisely; this
+    guards the order of magnitude on a loaded test machine."""
+    text = f"model_id: m\nmodel_source: {HF}\n" + HOSTILE_TEXTS[kind]
+    text = text[:loading.MAX_FILE_BYTES].rsplit("\n", 1)[0] + "\n"
+    start = time.perf_counter()
+    loaded = LoadedFile(ALICE, "alice", documents=loading.parse_text(text, rel=ALICE))
+    state = validating.validate_loaded([loaded], cpu_config)
+    assert time.perf_counter() - start < 1.0
+    assert not state.ok and len(state.issues()) <= validating.MAX_FILE_ISSUES + 1
