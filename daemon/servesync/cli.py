@@ -17,7 +17,7 @@ head``), as the Python docs advise (:mod:`signal`, "Note on SIGPIPE").
     {"ok": bool, "revision": null,
      "errors": [{"path", "code", "line", "pointer", "message"}: the tree's own
                 errors (no users/ folder)],
-     "files": [{"path": str, "ok": bool,
+     "files": [{"path": str (a folder it could not read ends in "/"), "ok": bool,
                 "errors": [...file-level errors: location, size, encoding...],
                 "documents": [{"index": int, "line": int, "model_id": str | null,
                                "ok": bool, "errors": [{"code", "line", "pointer",

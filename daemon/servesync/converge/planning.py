@@ -11,8 +11,9 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
   deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
   redeployed (drift), FAILED waits for a new spec.
-* A recorded model whose file or name has validation errors is left exactly
-  as it is (last-known-good). One that is no longer declared goes DELETING.
+* A recorded model whose file or name has validation errors, or whose file
+  lies under a folder that could not be read, is left exactly as it is
+  (last-known-good). One that is no longer declared goes DELETING.
 * Except a *revoked* one (``DesiredState.revoked``: its model_source no longer
   passes the path rules): it is stopped as for ``enabled: false``, whatever
   its state (RUNNING, FAILED, DEPLOYING, QUEUED), with ``error_summary``

@@ -113,12 +113,17 @@ class DocumentResult:
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
-    """One file of the tree: file-level issues (parse, location) and its documents."""
+    """One file of the tree: file-level issues (parse, location) and its documents.
+
+    Or, with ``folder`` True, a folder that could not be read (permissions,
+    nested too deep, a name that is not UTF-8): its path ends in ``/`` and
+    what it holds is unknown."""
 
     path: str  # relative to the root, '/'-separated
     user_id: str | None  # from users/<user_id>/, when the path has one
     issues: tuple[Issue, ...] = ()
     documents: tuple[DocumentResult, ...] = ()
+    folder: bool = False
 
     @property
     def ok(self) -> bool:
@@ -132,10 +137,11 @@ class FileResult:
 class DesiredState:
     """Everything one read of the desired-state tree yields.
 
-    ``specs`` holds only valid models. ``held_files`` and ``held_names`` tell
-    the planner what it must leave as it is (last-known-good): a model whose
-    recorded source file has errors, or whose name appears in an invalid
-    document, is neither changed nor deleted.
+    ``specs`` holds only valid models. :meth:`holds` tells the planner what it
+    must leave as it is (last-known-good): a model whose recorded source file
+    has errors (``held_files``), lies under a folder that could not be read
+    (``held_folders``), or whose name appears in an invalid document
+    (``held_names``), is neither changed nor deleted.
 
     ``revoked`` overrides that hold: models whose ``model_source`` no longer
     passes the path rules, with why. The planner stops them (as for
@@ -165,9 +171,15 @@ class DesiredState:
             if not d.ok and f.user_id is not None and d.model_id is not None
         )
 
+    @property
+    def held_folders(self) -> frozenset[str]:
+        """Paths, ending in ``/``, of the folders that could not be read."""
+        return frozenset(f.path for f in self.files if f.folder)
+
     def holds(self, name: ModelName, source_file: str) -> bool:
-        """Is a recorded model (its name, its recorded file) held at last-known-good?"""
-        return source_file in self.held_files or name in self.held_names
+        """Must the recorded model ``name``, declared in ``source_file``, stay as it is?"""
+        return (source_file in self.held_files or name in self.held_names
+                or any(source_file.startswith(folder) for folder in self.held_folders))
 
     @property
     def ok(self) -> bool:

@@ -32,12 +32,22 @@ Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
 -> 422; the same ``model_id`` twice for one user -> 409 on every document
-that declares it.
+that declares it (naming the first :data:`MAX_PLACES` other places and how
+many more).
+
+Bounded work per file: a file shows at most :data:`MAX_FILE_ISSUES` issues,
+then one "and N more" issue; a document is checked only until the file has
+that many (at least until its first issue, which decides that it is invalid),
+so a document with thousands of unknown keys costs no more than one with
+twenty (every message is clipped by :class:`~servesync.errors.Issue` itself),
+and a ``model_source`` of more than :data:`MAX_SOURCE_PARTS` path parts is a
+400 before its real path is resolved (a stat per part).
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -62,6 +72,9 @@ from servesync.redaction import describe, kind, quote, scrub_pointer
 
 SCHEMA = "serving-model"
 RANGE_KEYWORDS = frozenset({"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"})
+MAX_FILE_ISSUES = 20  # issues shown per file, then one "and N more"
+MAX_PLACES = 3  # other places a 409 names
+MAX_SOURCE_PARTS = 64  # '/'-separated parts of a model_source
 
 
 def validate_tree(root: Path, config: Config, *, revision: str | None = None) -> DesiredState:
@@ -79,7 +92,15 @@ def validate_loaded(
 ) -> DesiredState:
     """Validate already loaded files (the whole tree: conflicts span files)."""
     files = tuple(files)
-    checked = {(f.path, d.index): _check(d, f, config) for f in files for d in f.documents}
+    checked: dict[tuple[str, int], _Checked] = {}
+    for f in files:
+        found = len(f.issues)
+        for d in f.documents:
+            # room for one more than the file shows (so "and N more" has an N), and
+            # always for one: a document's first issue decides that it is invalid
+            checked[(f.path, d.index)] = c = _check(d, f, config,
+                                                    max(1, MAX_FILE_ISSUES + 1 - found))
+            found += len(c.issues)
     for key, issue in _conflicts(files, checked):
         checked[key].issues.append(issue)
     revoked = {(f.user_id, c.model_id): c.revocation
@@ -87,12 +108,14 @@ def validate_loaded(
                for c in (checked[(f.path, d.index)] for d in f.documents)
                if c.model_id is not None and c.revocation is not None}
     results = tuple(
-        FileResult(
+        _capped(FileResult(
             path=f.path,
             user_id=f.user_id,
             issues=f.issues,
             documents=tuple(checked[(f.path, d.index)].result(d) for d in f.documents),
-        )
+            folder=f.folder,
+        ), cut=any(checked[(f.path, d.index)].cut for d in f.documents),
+            first={d.index for d in f.documents if d.stopped})
         for f in files
     )
     return DesiredState(revision=revision, files=results, revoked=revoked)
@@ -126,6 +149,41 @@ def recheck_held(desired: DesiredState, recorded: Iterable[RecordedSource],
     return desired if revoked == desired.revoked else replace(desired, revoked=revoked)
 
 
+def _capped(result: FileResult, *, cut: bool, first: set[int]) -> FileResult:
+    """``result`` with at most :data:`MAX_FILE_ISSUES` issues. Shown first: the file-level issues
+    and those of the documents in ``first`` (where reading stopped), then the
+    others in order; the rest are counted in one more issue, "and N more",
+    which comes last (on the last invalid document, so no valid one is
+    touched). ``cut``: some document was not checked to the end, so N is a
+    lower bound."""
+    issues = result.all_issues()
+    if len(issues) <= MAX_FILE_ISSUES:
+        return result
+    room = MAX_FILE_ISSUES
+    file_issues = tuple(result.issues[:room])
+    room -= len(file_issues)
+    dropped = list(result.issues[len(file_issues):])
+    kept: dict[int, tuple[Issue, ...]] = {}
+    for d in sorted(result.documents, key=lambda d: d.index not in first):
+        kept[d.index] = tuple(d.issues[:room])
+        room -= len(kept[d.index])
+        dropped += d.issues[len(kept[d.index]):]
+    if dropped:
+        dropped.sort(key=lambda i: i.line)
+        more = f"at least {len(dropped)}" if cut else str(len(dropped))
+        summary = Issue(dropped[0].code, result.path, dropped[0].line, "",
+                        f"and {more} more issues in this file, the first here "
+                        f"(only {MAX_FILE_ISSUES} are shown)")
+        last = max((d.index for d in result.documents if d.issues), default=None)
+        if last is None:
+            file_issues += (summary,)
+        else:
+            kept[last] += (summary,)
+    documents = tuple(d if kept[d.index] == d.issues else replace(d, issues=kept[d.index])
+                      for d in result.documents)
+    return replace(result, issues=file_issues, documents=documents)
+
+
 @dataclass(slots=True)
 class _Checked:
     model_id: str | None
@@ -140,6 +198,7 @@ class _Checked:
             return None
         source, issue = self.source_refusal
         return f"model_source {source}: {issue.message}"
+    cut: bool = False  # checking stopped at the limit: there may be more issues
 
     def result(self, doc: RawDocument) -> DocumentResult:
         issues = tuple(sorted(set(self.issues), key=lambda i: (i.line, i.pointer, i.code)))
@@ -147,24 +206,37 @@ class _Checked:
                               issues=issues, spec=None if issues else self.spec)
 
 
-def _check(doc: RawDocument, file: LoadedFile, config: Config) -> _Checked:
+def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _Checked:
+    """The document's issues (at most ``limit``, then ``cut``) and spec."""
     data = doc.data
     model_id = data.get("model_id") if isinstance(data, dict) else None
     out = _Checked(model_id=model_id if isinstance(model_id, str) else None)
     if doc.issues or file.user_id is None:
         out.issues.extend(doc.issues)
         return out
-    out.issues.extend(_schema_issues(doc, file.path))
+    out.issues.extend(itertools.islice(_schema_issues(doc, file.path), limit))
+    if len(out.issues) >= limit:
+        out.cut = True  # and the semantic checks, which only add issues, are skipped
+        return out
     if not isinstance(data, dict):
         return out
     flagged = {i.pointer for i in out.issues}  # as Issue keeps them: scrubbed
+    source = data.get("model_source")
+    if isinstance(source, str) and source.count("/") >= MAX_SOURCE_PARTS \
+            and "/model_source" not in flagged:  # resolving costs a stat per part
+        flagged.add("/model_source")
+        out.issues.append(Issue(IssueCode.INVALID, file.path, doc.line_of("/model_source"),
+                                "/model_source", f"model_source has more than "
+                                f"{MAX_SOURCE_PARTS} path parts"))
     got = None if "/model_source" in flagged else _check_source(data, doc, file, config)
     resolved = got if isinstance(got, str) else None
     if isinstance(got, Issue):
         out.issues.append(got)
         if got.code is IssueCode.FORBIDDEN:
             out.source_refusal = (str(data["model_source"]), got)
-    out.issues.extend(_semantic_issues(data, doc, file.path, config, flagged))
+    out.issues.extend(itertools.islice(_semantic_issues(data, doc, file.path, config, flagged),
+                                       max(0, limit - len(out.issues))))
+    out.cut = len(out.issues) >= limit
     if not out.issues and resolved is not None:
         out.spec = _build(data, doc, file, config, resolved)
     return out
@@ -181,8 +253,10 @@ def _schema_issues(doc: RawDocument, rel: str) -> Iterator[Issue]:
             yield Issue(code, rel, doc.line_of(pointer), pointer, message)
 
 
-def _explain(error: Any) -> list[tuple[str, str]]:
-    """(pointer, message) pairs for one jsonschema error, in the user's words.
+def _explain(error: Any) -> Iterable[tuple[str, str]]:
+    """(pointer, message) pairs for one jsonschema error, in the user's words
+    (lazily: a mapping with thousands of unknown keys is explained only as far
+    as the issues are shown).
 
     A value is shown only through :func:`~servesync.redaction.quote` (never
     jsonschema's ``error.message``, which prints the instance whole), and not
@@ -192,11 +266,11 @@ def _explain(error: Any) -> list[tuple[str, str]]:
     if pointer == "/env" or pointer.startswith("/env/"):
         return _explain_env(pointer, keyword, value, instance, error)
     if keyword == "required" and isinstance(instance, dict):
-        return [(f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
-                for k in value if k not in instance]
+        return ((f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
+                for k in value if k not in instance)
     if keyword == "additionalProperties" and isinstance(instance, dict):
-        return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
-                for k in _extras(instance, error.schema)]
+        return ((f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
+                for k in _extras(instance, error.schema))
     if keyword == "not" and isinstance(value, dict):
         fields = value.get("required") or []
         where = f"{pointer}/{loading.escape(fields[-1])}" if fields else pointer
@@ -215,22 +289,22 @@ def _explain(error: Any) -> list[tuple[str, str]]:
 
 
 def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
-                 error: Any) -> list[tuple[str, str]]:
+                 error: Any) -> Iterable[tuple[str, str]]:
     """Like :func:`_explain` but never quotes a value: env values may be secrets
     (status files and CI logs show these messages). Names are fine."""
     if keyword == "additionalProperties" and isinstance(instance, dict):
-        return [(f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
-                for k in _extras(instance, error.schema)]
+        return ((f"{pointer}/{loading.escape(k)}", _unknown(k, error.schema))
+                for k in _extras(instance, error.schema))
     if keyword == "type":
         return [(pointer, f"expected {value}, got {kind(instance)} (value not shown)")]
     return [(pointer, f"invalid ({keyword}); value not shown")]
 
 
-def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
     props = schema.get("properties", {})
     patterns = list(schema.get("patternProperties", {}))
-    return [k for k in instance
-            if k not in props and not any(re.search(p, k) for p in patterns)]
+    return (k for k in instance
+            if k not in props and not any(re.search(p, k) for p in patterns))
 
 
 def _unknown(key: str, schema: dict[str, Any]) -> str:
@@ -279,6 +353,16 @@ def _semantic_issues(
         if _is_int(low) and _is_int(high) and low > high:
             yield issue(IssueCode.UNPROCESSABLE, "/autoscaling/min_replicas",
                         f"min_replicas {low} is greater than max_replicas {high}")
+    scaling = auto if isinstance(auto, dict) else {}
+    for pointer, number in (("/num_replicas", data.get("num_replicas")),
+                            ("/gpus_per_replica", data.get("gpus_per_replica")),
+                            ("/autoscaling/min_replicas", scaling.get("min_replicas")),
+                            ("/autoscaling/max_replicas", scaling.get("max_replicas"))):
+        # JSON Schema's integer takes 1.0e+19: it must still become a 64-bit int
+        if isinstance(number, float) and not loading.INT64_MIN <= number <= loading.INT64_MAX \
+                and pointer not in flagged:
+            yield issue(IssueCode.UNPROCESSABLE, pointer, f"{number:g} is out of range "
+                        "(integers must fit in 64 bits: -2^63 to 2^63-1)")
     gpus = data.get("gpus_per_replica")
     serving = config.serving
     if _is_int(gpus) and serving.cpu_platform and gpus > 0:
@@ -316,13 +400,17 @@ def _conflicts(
     for (user, model_id), where in seen.items():
         if len(where) < 2:
             continue
-        places = [f"{f.path}:{d.line_of('/model_id')}" for f, d in where]
+        # the first few places only: naming every other one made N duplicates cost N^2
+        places = [f"{f.path}:{d.line_of('/model_id')}" for f, d in where[:MAX_PLACES + 1]]
         for f, d in where:
             here = f"{f.path}:{d.line_of('/model_id')}"
-            others = ", ".join(p for p in places if p != here) or here
+            others = [p for p in places if p != here][:MAX_PLACES] or [here]
+            more = len(where) - 1 - len(others)
+            tail = f" and {more} more place{'s' if more > 1 else ''}" if more > 0 else ""
             yield (f.path, d.index), Issue(
                 IssueCode.CONFLICT, f.path, d.line_of("/model_id"), "/model_id",
-                f"model_id {quote(model_id)} of user {user!r} is also declared at {others}")
+                f"model_id {quote(model_id)} of user {user!r} is also declared at "
+                f"{', '.join(others)}{tail}")
 
 
 # --- building -----------------------------------------------------------------------

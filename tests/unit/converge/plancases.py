@@ -27,11 +27,13 @@ def spec(suffix: str = "a", user: str = "alice", **kw: Any) -> ModelSpec:
 
 def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
             bad_names: tuple[tuple[str, str, str], ...] = (),
-            revoked: tuple[ModelSpec, ...] = (), revision: str = "rev1") -> DesiredState:
+            revoked: tuple[ModelSpec, ...] = (), unread_folders: tuple[str, ...] = (),
+            revision: str = "rev1") -> DesiredState:
     """A desired state of valid ``specs``; ``bad_files`` have a parse error,
     ``bad_names`` (file, user, suffix) are documents with a schema error,
     ``revoked`` are models whose document's only issue is a 403 on its
-    model_source (:data:`REVOKED` says why)."""
+    model_source (:data:`REVOKED` says why); ``unread_folders`` (paths ending
+    in '/') could not be read."""
     files = [FileResult(s.source_file, s.user_id, (), (DocumentResult(0, 1, s.suffix, (), s),))
              for s in specs]
     for path in bad_files:
@@ -44,6 +46,9 @@ def desired(*specs: ModelSpec, bad_files: tuple[str, ...] = (),
         issue = Issue(IssueCode.FORBIDDEN, s.source_file, 2, "/model_source", REVOKED)
         files.append(FileResult(s.source_file, s.user_id, (),
                                 (DocumentResult(0, 1, s.suffix, (issue,)),)))
+    for path in unread_folders:
+        issue = Issue(IssueCode.INVALID, path, 0, "", "cannot read this folder")
+        files.append(FileResult(path, path.split("/")[1] or None, (issue,), (), folder=True))
     reasons = {s.name: f"model_source {s.model_source}: {REVOKED}" for s in revoked}
     return DesiredState(revision, tuple(files), reasons)
 

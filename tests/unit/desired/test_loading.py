@@ -147,12 +147,28 @@ def test_deep_nesting_is_refused_quickly() -> None:
     assert time.perf_counter() - start < 1.0
 
 
-def test_a_bad_document_does_not_hide_the_others() -> None:
+def test_a_bad_document_keeps_the_ones_before_it_and_stops_reading() -> None:
+    """Reading stops at the first YAML error (the rest can't be read reliably, and
+    retrying part by part cost seconds): the documents before it are kept, the
+    error is the last document and says that nothing after it is read."""
     text = "model_id: a\n---\nmodel_id: [b\n---\nmodel_id: c\nx: &y 1\n---\nmodel_id: d\n"
     docs = loading.parse_text(text, rel="f")
-    assert [d.data for d in docs] == [{"model_id": "a"}, None, None, {"model_id": "d"}]
-    assert [d.issues[0].line for d in docs if d.issues] == [3, 6]
-    assert [d.line for d in docs] == [1, 3, 5, 8]
+    assert [d.data for d in docs] == [{"model_id": "a"}, None]
+    assert [d.issues[0].line for d in docs if d.issues] == [3]  # not the next '---' (line 4)
+    assert [d.line for d in docs] == [1, 3]
+    assert "nothing after line 3 is read" in docs[1].issues[0].message
+
+
+@pytest.mark.parametrize(("text", "lines"), [
+    ("model_id: a\n---\nx: &y 1\n---\nmodel_id: d\n", [1, 3]),  # an anchor stops it too
+    ("model_id: a\n---\n\n# c\n---\n  x: [1\n", [1, 6]),
+    ("a: 1\n...\nfoo: : bar\n", [1, 3]),
+])
+def test_reading_stops_at_the_first_error_of_any_kind(text: str, lines: list[int]) -> None:
+    docs = loading.parse_text(text, rel="f")
+    assert [d.line for d in docs] == lines
+    assert docs[0].issues == () and docs[-1].data is None
+    assert [i.line for i in docs[-1].issues] == lines[-1:]
 
 
 def test_quoted_numbers_stay_strings_and_yaml11_booleans_are_booleans() -> None:

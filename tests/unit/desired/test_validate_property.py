@@ -3,6 +3,7 @@ issues or specs; it never raises."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -89,3 +90,40 @@ def test_random_structures_yield_only_typed_issues(docs: list[Any], cfg: Config)
     state = _validate(text, cfg)
     _assert_typed(state)
     assert sum(len(f.documents) for f in state.files) <= len(docs)
+
+
+digit_runs = st.integers(1, 5000).map(lambda n: "1" + "0" * (n - 1))
+numbers = st.one_of(
+    st.tuples(st.sampled_from(["", "-", "+"]), digit_runs).map("".join),
+    st.integers(-(2**80), 2**80).map(str),
+    st.integers(1, 2500).map(lambda n: "1" + ":00" * n),  # sexagesimal ints
+    st.integers(1, 300).map(lambda n: "-1" + ":30" * n + ".5"),  # sexagesimal floats
+    st.integers(1, 200).map(lambda n: "0x" + "f" * n),
+    st.integers(1, 200).map(lambda n: "0b" + "1" * n),
+    st.integers(1, 200).map(lambda n: "0" + "7" * n),
+    st.integers(1, 200).map(lambda n: "1_" + "000_" * n + "0"),
+    st.tuples(digit_runs, st.sampled_from(["", "5"]), st.integers(-999, 999)).map(
+        lambda t: f"{t[0]}.{t[1]}e{t[2]:+d}"),
+    st.sampled_from([".inf", "-.inf", ".nan", "1.0e+400", "9223372036854775808",
+                     "-9223372036854775809", "9223372036854775807", '!!int ""', '!!float ""',
+                     '!!bool "x"', "!!int 1.5", "!!float 0x10", "!!int '1:'"]),
+)
+number_fields = st.sampled_from(["num_replicas", "gpus_per_replica", "cpus_per_replica",
+                                 "autoscaling: {max_replicas", "engine_kwargs: {seed",
+                                 "engine_kwargs: {max_model_len"])
+
+
+@PROFILE
+@given(field=number_fields, number=numbers, cfg=st.sampled_from(CONFIGS))
+def test_numbers_of_any_size_are_values_or_issues(field: str, number: str, cfg: Config) -> None:
+    """Integers beyond 64 bits and numbers beyond the float range are 422 on their
+    field; whatever passes can be hashed and stored (a tick never raises on it)."""
+    line = f"{field}: {number}}}" if "{" in field else f"{field}: {number}"
+    state = _validate(f"model_id: m\nmodel_source: org/m\n{line}\n", cfg)
+    _assert_typed(state)
+    for spec in state.specs:
+        json.dumps(spec.to_json())
+        for value in (spec.num_replicas, spec.gpus_per_replica, *spec.engine_kwargs.values()):
+            assert not isinstance(value, int) or -(2**63) <= value < 2**63
+    for issue in state.issues():
+        assert len(issue.message) < 300
