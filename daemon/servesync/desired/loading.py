@@ -519,7 +519,7 @@ class _Builder:
         except OverflowError:  # a sexagesimal float: 1:00:...:00.5
             return self._out_of_range(node, path, text)
         except (ValueError, TypeError, LookupError, ArithmeticError):  # e.g. !!int "", !!bool x
-            self.refuse(node, path, f"{quote(text)} is not a valid "
+            self.refuse(node, path, f"{_shown(path, quote(text))} is not a valid "
                         f"{node.tag.removeprefix(_TAG)}")
             return None
         if isinstance(value, int) and not isinstance(value, bool) \
@@ -535,11 +535,17 @@ class _Builder:
 
     def _out_of_range(self, node: Node, path: tuple[str, ...], text: str) -> None:
         if node.tag == _TAG + "int":
-            self.refuse(node, path, f"the integer {_clipped(text)} is out of range (integers "
+            self.refuse(node, path, f"the integer {_shown(path, _clipped(text))} is out of "
+                        "range (integers "
                         "must fit in 64 bits: -2^63 to 2^63-1)", IssueCode.UNPROCESSABLE)
         else:
-            self.refuse(node, path, f"the number {_clipped(text)} is out of range "
+            self.refuse(node, path, f"the number {_shown(path, _clipped(text))} is out of range "
                         "(beyond ±1.8e308)", IssueCode.UNPROCESSABLE)
+
+
+def _shown(path: tuple[str, ...], text: str) -> str:
+    """``text``, or nothing of it under ``env``: env values may be secrets."""
+    return "(value not shown)" if path[:1] == ("env",) else text
 
 
 def _significant(text: str) -> int:

@@ -13,8 +13,9 @@ Rules (``<root>`` is the daemon config's ``storage_root``):
   to 96 of ``A-Z a-z 0-9 _ . -``, starting and ending with a letter, digit or
   ``_``; no ``--``, no ``..``, not ending in ``.git``). It passes unchanged
   unless the config sets ``serving.allow_hub_ids: false`` (403), or its
-  ``org`` is a top-level system folder (:data:`SYSTEM_FOLDERS`) or the first
-  component of the storage root (403): vLLM tries a model name as a local
+  ``org`` is a top-level system folder (:data:`SYSTEM_FOLDERS`), the first
+  component of the storage root, or any folder that exists at ``/<org>`` on
+  this node (``/scratch``, ``/data``, ...) (403): vLLM tries a model name as a local
   path first, and replicas start in ``/`` (ray-head.service sets no working
   directory), so ``tmp/evil-model`` would load ``/tmp/evil-model``.
 * A local path must be absolute after expansion (400 otherwise) and lie
@@ -84,7 +85,7 @@ def _hub_id_problem(source: str, *, storage_root: str) -> Rejection | None:
     root's first folder: a relative path from ``/`` in disguise."""
     org = source.split("/", 1)[0]
     root_top = posixpath.normpath(storage_root).lstrip("/").split("/", 1)[0]
-    if org in SYSTEM_FOLDERS or org == root_top:
+    if org in SYSTEM_FOLDERS or org == root_top or os.path.lexists("/" + org):
         return Rejection(IssueCode.FORBIDDEN, f"{source!r} is not taken as a hub repo id: "
                          f"{org!r} is a top-level folder name, and vLLM would read /{source} "
                          "(write an absolute path under the storage root instead)")

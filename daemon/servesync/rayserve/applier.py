@@ -14,6 +14,7 @@ versions". Every call goes through :class:`~servesync.rayserve.calls.RayCalls`.
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 import tempfile
 import threading
@@ -36,6 +37,21 @@ __all__ = ["GATEWAY_APP", "RayApplier"]
 
 GATEWAY_ROUTE = "/"
 CONNECT_TIMEOUT_S = 60.0  # ray.init + serve.start; a local start takes ~10-20 s on 2 cores
+
+
+def quiet_ray_serve_logs() -> None:
+    """Keep Ray Serve's INFO lines out of servesync's log: Ray Serve LLM logs a
+    model's whole deployment options (its ``runtime_env``: env values, the
+    operator's ``replica_env``) when one is built in this process. Its loggers
+    sit under ``ray.serve``: with a handler there, they set up none of their
+    own and inherit its WARNING level; those already set up are lowered too."""
+    serve_logger = logging.getLogger("ray.serve")
+    serve_logger.setLevel(logging.WARNING)
+    if not serve_logger.handlers:
+        serve_logger.addHandler(logging.NullHandler())  # warnings still reach "ray"'s
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("ray.serve."):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RayApplier:
@@ -94,6 +110,7 @@ class RayApplier:
         # not in the first deploy: it takes 5 s on an idle 2-core head and close
         # to a minute under load, and a commit should start converging at once.
         # Not inline either: that would hold back the first tick (adoption, READY).
+        quiet_ray_serve_logs()
         threading.Thread(target=_import_serve_llm, name="servesync-warm-imports",
                          daemon=True).start()
 

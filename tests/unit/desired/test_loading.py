@@ -361,3 +361,17 @@ def test_the_file_path_and_user_are_recorded_in_issues(tmp_path: Path) -> None:
     [doc] = loaded["users/dave/m.yaml"].documents
     assert doc.issues[0].file == "users/dave/m.yaml"
     assert loaded["users/dave/m.yaml"].user_id == "dave"
+
+
+@pytest.mark.parametrize("value", [
+    "!!int hunter2isMyPassword", "!!float CorrectHorseBatteryStaple",
+    "98765432109876543210987654321", "1" + "0" * 400 + ".5", "!!bool sk-verysecretvalue",
+])
+def test_an_env_value_that_fails_to_parse_is_never_quoted(value: str) -> None:
+    text = f"model_id: m\nenv:\n  VLLM_LOGGING_LEVEL: {value}\n"
+    (doc,) = loading.parse_text(text, rel="users/alice/m.yaml")
+    assert doc.issues and all(i.pointer == "/env/VLLM_LOGGING_LEVEL" for i in doc.issues)
+    secret = value.split()[-1]
+    for issue in doc.issues:
+        assert "(value not shown)" in issue.message
+        assert secret[:12] not in issue.render() and secret[-6:] not in issue.render()

@@ -156,3 +156,19 @@ def test_the_storage_roots_first_folder_is_no_hub_org(storage_root: str, source:
     got = resolve_model_source(source, user_id="alice", storage_root=storage_root,
                                check_realpath=False)
     assert isinstance(got, Rejection) is refused
+
+
+def test_an_org_that_is_a_folder_at_the_node_root_is_no_hub_id(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """/scratch, /data, /work...: a tenant who can write there could plant a model
+    folder of symlinks, and vLLM (started in /) would read it for 'scratch/m'."""
+    real = os.path.lexists
+    monkeypatch.setattr("servesync.desired.model_paths.os.path.lexists",
+                        lambda p: p == "/scratch" or real(p))
+    got = resolve_model_source("scratch/m", user_id="alice", storage_root="/private",
+                               allow_hub_ids=True)
+    assert isinstance(got, Rejection) and got.code is IssueCode.FORBIDDEN
+    assert "/scratch/m" in got.message
+    assert resolve_model_source("some-org-that-is-no-folder/m", user_id="alice",
+                                storage_root="/private", allow_hub_ids=True) \
+        == "some-org-that-is-no-folder/m"
