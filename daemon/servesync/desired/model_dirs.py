@@ -2,7 +2,7 @@
 
 Called by :mod:`servesync.desired.model_paths` for every local model_source,
 on every validation (so every tick). Reads the file system (``lstat``,
-``scandir``, ``realpath``); writes nothing. Knows nothing of users or
+``scandir``, ``readlink``); writes nothing. Knows nothing of users or
 configs: it is given the folders a model may read (``roots``).
 
 Why: vLLM reads the files *inside* the folder (``config.json``,
@@ -12,13 +12,21 @@ fine can still hand it another user's files through symlinked entries.
 Rules:
 
 * The walk starts at the folder's real path and never follows a symlink by
-  itself: each symlink entry is resolved (``os.path.realpath``) and must land
-  at or under one of the roots (real paths). A symlink to a directory inside
-  the roots is walked too (each directory once, so loops end); one leading
-  out is refused before it is entered.
+  itself: each symlink entry is resolved (as ``os.path.realpath`` does, by
+  hand: :class:`Resolver`) and must land at or under one of the roots (real
+  paths). A symlink to a directory inside the roots is walked too (each
+  directory once, so loops end); one leading out is refused before it is
+  entered.
 * Bounds: at most :data:`MAX_ENTRIES` (10,000) entries in all and
   :data:`MAX_DEPTH` (16) folder levels below the model folder; past either
-  the folder is refused, since it could not be checked.
+  the folder is refused, since it could not be checked. Resolving the
+  symlinks (walk or revalidation alike) may examine at most
+  :data:`MAX_LOOKUPS` (20,000) path components per folder check, and follow
+  at most :data:`MAX_HOPS` (40, the kernel's limit) symlinks per link: a link
+  into a long chain of links in a very deep folder (outside the model folder,
+  where the depth bound does not look) costs thousands. Past the budget the
+  folder is refused ("too costly to check"), never passed, and that refusal
+  is not cached (what made it costly may lie outside every folder walked).
 * A directory that cannot be listed is refused: vLLM runs as the same user
   as servesync and could still open files in it by name.
 * A source that does not exist (yet), or is not a directory (a single-file
@@ -53,6 +61,8 @@ from dataclasses import dataclass
 
 MAX_ENTRIES = 10_000
 MAX_DEPTH = 16
+MAX_LOOKUPS = 20_000  # path components examined resolving one folder's symlinks
+MAX_HOPS = 40  # symlinks followed in one resolution (Linux's MAXSYMLINKS)
 CACHE_ENTRIES = 4096
 CACHE_ITEMS = 200_000
 RACY_NS = 2_000_000_000
@@ -91,8 +101,12 @@ def check_folder(path: str, roots: Sequence[str]) -> str | None:
     real_roots = tuple(os.path.realpath(r) for r in roots)
     key = (real, real_roots)
     cached = _CACHE.get(key)
-    if cached is not None and unchanged(cached):
-        return cached.problem
+    if cached is not None:
+        try:
+            if unchanged(cached, Resolver()):
+                return cached.problem
+        except TooCostly:
+            pass  # the links grew costly since: the walk below says so
     walk = walk_folder(real, real_roots, shown=path)
     if walk.cacheable:
         _CACHE.put(key, walk)
@@ -110,7 +124,7 @@ def walk_folder(real: str, roots: Sequence[str], *, shown: str) -> Walk:
     seen: set[tuple[int, int]] = set()
     fresh = True  # no race seen: the result may be cached
     entries = 0
-    parents: dict[str, str] = {}
+    resolver = Resolver()
     queue: deque[tuple[str, str, int]] = deque([(real, "", 0)])  # real path, shown rel, depth
 
     def done(problem: str | None) -> Walk:
@@ -151,7 +165,12 @@ def walk_folder(real: str, roots: Sequence[str], *, shown: str) -> Walk:
                             "too many to check")
             name = rel + entry.name
             if entry.is_symlink():
-                target = _resolve(entry.path, parents)
+                try:
+                    target = resolver.resolve(entry.path)
+                except TooCostly:  # not cached: fixing it need not touch a folder walked
+                    fresh = False
+                    return done(f"{shown} has symlinks that take more than "
+                                f"{resolver.budget:,} lookups to resolve: too costly to check")
                 links.append((entry.path, target))
                 if not any(_within(target, r) for r in roots):
                     return done(f"{name} in {shown} is a symlink that leads out of "
@@ -163,8 +182,9 @@ def walk_folder(real: str, roots: Sequence[str], *, shown: str) -> Walk:
     return done(None)
 
 
-def unchanged(walk: Walk) -> bool:
-    """Every directory walked has the same stamp, every symlink the same target."""
+def unchanged(walk: Walk, resolver: Resolver) -> bool:
+    """Every directory walked has the same stamp, every symlink the same target.
+    Raises :class:`TooCostly` when ``resolver`` runs out of lookups."""
     for where, dev, ino, mtime, ctime in walk.dirs:
         try:
             st = os.lstat(where)
@@ -172,26 +192,89 @@ def unchanged(walk: Walk) -> bool:
             return False
         if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != (dev, ino, mtime, ctime):
             return False
-    parents: dict[str, str] = {}
-    return all(_resolve(link, parents) == target for link, target in walk.links)
+    return all(resolver.resolve(link) == target for link, target in walk.links)
 
 
-def _resolve(link: str, parents: dict[str, str]) -> str:
-    """``os.path.realpath(link)`` for a symlink in a real directory, resolving each
-    distinct folder its targets name once (``parents``, per walk): a hub snapshot's
-    links all point into one ``blobs/`` folder."""
-    try:
-        text = os.readlink(link)
-    except OSError:
-        return os.path.realpath(link)
-    head, tail = os.path.split(os.path.join(os.path.dirname(link), text))
-    if tail in ("", ".", ".."):
-        return os.path.realpath(link)
-    parent = parents.get(head)
-    if parent is None:
-        parent = parents[head] = os.path.realpath(head)
-    candidate = os.path.join(parent, tail)
-    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+class TooCostly(Exception):
+    """The folder check ran out of :data:`MAX_LOOKUPS`."""
+
+
+class Resolver:
+    """``os.path.realpath`` done by hand (``lstat``/``readlink``, one path
+    component at a time), with a budget shared by one whole folder check.
+
+    Every component examined is one lookup (``..`` and answers already known
+    included, so the work done is bounded however the links are spelt); a
+    ``readlink`` is one more. Past :data:`MAX_LOOKUPS`, :class:`TooCostly`.
+    One resolution follows at most :data:`MAX_HOPS` symlinks (the kernel's
+    ELOOP limit: vLLM could not open the path either); past that, or in a
+    loop, the path is returned unresolved from that link on, as realpath
+    does for a loop. Known answers are kept for the check's lifetime: which
+    paths are not symlinks, and where each symlink leads (a hub snapshot's
+    links all point into one ``blobs/`` folder)."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = MAX_LOOKUPS if budget is None else budget
+        self.lookups = 0
+        self._plain: set[str] = set()  # lstat said: not a symlink (or absent)
+        self._links: dict[str, str] = {}  # symlink path -> where it leads, resolved
+
+    def _spend(self) -> None:
+        self.lookups += 1
+        if self.lookups > self.budget:
+            raise TooCostly(self.budget)
+
+    def resolve(self, link: str) -> str:
+        """The real path of ``link``, an absolute path whose parent is a real path."""
+        head, name = os.path.split(link)
+        path, _ = self._join(head, name, set(), [0])
+        return os.path.normpath(path)
+
+    def _join(self, path: str, rest: str, pending: set[str],
+              hops: list[int]) -> tuple[str, bool]:
+        """posixpath._joinrealpath: ``path`` is real; returns (path, resolved)."""
+        if rest.startswith("/"):
+            path = "/"
+        while rest:
+            name, _, rest = rest.partition("/")
+            if not name or name == ".":
+                continue
+            self._spend()
+            if name == "..":
+                path = os.path.dirname(path) or "/"
+                continue
+            new = os.path.join(path, name)
+            if new in self._plain:
+                path = new
+                continue
+            known = self._links.get(new)
+            if known is not None:
+                path = known
+                continue
+            try:
+                is_link = stat.S_ISLNK(os.lstat(new).st_mode)
+            except OSError:
+                is_link = False
+            if not is_link:
+                self._plain.add(new)
+                path = new
+                continue
+            if new in pending or hops[0] >= MAX_HOPS:  # a loop, or ELOOP for the kernel
+                return os.path.join(new, rest), False
+            hops[0] += 1
+            self._spend()
+            try:
+                text = os.readlink(new)
+            except OSError:  # swapped for a non-link meanwhile: take it as it stands
+                path = new
+                continue
+            pending.add(new)
+            path, ok = self._join(path, text, pending, hops)
+            pending.discard(new)
+            if not ok:
+                return os.path.join(path, rest), False
+            self._links[new] = path
+        return path, True
 
 
 def _within(path: str, base: str) -> bool:

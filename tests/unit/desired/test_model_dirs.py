@@ -289,7 +289,8 @@ def test_the_cache_is_bounded() -> None:
 
 
 def test_resolving_links_by_their_folder_matches_realpath(tmp_path: Path) -> None:
-    """The walk resolves each folder a link names once; the result is realpath's."""
+    """The walk resolves links by hand, remembering what it learnt; the result is
+    realpath's."""
     (tmp_path / "real/sub").mkdir(parents=True)
     (tmp_path / "real/f").write_text("x")
     (tmp_path / "alias").symlink_to(tmp_path / "real")
@@ -303,10 +304,125 @@ def test_resolving_links_by_their_folder_matches_realpath(tmp_path: Path) -> Non
         (links / f"l{i}").symlink_to(target)
     (links / "loop-a").symlink_to("loop-b")
     (links / "loop-b").symlink_to("loop-a")
-    parents: dict[str, str] = {}
+    resolver = model_dirs.Resolver()  # one for all: what it learns is shared
     for link in sorted(links.iterdir()):
-        got = model_dirs._resolve(str(link), parents)
+        got = resolver.resolve(str(link))
         if "loop" in os.readlink(link):  # unreadable (ELOOP): any name in the loop will do
             assert os.path.dirname(got) == str(links), link
         else:
             assert got == os.path.realpath(link), link
+
+
+# --- the cost of resolving links ----------------------------------------------------
+
+
+def _chain(root: Path, links: int, *, depth: int = 300, hops: int = 39) -> Path:
+    """The hostile review's folder: ``links`` symlinks into a chain of ``hops``
+    symlinks in a folder ``depth`` levels deep, outside the model folder (so the
+    depth bound never sees it) but inside alice's home."""
+    deep = root / "users/alice/c" / "/".join(["d"] * depth)
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    prev = deep / "f"
+    for i in range(hops):
+        (deep / f"h{i}").symlink_to(prev)
+        prev = deep / f"h{i}"
+    folder = root / MODEL
+    folder.mkdir(parents=True)
+    for n in range(links):
+        (folder / f"l{n}").symlink_to(prev)
+    return folder
+
+
+@pytest.fixture
+def lstats(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every os.lstat and os.readlink call of model_dirs; the walk's clock 10 s
+    ahead (so the test's folders may be cached)."""
+    model_dirs.clear_cache()
+    calls: list[str] = []
+    real_lstat, real_readlink, real_now = os.lstat, os.readlink, time.time_ns
+
+    def lstat(path: str) -> os.stat_result:
+        calls.append(str(path))
+        return real_lstat(path)
+
+    def readlink(path: str) -> str:
+        calls.append(str(path))
+        return real_readlink(path)
+
+    monkeypatch.setattr(model_dirs.os, "lstat", lstat)
+    monkeypatch.setattr(model_dirs.os, "readlink", readlink)
+    monkeypatch.setattr(model_dirs, "_now_ns", lambda: real_now() + 10_000_000_000)
+    yield calls
+    model_dirs.clear_cache()
+
+
+def test_links_into_a_deep_chain_are_refused_as_too_costly(root: Path,
+                                                           lstats: list[str]) -> None:
+    """50 links, each 40 hops through 300 folders: realpath did 12,000 lookups a
+    link; the check stops at the budget and refuses (never passes silently)."""
+    assert model_dirs.MAX_LOOKUPS == 20_000
+    folder = _chain(root, 50)
+    got = check(root)
+    assert isinstance(got, Rejection) and got.code is IssueCode.FORBIDDEN
+    assert got.message == f"{folder} has symlinks that take more than 20,000 lookups " \
+        "to resolve: too costly to check"
+    assert len(lstats) <= 20_000 + 100  # the budget, and a few stats of the walk itself
+    lstats.clear()
+    assert check(root) == got  # not cached (fixing it need not touch the folder)...
+    assert len(lstats) <= 20_000 + 100  # ...and as bounded again
+
+
+def test_differently_spelt_links_cannot_dodge_the_budget(root: Path, lstats: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the resolver remembers makes repeated paths cheap, not free: each
+    component still counts, so no spelling of the links escapes the budget."""
+    monkeypatch.setattr(model_dirs, "MAX_LOOKUPS", 1_000)
+    folder = _chain(root, 0, depth=40, hops=0)
+    deep = str(root / "users/alice/c" / "/".join(["d"] * 40))
+    for n in range(30):  # 30 x ~50 components, each spelt apart
+        (folder / f"l{n}").symlink_to(deep + "/." * n + "/f")
+    got = check(root)
+    assert isinstance(got, Rejection) and "more than 1,000 lookups" in got.message
+    assert len(lstats) <= 1_000 + 10
+    for n in range(15, 30):
+        (folder / f"l{n}").unlink()
+    assert check(root) == str(folder)  # 15 x ~50 fits
+
+
+def test_revalidating_a_passing_folder_is_bounded(root: Path, lstats: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached verdict is checked every tick by resolving every link again:
+    with the same budget, and a check that grew too costly is refused, not
+    passed."""
+    folder = _chain(root, 3, depth=100, hops=5)
+    assert check(root) == str(folder)
+    first = len(lstats)
+    lstats.clear()
+    assert check(root) == str(folder)  # from the cache: re-resolves the links
+    assert 0 < len(lstats) <= first
+    resolvers: list[model_dirs.Resolver] = []
+
+    class Counted(model_dirs.Resolver):
+        def __init__(self) -> None:
+            super().__init__()
+            resolvers.append(self)
+
+    monkeypatch.setattr(model_dirs, "Resolver", Counted)
+    monkeypatch.setattr(model_dirs, "MAX_LOOKUPS", 50)  # the links now cost more than that
+    got = check(root)
+    assert isinstance(got, Rejection) and "more than 50 lookups" in got.message
+    # the revalidation gave up, then the walk did: 51 lookups each, no more
+    assert [r.lookups for r in resolvers] == [51, 51]
+
+
+def test_more_than_40_hops_is_left_unresolved_as_the_kernel_would(tmp_path: Path) -> None:
+    prev = tmp_path / "f"
+    prev.write_text("x")
+    for i in range(45):
+        (tmp_path / f"h{i}").symlink_to(prev.name)
+        prev = tmp_path / f"h{i}"
+    assert model_dirs.Resolver().resolve(str(tmp_path / "h39")) == str(tmp_path / "f")  # 40
+    assert model_dirs.Resolver().resolve(str(tmp_path / "h44")) == str(tmp_path / "h4")
+    with pytest.raises(OSError):  # and the kernel cannot open it either
+        (tmp_path / "h44").read_text()
