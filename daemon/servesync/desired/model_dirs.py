@@ -92,7 +92,11 @@ def check_folder(path: str, roots: Sequence[str]) -> str | None:
 
     ``roots``: the folders its entries may resolve into. ``path`` itself is
     assumed checked (its real path lies under a root)."""
-    real = os.path.realpath(path)
+    try:
+        real = real_path(path)
+    except TooCostly as e:
+        return f"{path} has symlinks that take more than {e.args[0]:,} lookups to resolve: too " \
+            "costly to check"
     try:
         if not stat.S_ISDIR(os.lstat(real).st_mode):
             return None  # a single-file model: its real path is all there is
@@ -197,6 +201,14 @@ def unchanged(walk: Walk, resolver: Resolver) -> bool:
 
 class TooCostly(Exception):
     """The folder check ran out of :data:`MAX_LOOKUPS`."""
+
+
+def real_path(path: str) -> str:
+    """``os.path.realpath`` of an absolute ``path`` within one budget of
+    :data:`MAX_LOOKUPS` (a model_source that is itself a link into a long chain
+    of links must cost a tick no more than a folder does); :class:`TooCostly`."""
+    resolved, _ = Resolver()._join("/", path, set(), [0])
+    return os.path.normpath(resolved)
 
 
 class Resolver:

@@ -154,8 +154,12 @@ def _location_problem(path: str, *, user_id: str, storage_root: str) -> Rejectio
 
 
 def _realpath_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
-    real = os.path.realpath(path)
     roots = allowed_roots(user_id=user_id, storage_root=storage_root)
+    try:
+        real = model_dirs.real_path(path)
+    except model_dirs.TooCostly as e:
+        return Rejection(IssueCode.FORBIDDEN, f"{path} has symlinks that take more than "
+                         f"{e.args[0]:,} lookups to resolve: too costly to check")
     if any(_under(real, os.path.realpath(r)) for r in roots):
         return None
     # Not naming `real`: it could show the layout of another user's folder.

@@ -412,8 +412,10 @@ def test_revalidating_a_passing_folder_is_bounded(root: Path, lstats: list[str],
     monkeypatch.setattr(model_dirs, "MAX_LOOKUPS", 50)  # the links now cost more than that
     got = check(root)
     assert isinstance(got, Rejection) and "more than 50 lookups" in got.message
-    # the revalidation gave up, then the walk did: 51 lookups each, no more
-    assert [r.lookups for r in resolvers] == [51, 51]
+    # the source path's own resolutions (cheap), then the revalidation gave up,
+    # then the walk did: 51 lookups each, no more
+    *sources, revalidation, walk = [r.lookups for r in resolvers]
+    assert all(n < 51 for n in sources) and [revalidation, walk] == [51, 51]
 
 
 def test_more_than_40_hops_is_left_unresolved_as_the_kernel_would(tmp_path: Path) -> None:
@@ -426,3 +428,37 @@ def test_more_than_40_hops_is_left_unresolved_as_the_kernel_would(tmp_path: Path
     assert model_dirs.Resolver().resolve(str(tmp_path / "h44")) == str(tmp_path / "h4")
     with pytest.raises(OSError):  # and the kernel cannot open it either
         (tmp_path / "h44").read_text()
+
+
+def test_a_model_source_that_is_itself_a_costly_link_is_refused(tmp_path: Path) -> None:
+    """The source path is resolved within the same budget as a folder's entries."""
+    from servesync.desired.model_paths import Rejection, resolve_model_source
+
+    home = tmp_path / "private" / "users" / "alice"
+    deep = home / "c" / "/".join(["d"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    prev = deep / "f"
+    for i in range(39):
+        (deep / f"h{i}").symlink_to(prev)
+        prev = deep / f"h{i}"
+    (home / "src").symlink_to(prev)
+    lookups = {"n": 0}
+    real_lstat = os.lstat
+
+    def counting(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        lookups["n"] += 1
+        return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    import servesync.desired.model_dirs as md
+    old = md.MAX_LOOKUPS
+    md.MAX_LOOKUPS = 2_000
+    try:
+        os.lstat = counting  # type: ignore[assignment]
+        got = resolve_model_source("$HOME/src", user_id="alice",
+                                   storage_root=str(tmp_path / "private"), allow_hub_ids=True)
+    finally:
+        os.lstat = real_lstat  # type: ignore[assignment]
+        md.MAX_LOOKUPS = old
+    assert isinstance(got, Rejection) and "too costly to check" in got.message
+    assert lookups["n"] <= 2_100
