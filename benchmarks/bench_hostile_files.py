@@ -18,10 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+
+from tests.support.hostile import remove_tree
 
 from servesync.config import Config, ServingConfig
 from servesync.desired import loading
@@ -127,22 +132,6 @@ TREES: dict[str, Callable[[Path], None]] = {
 }
 
 
-def remove(top: Path) -> None:
-    """``shutil.rmtree`` without recursion (it can't remove 1,000 nested folders)."""
-    stack = [(os.fspath(top), False)]
-    while stack:
-        path, emptied = stack.pop()
-        if emptied:
-            os.rmdir(path)
-            continue
-        stack.append((path, True))
-        for entry in os.scandir(path):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, False))
-            else:
-                os.unlink(entry.path)
-
-
 def run_once(root: Path, cfg: Config) -> tuple[float, str]:
     start = time.perf_counter()
     loaded = loading.load_file(root, REL)
@@ -202,7 +191,7 @@ def main() -> None:
             row(kind, "", times, f"{len(state.files)} files, {len(state.issues())} issues; "
                 f"{state.issues()[-1].render()[:80]}")
     finally:
-        remove(tmp)
+        remove_tree(tmp)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,20 @@ def write_tree(root: Path, tree: list[tuple[bytes, bytes]]) -> None:
                 f.write(content)
         except (IsADirectoryError, NotADirectoryError, FileExistsError):
             continue  # a name used both as a file and a folder: keep the first
+
+
+def remove_tree(top: Path) -> None:
+    """``shutil.rmtree`` without recursion: it raises RecursionError on the
+    1,000 nested folders a hostile tree may hold."""
+    stack = [(os.fspath(top), False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            os.rmdir(path)
+            continue
+        stack.append((path, True))
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, False))
+            else:
+                os.unlink(entry.path)

@@ -36,6 +36,7 @@ from servesync.desired.specs import DesiredState
 from servesync.errors import IssueCode
 from tests.support.clock import FakeClock
 from tests.support.fakeray import SettlingRay, make_reconciler
+from tests.support.hostile import remove_tree
 from tests.unit.converge.plancases import at
 
 E400, E409, E422 = IssueCode.INVALID, IssueCode.CONFLICT, IssueCode.UNPROCESSABLE
@@ -73,18 +74,7 @@ def deep_tmp() -> Iterator[Path]:
     try:
         yield top
     finally:
-        stack = [(os.fspath(top), False)]
-        while stack:
-            path, emptied = stack.pop()
-            if emptied:
-                os.rmdir(path)
-                continue
-            stack.append((path, True))
-            for entry in os.scandir(path):
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, False))
-                else:
-                    os.unlink(entry.path)
+        remove_tree(top)
 
 
 def validate(root: Path, cfg: Config) -> DesiredState:
