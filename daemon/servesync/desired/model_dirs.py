@@ -87,16 +87,18 @@ class Walk:
         return len(self.dirs) + len(self.links)
 
 
-def check_folder(path: str, roots: Sequence[str]) -> str | None:
+def check_folder(path: str, roots: Sequence[str], *, real: str | None = None) -> str | None:
     """Why vLLM must not read the model folder at ``path``, or None.
 
     ``roots``: the folders its entries may resolve into. ``path`` itself is
-    assumed checked (its real path lies under a root)."""
-    try:
-        real = real_path(path)
-    except TooCostly as e:
-        return f"{path} has symlinks that take more than {e.args[0]:,} lookups to resolve: too " \
-            "costly to check"
+    assumed checked (its real path lies under a root); ``real``: that real
+    path, when the caller has resolved it already."""
+    if real is None:
+        try:
+            real = real_path(path)
+        except TooCostly as e:
+            return f"{path} has symlinks that take more than {e.args[0]:,} lookups to " \
+                "resolve: too costly to check"
     try:
         if not stat.S_ISDIR(os.lstat(real).st_mode):
             return None  # a single-file model: its real path is all there is

@@ -132,8 +132,7 @@ def resolve_model_source(
     path = posixpath.normpath(path)
     problem = _location_problem(path, user_id=user_id, storage_root=storage_root)
     if problem is None and check_realpath:
-        problem = _realpath_problem(path, user_id=user_id, storage_root=storage_root) \
-            or _contents_problem(path, user_id=user_id, storage_root=storage_root)
+        problem = _real_problem(path, user_id=user_id, storage_root=storage_root)
     return problem if problem is not None else path
 
 
@@ -153,22 +152,18 @@ def _location_problem(path: str, *, user_id: str, storage_root: str) -> Rejectio
     return Rejection(IssueCode.FORBIDDEN, f"{path} is outside the storage root {root}")
 
 
-def _realpath_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
+def _real_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
+    """The path's real path, symlinks resolved (within the lookup budget), must
+    lie under the allowed folders; and so must every entry of a model folder."""
     roots = allowed_roots(user_id=user_id, storage_root=storage_root)
     try:
         real = model_dirs.real_path(path)
     except model_dirs.TooCostly as e:
         return Rejection(IssueCode.FORBIDDEN, f"{path} has symlinks that take more than "
                          f"{e.args[0]:,} lookups to resolve: too costly to check")
-    if any(_under(real, os.path.realpath(r)) for r in roots):
-        return None
-    # Not naming `real`: it could show the layout of another user's folder.
-    return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to a place "
-                     f"outside {roots[0]}/ and {roots[1]}/")
-
-
-def _contents_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
-    """Every entry of an existing model folder must resolve inside the allowed folders."""
-    roots = allowed_roots(user_id=user_id, storage_root=storage_root)
-    problem = model_dirs.check_folder(path, roots)
+    if not any(_under(real, os.path.realpath(r)) for r in roots):
+        # Not naming `real`: it could show the layout of another user's folder.
+        return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to a place "
+                         f"outside {roots[0]}/ and {roots[1]}/")
+    problem = model_dirs.check_folder(path, roots, real=real)
     return None if problem is None else Rejection(IssueCode.FORBIDDEN, problem)
