@@ -15,9 +15,10 @@ tests/e2e):
     A's file, then B's file added, then removed.
 
 During each change a client (the ``openai`` client) loops on A. Printed
-side by side: whether A's replicas were restarted (Serve's actor ids before
-and after), A's requests that failed or took more than 10 s, A's p50/p99
-during the changes, the time from the change until B's first completion,
+side by side: whether A's replicas, and the ingress (single) / gateway
+(servesync) replica, were restarted (Serve's actor ids before and after),
+A's requests that failed or took more than 10 s, A's p50/p99 during the
+changes, the time from the change until B's first completion,
 and the gateway hop (p50 of a short completion through servesync's gateway
 vs the single application's ingress, measured idle before the change).
 
