@@ -187,7 +187,7 @@ class Reconciler:
                 errors: list[str], *, in_flight: bool) -> TickResult:
         settled = not in_flight and gateway_ok and not any(
             r.state in _PENDING for r in recorded.values())
-        failed = any(r.state is State.FAILED for r in recorded.values())
+        failed = any(r.state in (State.FAILED, State.DEGRADED) for r in recorded.values())
         converged = settled and not failed and desired.ok and snapshot.error is None
         requeue = planning.requeue_after(recorded, now=self.clock(),
                                          in_flight=in_flight or not gateway_ok)
