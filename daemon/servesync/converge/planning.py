@@ -273,7 +273,7 @@ def _health(rec: ModelRecord, spec: ModelSpec, shortfall: str | None, running: i
                           f"{shortfall} (DEGRADED if it lasts {DEGRADED_GRACE_S:.0f} s)")
     if clock.since(rec.unhealthy_since) < DEGRADED_GRACE_S:
         return None
-    return _record(rec, clock, EventKind.DEGRADED, shortfall, "degraded",
+    return _record(rec, clock, EventKind.DEGRADED, shortfall, f"degraded: {shortfall}",
                    state=State.DEGRADED, error_summary=shortfall, unhealthy_since=None)
 
 
