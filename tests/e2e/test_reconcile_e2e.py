@@ -4,7 +4,10 @@ One scenario in phases, as an operator lives it (issue 3), each asserting
 what a user would see through the real ``openai`` client and the status
 files: add A → answers; add B while a client loops on A → A's replica is the
 same and every request succeeded; scale A → A's replica kept, B untouched;
-update B (one replica) while a client loops on B → every request succeeded
+kill -9 the vLLM engine of one of A's two replicas while a client loops on B
+→ A goes DEGRADED (with the reason) and back to RUNNING once Ray replaced the
+replica, and every request to B succeeded; update B (one replica) while a
+client loops on B → every request succeeded
 (Serve starts the new replica before stopping the old); break B's file →
 B keeps serving its last good version and status shows the 400; delete B →
 gone from /v1/models and Ray; restart servesync → no redeploy; ``serve
@@ -14,10 +17,14 @@ delete`` A by hand → the next tick restores it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openai import OpenAI
@@ -76,6 +83,22 @@ class World:
         TIMINGS[what] = f"{took:.1f} s"
         return results[-1]
 
+    def until(self, what: str, done: Callable[[], bool]) -> None:
+        """Tick every POLL_S until ``done()`` holds after a tick."""
+        results: list[TickResult] = []
+
+        def ticked() -> bool:
+            results.append(self.tick())
+            return done()
+
+        wait_for(what, ticked, deadline_s=CONVERGE_DEADLINE_S, poll_s=POLL_S,
+                 detail=lambda: results[-1])
+
+    def model_file(self, model_key: str) -> dict[str, Any]:
+        path = Path(self.config.status_dir) / "models" / f"{model_key}.json"
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
     def model(self, suffix: str) -> ModelRecord:
         (rec,) = [r for r in self.reconciler.store.models().values() if r.suffix == suffix]
         return rec
@@ -84,6 +107,37 @@ class World:
         data: dict[str, object] = json.loads(
             (Path(self.config.status_dir) / "index.json").read_text())
         return data
+
+
+def kill_engine(app_name: str) -> str:
+    """kill -9 the vLLM EngineCore process of one replica of ``app_name``: a
+    child of the replica actor's process (pid from Serve's details)."""
+    from servesync.rayserve.applier import _serve_details
+
+    app = _serve_details()["applications"][app_name]
+    pids = sorted(int(r["pid"]) for d in app["deployments"].values()
+                  for r in d["replicas"] if r.get("state") == "RUNNING" and r.get("pid"))
+    assert pids, app
+    for child in children(pids[0]):
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if "EngineCore" in cmdline:
+            os.kill(child, signal.SIGKILL)
+            return f"{cmdline.strip()} (pid {child}, replica pid {pids[0]})"
+    raise AssertionError(f"no EngineCore child of replica pid {pids[0]}")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc/<pid>/stat's ppid field)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +192,30 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
     assert a_replicas < applier.replica_actor_ids(a.app_name)  # kept, one added
     assert applier.replica_actor_ids(b.app_name) == b_replicas
     assert any(e.kind == "SCALED" for e in world.model("a").events)
+
+    # --- kill -9 one of A's vLLM engines while a client loops on B: A dips, B never fails ---
+    with requests_to(client, b.public_id) as loop:
+        killed_at = time.monotonic()
+        engine = kill_engine(a.app_name)
+        world.until("reconcile: A DEGRADED after kill -9 of a vLLM engine",
+                    lambda: world.model("a").state is State.DEGRADED)
+        TIMINGS["reconcile: kill -9 engine → A DEGRADED"] = \
+            f"{time.monotonic() - killed_at:.1f} s"
+        world.until("reconcile: A RUNNING again after the kill",
+                    lambda: world.model("a").state is State.RUNNING)
+        TIMINGS["reconcile: kill -9 engine → A RUNNING again"] = \
+            f"{time.monotonic() - killed_at:.1f} s"
+    TIMINGS["reconcile: requests to B while A lost a replica"] = loop.summary()
+    assert loop.failures == [] and loop.ok > 0
+    doc = world.model_file(a.model_key)
+    kinds = [e["kind"] for e in doc["events"]]
+    dip = doc["events"][kinds.index("DEGRADED", kinds.index("SCALED"))]
+    assert "of 2 replicas running" in dip["message"], (engine, doc["events"])
+    assert doc["events"][-1]["kind"] == "RUNNING", doc["events"]
+    assert doc["events"][-1]["message"] == "recovered: 2 of 2 replicas running"
+    assert doc["state"] == "RUNNING" and doc["error_summary"] is None
+    assert applier.observe().apps[a.app_name].running_replicas == 2
+    assert ask(client, a.public_id).strip()
 
     # --- update B (1 replica) while a client loops on B: it keeps answering (surge) --------
     with requests_to(client, b.public_id) as loop:

@@ -28,6 +28,7 @@ class FakeRay:
 
     def __init__(self) -> None:
         self.apps: dict[str, AppStatus] = {}
+        self.replicas: dict[str, int] = {}  # a RUNNING/UNHEALTHY app's replicas (default 1)
         self.calls: list[tuple[str, str]] = []
         self.fail_next: Exception | None = None
         self.reachable = True
@@ -38,7 +39,10 @@ class FakeRay:
         self.observations += 1
         if not self.reachable:
             return Observed(reachable=False, error="fake Ray is down")
-        return Observed({n: AppObservation(n, s, "boom" if s is AppStatus.DEPLOY_FAILED else "")
+        return Observed({n: AppObservation(n, s, "boom" if s is AppStatus.DEPLOY_FAILED else "",
+                                           self.replicas.get(n, 1)
+                                           if s in (AppStatus.RUNNING, AppStatus.UNHEALTHY)
+                                           else 0)
                          for n, s in self.apps.items()})
 
     def _maybe_fail(self) -> None:
@@ -50,6 +54,9 @@ class FakeRay:
         self._maybe_fail()
         self.calls.append(("deploy", public_id))
         self.apps[app_name] = AppStatus.DEPLOYING
+        auto = spec.autoscaling
+        self.replicas[app_name] = spec.num_replicas if spec.num_replicas is not None else \
+            auto.min_replicas if auto else 0
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
         self.calls.append(("gateway", ",".join(m[0] for m in members)))

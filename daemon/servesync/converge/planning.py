@@ -11,6 +11,12 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
   deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
   redeployed (drift), FAILED waits for a new spec.
+* A RUNNING model that shows fewer RUNNING replicas than asked
+  (``num_replicas``, or autoscaling's ``min_replicas``) or whose application
+  Ray reports UNHEALTHY for ``DEGRADED_GRACE_S`` goes DEGRADED, with the
+  reason; it stays in the gateway (Ray replaces the replica by itself) and is
+  RUNNING again once healthy. It becomes FAILED only when Ray gives up
+  (DEPLOY_FAILED); being DEGRADED for long never fails it on its own.
 * A recorded model whose file or name has validation errors, or whose file
   lies under a folder that could not be read, is left exactly as it is
   (last-known-good). One that is no longer declared goes DELETING.
@@ -52,6 +58,8 @@ from servesync.desired.specs import DesiredState, ModelName, ModelSpec
 
 SETTLE_S = 2.0  # Ray needs a moment to show a submitted change in serve.status()
 MISSING_GRACE_S = 15.0  # a just-submitted app may not be listed yet
+DEGRADED_GRACE_S = 10.0  # a replica dip must last this long (two looks) to be DEGRADED
+DEGRADED_POLL_S = 10.0  # a DEGRADED model is looked at again this often (Ray sends no events)
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 300.0
 _FAILED_STATUSES = (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY)
@@ -161,7 +169,7 @@ def _deploy(rec: ModelRecord, spec: ModelSpec, kind: Kind, reason: str,
         spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.DEPLOYING,
         enabled=True, source_file=spec.source_file, attempted_revision=revision,
         error_summary=None, submitted_at=None, retry_at=None,
-        serving_hash=clock.serving_hash,
+        serving_hash=clock.serving_hash, unhealthy_since=None,
     )
     return Deploy(kind, new, spec, reason)
 
@@ -211,19 +219,62 @@ def _follow(rec: ModelRecord, spec: ModelSpec, status: AppStatus, observed: Obse
         return None
     if rec.state is State.DEPLOYING:
         return _deploying(rec, spec, status, message, clock)
-    if rec.state in (State.RUNNING, State.FAILED) and status is AppStatus.RUNNING:
-        if rec.state is State.FAILED:
-            return _running(rec, clock, "recovered")
+    if rec.state is State.FAILED and status is AppStatus.RUNNING:
+        return _running(rec, clock, "recovered")
+    if rec.state not in (State.RUNNING, State.DEGRADED):
+        return None
+    if status is AppStatus.MISSING:
+        return _deploy(rec, spec, Kind.REDEPLOY, "application missing from Ray",
+                       rec.attempted_revision, clock)
+    if status is AppStatus.DEPLOY_FAILED:  # Ray gave up on it
+        return _failed(rec, clock, f"application {status}: {message}".rstrip(": "))
+    if status in (AppStatus.RUNNING, AppStatus.UNHEALTHY):
+        running = obs.running_replicas if obs else 0
+        return _health(rec, spec, _shortfall(rec, status, running, message), running, clock)
+    return None
+
+
+def _shortfall(rec: ModelRecord, status: AppStatus, running: int, message: str) -> str | None:
+    """Why a RUNNING model is not healthy (too few replicas, or Ray says
+    UNHEALTHY), or None when it is."""
+    asked = rec.asked_replicas
+    if status is not AppStatus.UNHEALTHY and running >= asked:
+        return None
+    if isinstance(rec.spec.get("num_replicas"), int):
+        reason = f"{running} of {asked} replicas running"
+    else:
+        reason = f"{running} replicas running, autoscaling min_replicas {asked}"
+    if status is AppStatus.UNHEALTHY:
+        reason += f"; Ray: UNHEALTHY: {message}".rstrip(": ")
+    return reason
+
+
+def _health(rec: ModelRecord, spec: ModelSpec, shortfall: str | None, running: int,
+            clock: Clock) -> Action | None:
+    """RUNNING ⇄ DEGRADED. A dip is remembered (``unhealthy_since``, no event)
+    and becomes DEGRADED once it has lasted ``DEGRADED_GRACE_S``."""
+    if shortfall is None:
+        if rec.state is State.DEGRADED:
+            of = f" of {rec.asked_replicas}" if isinstance(spec.num_replicas, int) else ""
+            return _running(rec, clock, f"recovered: {running}{of} replicas running")
+        if rec.unhealthy_since is not None:
+            return RecordOnly(replace(rec, unhealthy_since=None), "replicas back within grace")
         if spec.source_file != rec.source_file:
             return RecordOnly(replace(rec, source_file=spec.source_file, spec=spec.to_json()),
                               f"moved to {spec.source_file}")
         return None
-    if rec.state is State.RUNNING and status is AppStatus.MISSING:
-        return _deploy(rec, spec, Kind.REDEPLOY, "application missing from Ray",
-                       rec.attempted_revision, clock)
-    if rec.state is State.RUNNING and status in _FAILED_STATUSES:
-        return _failed(rec, clock, f"application {status}: {message}".rstrip(": "))
-    return None
+    if rec.state is State.DEGRADED:
+        if shortfall == rec.error_summary:
+            return None
+        return _record(rec, clock, EventKind.DEGRADED, shortfall, "still degraded",
+                       error_summary=shortfall)
+    if rec.unhealthy_since is None:
+        return RecordOnly(replace(rec, unhealthy_since=clock.stamp),
+                          f"{shortfall} (DEGRADED if it lasts {DEGRADED_GRACE_S:.0f} s)")
+    if clock.since(rec.unhealthy_since) < DEGRADED_GRACE_S:
+        return None
+    return _record(rec, clock, EventKind.DEGRADED, shortfall, f"degraded: {shortfall}",
+                   state=State.DEGRADED, error_summary=shortfall, unhealthy_since=None)
 
 
 def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: str,
@@ -248,7 +299,8 @@ def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: st
 def _running(rec: ModelRecord, clock: Clock, message: str) -> RecordOnly:
     return _record(rec, clock, EventKind.RUNNING, message, message, state=State.RUNNING,
                    enabled=True, applied_hash=rec.spec_hash,
-                   applied_revision=rec.attempted_revision, error_summary=None, attempts=0)
+                   applied_revision=rec.attempted_revision, error_summary=None, attempts=0,
+                   unhealthy_since=None)
 
 
 def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:
@@ -360,7 +412,7 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
     status = observed.status(rec.app_name)
     if status in (AppStatus.MISSING, AppStatus.DELETING) or not rec.enabled:
         return False
-    if rec.state is State.RUNNING:
+    if rec.state in (State.RUNNING, State.DEGRADED):
         return True
     if rec.state not in (State.DEPLOYING, State.QUEUED, State.FAILED) or rec.applied_hash is None:
         return False  # never ran: it joins once RUNNING
@@ -396,11 +448,17 @@ def requeue_after(records: Mapping[str, ModelRecord], *, now: datetime,
     settled, or Ray did not answer. Those, and every DEPLOYING or DELETING
     model, are looked at again after Ray's settle delay (Ray sends no events:
     a deploy is followed until RUNNING, FAILED or its deadline). A QUEUED
-    model is looked at when its backoff ends, not before."""
+    model is looked at when its backoff ends, not before; a RUNNING one short
+    of replicas when its grace ends, a DEGRADED one every ``DEGRADED_POLL_S``."""
     waits = [SETTLE_S] if in_flight else []
     for rec in records.values():
         if rec.state in (State.DEPLOYING, State.DELETING):
             waits.append(SETTLE_S)
+        elif rec.state is State.DEGRADED:
+            waits.append(DEGRADED_POLL_S)
+        elif rec.state is State.RUNNING and rec.unhealthy_since:
+            since = (now - datetime.fromisoformat(rec.unhealthy_since)).total_seconds()
+            waits.append(max(SETTLE_S, DEGRADED_GRACE_S - since))
         elif rec.state is State.QUEUED and rec.retry_at:
             left = (datetime.fromisoformat(rec.retry_at) - now).total_seconds()
             if left > 0:  # one already due was retried by this very tick, if it could be

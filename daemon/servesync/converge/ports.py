@@ -5,14 +5,16 @@ these three seams, so that ``converge`` imports nothing that acts (the
 import contracts in ``.importlinter``): :mod:`servesync.wiring` plugs in
 the real ones (``rayserve.applier.RayApplier``, ``state.store.Store``,
 ``status.publishing.StatusFiles``); unit tests plug in fakes from
-``tests/support``. Protocols only; no code.
+``tests/support``. Protocols, and the one record a tick hands the
+publisher for the operators' metrics (:class:`TickReport`); no code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from servesync.converge.observed import Observed
 from servesync.converge.records import GatewayRecord, ModelRecord
@@ -52,6 +54,27 @@ class RecordStore(Protocol):
     def set_meta(self, **kv: Any) -> None: ...
 
 
+TickOutcome = Literal["converged", "progressing", "degraded", "error"]
+"""How a tick ended, for the metrics: ``error`` (the source or Ray could not
+be read, or a Ray call failed), ``progressing`` (a deploy, deletion, retry or
+the gateway still in flight), ``degraded`` (settled, but a model FAILED or
+DEGRADED, or a file invalid), ``converged``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick did and saw, for :meth:`Publisher.publish_metrics`."""
+
+    tick: int
+    outcome: TickOutcome
+    duration_s: float
+    records: Mapping[str, ModelRecord]
+    desired: DesiredState
+    observed: Observed
+    revision: str | None
+    now: datetime
+
+
 class Publisher(Protocol):
     """The status files users read, rewritten at the end of every tick."""
 
@@ -66,3 +89,7 @@ class Publisher(Protocol):
         source_error: str | None,
         now: datetime,
     ) -> None: ...
+
+    def publish_metrics(self, report: TickReport) -> None:
+        """The operators' metrics of the tick that just ended (``metrics.prom``)."""
+        ...

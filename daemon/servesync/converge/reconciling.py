@@ -25,7 +25,7 @@ from servesync.converge import actions as act
 from servesync.converge import planning
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppStatus, Observed
-from servesync.converge.ports import Applier, Publisher, RecordStore
+from servesync.converge.ports import Applier, Publisher, RecordStore, TickOutcome, TickReport
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
 from servesync.desired import validating
 from servesync.desired.sources import Snapshot
@@ -97,6 +97,7 @@ class Reconciler:
         desired, observed = self.read(snapshot)
         actions = self.plan(desired, observed)
         errors = [i.render() for i in desired.issues()]
+        invalid = len(errors)
         self.ticks += 1
         tick = self.ticks
         # Each action is recorded as soon as it is carried out (a crash loses at
@@ -118,6 +119,10 @@ class Reconciler:
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
         result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
                               in_flight=in_flight)
+        outcome = _outcome(result, snapshot, observed, failed_calls=len(errors) - invalid)
+        self.publisher.publish_metrics(TickReport(
+            tick=tick, outcome=outcome, duration_s=time.monotonic() - started, records=recorded,
+            desired=desired, observed=observed, revision=snapshot.revision, now=self.clock()))
         log.debug("tick %d done in %.3f s: %d actions, converged=%s, requeue after %s s",
                   tick, time.monotonic() - started, len(actions), result.converged,
                   result.requeue_after_s)
@@ -187,12 +192,22 @@ class Reconciler:
                 errors: list[str], *, in_flight: bool) -> TickResult:
         settled = not in_flight and gateway_ok and not any(
             r.state in _PENDING for r in recorded.values())
-        failed = any(r.state is State.FAILED for r in recorded.values())
+        failed = any(r.state in (State.FAILED, State.DEGRADED) for r in recorded.values())
         converged = settled and not failed and desired.ok and snapshot.error is None
         requeue = planning.requeue_after(recorded, now=self.clock(),
                                          in_flight=in_flight or not gateway_ok)
         return TickResult(tick, snapshot.revision, actions, settled, converged, requeue,
                           tuple(errors))
+
+
+def _outcome(result: TickResult, snapshot: Snapshot, observed: Observed, *,
+             failed_calls: int) -> TickOutcome:
+    """How the tick ended (:data:`~servesync.converge.ports.TickOutcome`)."""
+    if snapshot.error or not observed.reachable or failed_calls:
+        return "error"
+    if result.converged:
+        return "converged"
+    return "degraded" if result.settled else "progressing"
 
 
 def _submitted(rec: ModelRecord, now: datetime, message: str) -> ModelRecord:

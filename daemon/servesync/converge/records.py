@@ -19,6 +19,9 @@ class State(StrEnum):
     QUEUED = "QUEUED"  # admitted, not yet submitted (e.g. backing off after a transient error)
     DEPLOYING = "DEPLOYING"  # submitted to Ray, not yet RUNNING
     RUNNING = "RUNNING"
+    # RUNNING, but fewer replicas running than asked or Ray reports it UNHEALTHY
+    # (e.g. a replica died and Ray is replacing it); still served, back to RUNNING when healthy
+    DEGRADED = "DEGRADED"
     FAILED = "FAILED"  # DEPLOY_FAILED, or not RUNNING by the deadline; waits for a new spec
     DELETING = "DELETING"  # removed from the desired state; application being deleted
     STOPPED = "STOPPED"  # enabled: false; declared, no application
@@ -29,6 +32,7 @@ class EventKind(StrEnum):
     DEPLOY_REQUESTED = "DEPLOY_REQUESTED"
     SUBMITTED = "SUBMITTED"
     RUNNING = "RUNNING"
+    DEGRADED = "DEGRADED"
     FAILED = "FAILED"
     RETRY = "RETRY"
     SCALED = "SCALED"
@@ -90,12 +94,23 @@ class ModelRecord:
     serving_hash: str = ""  # the cluster serving config the spec was deployed with
     retry_at: str | None = None  # QUEUED after a transient error: not before this
     attempts: int = 0  # consecutive transient failures (backoff exponent)
+    unhealthy_since: str | None = None  # RUNNING but short of replicas since (the grace's base)
     events: tuple[Event, ...] = ()
 
     @property
     def public_id(self) -> str:
         """The model name clients send: ``<user_id>-<YYYYMMDDHHMM>-<suffix>``."""
         return f"{self.prefix}-{self.suffix}"
+
+    @property
+    def asked_replicas(self) -> int:
+        """Replicas the spec asks to keep running: ``num_replicas``, or under
+        autoscaling its ``min_replicas``."""
+        declared = self.spec.get("num_replicas")
+        if isinstance(declared, int):
+            return declared
+        auto = self.spec.get("autoscaling") or {}
+        return int(auto.get("min_replicas", 0))
 
     def with_event(self, event: Event, **changes: Any) -> ModelRecord:
         events = (*self.events, event)[-MAX_EVENTS:]
@@ -111,7 +126,7 @@ class ModelRecord:
             "error_summary": self.error_summary, "created_at": self.created_at,
             "updated_at": self.updated_at, "submitted_at": self.submitted_at,
             "retry_at": self.retry_at, "attempts": self.attempts,
-            "serving_hash": self.serving_hash,
+            "serving_hash": self.serving_hash, "unhealthy_since": self.unhealthy_since,
             "events": [e.to_json() for e in self.events],
         }
 

@@ -1,7 +1,8 @@
 """status: the files users read, and reading them back.
 
-Owns publishing ``index.json`` and ``models/<model_key>.json`` at the end of
-each tick, and the readers behind ``servesync status``. May import:
+Owns publishing ``index.json``, ``models/<model_key>.json`` and the
+operators' ``metrics.prom`` at the end of each tick, and the readers behind
+``servesync status``. May import:
 ``state`` (atomic writes), ``converge`` (records), ``desired`` (issues),
 ``config``, ``errors``.
 """

@@ -6,7 +6,9 @@
   URL, one summary per model and the desired-state files' validation errors
   (schema ``status-index``);
 * ``models/<model_key>.json``: one model in the MVP ServingModel shape plus
-  what servesync knows of it (schema ``status-model``).
+  what servesync knows of it (schema ``status-model``);
+* ``metrics.prom``: the operators' Prometheus metrics (:mod:`servesync.status.metrics`),
+  through :meth:`StatusFiles.publish_metrics`.
 
 Every file goes through :func:`servesync.atomicio.atomic_write`, so a reader
 never sees half a file; model files are rewritten only when their content
@@ -37,11 +39,13 @@ import servesync
 from servesync.config import ServingConfig
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import Observed
+from servesync.converge.ports import TickReport
 from servesync.converge.records import ModelRecord
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
 from servesync.state.atomicio import atomic_write, remove_temps, write_if_changed
+from servesync.status.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class StatusFiles:
     def __init__(self, status_dir: Path, serving: ServingConfig) -> None:
         self.status_dir = status_dir
         self.serving = serving
+        self._metrics: Metrics | None = None  # built at the first tick's end
 
     def publish(self, *, records: Mapping[str, ModelRecord], desired: DesiredState | None,
                 observed: Observed, tick: int, revision: str | None, source_error: str | None,
@@ -64,6 +69,16 @@ class StatusFiles:
         publish(self.status_dir, records=records, desired=desired, observed=observed,
                 tick=tick, revision=revision, source_error=source_error,
                 serving=self.serving, now=now)
+
+    def publish_metrics(self, report: TickReport) -> None:
+        """Rewrite ``metrics.prom``; a failure to write it is logged, never fatal."""
+        if self._metrics is None:
+            self._metrics = Metrics(Path(self.status_dir))
+        self._metrics.update(report)
+        try:
+            self._metrics.write()
+        except OSError as e:
+            log.warning("could not write %s: %s", self._metrics.path, e)
 
 
 def publish(

@@ -72,9 +72,12 @@ def record(s: ModelSpec, state: State = State.RUNNING, *, admitted: datetime = T
 
 
 def observed(*pairs: tuple[ModelRecord | str, AppStatus], reachable: bool = True) -> Observed:
+    """Ray's view: a recorded model's RUNNING application runs the replicas it asks for."""
     apps = {}
     for who, status in pairs:
         name = who if isinstance(who, str) else who.app_name
+        running = who.asked_replicas if isinstance(who, ModelRecord) and status is \
+            AppStatus.RUNNING else 0
         apps[name] = AppObservation(name, status, "boom" if status is AppStatus.DEPLOY_FAILED
-                                    else "")
+                                    else "", running)
     return Observed(apps=apps, reachable=reachable)
