@@ -36,7 +36,10 @@ T = TypeVar("T")
 CALL_TIMEOUT_S = 30.0  # one Ray call (deploy submission, status, delete)
 GCS_PROBE_TIMEOUT_S = 2.0
 UNKNOWN_ERROR_DELAY_S = 30.0  # an exception type we do not know: retry, but not soon
-STUCK_AFTER_S = 2 * CALL_TIMEOUT_S  # one call busy this long: the connection is wedged
+# One call busy this long: the connection is wedged. Above the ~60 s a first
+# import of Ray Serve LLM can take on a loaded head (a deploy waits for it):
+# a restart would only import again.
+STUCK_AFTER_S = 4 * CALL_TIMEOUT_S
 
 
 class RayCalls:
