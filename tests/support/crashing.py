@@ -212,6 +212,18 @@ class CrashWorld:
             result.violations.append("a tick after convergence still acts")
 
 
+class KillWindow:
+    """The kill delay's upper bound, kept where about half the kills land before
+    the child has converged: each kill after convergence shortens it, each
+    before lengthens it, so a loaded machine (a slower child) moves it too."""
+
+    def __init__(self, start_s: float) -> None:
+        self.max_delay_s = start_s
+
+    def update(self, result: TrialResult) -> None:
+        self.max_delay_s *= 1.1 if result.mid_change else 0.9
+
+
 def child_converge_time(world: CrashWorld, rng: random.Random, trials: int = 3) -> float:
     """How long an unkilled child takes to converge a fresh change (seconds):
     the kill delays are drawn from about that window."""

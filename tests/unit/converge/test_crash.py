@@ -21,7 +21,7 @@ import pytest
 
 from servesync.converge.records import ModelRecord, State
 from servesync.state.store import Store
-from tests.support.crashing import CrashWorld, child_converge_time
+from tests.support.crashing import CrashWorld, KillWindow, child_converge_time
 
 TRIALS = 200
 
@@ -44,10 +44,11 @@ def world_dir(tmp_path: Path) -> Iterator[Path]:
 def test_kill_9_at_random_instants_loses_and_duplicates_nothing(world_dir: Path) -> None:
     world = CrashWorld(world_dir)
     rng = random.Random(9)
-    window = child_converge_time(world, rng)
+    window = KillWindow(child_converge_time(world, rng))
     failures, mid_change = [], 0
     for n in range(TRIALS):
-        result = world.trial(rng, max_delay_s=window)
+        result = world.trial(rng, max_delay_s=window.max_delay_s)
+        window.update(result)
         mid_change += result.mid_change
         failures += [f"trial {n}: {v}" for v in result.violations]
     assert failures == []
