@@ -99,3 +99,8 @@ class TransientError(ServesyncError):
 
 class PermanentError(ServesyncError):
     """A failure a retry will not fix: record it and wait for a new spec."""
+
+
+class RayConnectionLost(ServesyncError):
+    """This process's Ray connection is gone or wedged (raised by ``rayserve``):
+    only a new process reconnects, so the daemon exits 3 and systemd restarts it."""

@@ -14,8 +14,10 @@ hold an in-process Ray in the same pytest session).
   so ``~/.ray/auth_token`` is neither needed nor touched). :meth:`RayHead.stop`
   ends exactly the processes of that session (Ray's GCS, raylet, dashboard,
   workers and vLLM engines all inherit it), SIGTERM then SIGKILL, never a
-  machine-wide ``ray stop``. Serve's view (replicas with their actor ids) is
-  read from the cluster's dashboard REST API with that token.
+  machine-wide ``ray stop``; :meth:`RayHead.kill` + :meth:`RayHead.start`
+  is a head crash and restart on the same address and token. Serve's view
+  (replicas with their actor ids) is read from the cluster's dashboard REST
+  API with that token.
 * Measured on Ray 2.60: ``ray start --head`` enables token auth when
   ``~/.ray/auth_token`` exists (or ``RAY_AUTH_MODE=token``), and a driver
   given an explicit ``host:port`` only sends a token when ``RAY_AUTH_MODE=token``
@@ -177,6 +179,14 @@ class RayHead:
         if code != 0:
             raise RuntimeError(f"ray start exited {code}:\n{tail(self.log_path)}")
         return time.monotonic() - started
+
+    def kill(self) -> list[int]:
+        """The head dies: every process of its session SIGKILLed (after a
+        SIGTERM), the temp dir and token kept, so :meth:`start` brings it back
+        on the same address and token. Returns pids that survived (should be none)."""
+        left = end_session(self.sid, grace_s=0.5) if self.sid is not None else []
+        self.sid = None
+        return left
 
     def stop(self) -> list[int]:
         """End every process of the cluster's session; remove its temp dir.

@@ -8,7 +8,7 @@ the test commits to with ``git``, an AF_UNIX datagram socket as systemd's
 process never joins the cluster as a driver: Serve's replicas (with their
 actor ids) are read from the cluster's dashboard REST API.
 
-Two tests share one daemon and one model, in order:
+Three tests share one daemon (restarted as systemd would) and its models, in order:
 
 * git mode: a commit on ``main`` is served and recorded with its SHA; a
   scale commit runs 2 replicas; a bad commit is reported (400, path, SHA)
@@ -20,6 +20,13 @@ Two tests share one daemon and one model, in order:
   quickly with STOPPING=1 while the model keeps answering, and a restarted
   daemon adopts the model: same replica actors, no deploy or scale event,
   every request answered throughout.
+* Ray head restart: with two models serving, every process of the head's
+  session is killed; the status files say "Ray unreachable" and show no
+  model RUNNING; the daemon exits non-zero (the test restarts it, as
+  systemd's ``Restart=on-failure`` would); the head is started again on the
+  same address and token; both models are resubmitted within 2 ticks of
+  Ray answering and answer the ``openai`` client again. The time from the
+  head being back to the first answer is printed.
 """
 
 from __future__ import annotations
@@ -332,3 +339,118 @@ def test_daemon_lifecycle_with_signals_lock_and_adoption(world: World) -> None:
         assert world.index()["ray_reachable"] is True
         assert second.alive()
         assert listed(world.client) == {public_id}
+
+
+OUTAGE_DEADLINE_S = 120.0  # head killed -> the daemon has said so and exited
+
+
+def test_ray_head_killed_and_started_again_models_come_back(world: World) -> None:
+    if world.model().get("state") != "RUNNING":
+        pytest.skip("needs the model served by the tests before")
+    with world.explained():
+        # --- two models serving (tiny back to 1 replica: less to restore) -------------
+        sha, _ = world.repo.commit({MODEL_FILE: model_yaml("tiny", replicas=1),
+                                    "users/alice/second.yaml": model_yaml("second")},
+                                   "alice: tiny x1, add second")
+
+        def models() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = world.index().get("models") or []
+            return found
+
+        def all_running() -> bool:
+            found = models()
+            assert all(m["state"] != "FAILED" for m in found), found
+            return len(found) == 2 and all(m["state"] == "RUNNING"
+                                           and m["applied_revision"] == sha for m in found)
+
+        wait_for("two models RUNNING", all_running, deadline_s=RUNNING_DEADLINE_S, poll_s=POLL_S)
+        ids = {m["model_id"] for m in models()}
+        wait_for("the gateway lists both", lambda: listed(world.client) == ids,
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
+        for public_id in ids:
+            assert ask(world.client, public_id).strip()
+
+        # --- the head dies: "Ray unreachable", nothing RUNNING, the daemon exits ------
+        exits: list[int | None] = []
+        restarts: list[int] = []  # sd_notify message count at each restart
+
+        def supervise() -> None:
+            """systemd's Restart=on-failure: a daemon that exited is started again."""
+            daemon = world.daemon
+            if daemon.alive():
+                return
+            assert daemon.proc is not None
+            exits.append(daemon.proc.returncode)
+            assert daemon.proc.returncode not in (0, 2), daemon.log()
+            restarts.append(world.notify.count())
+            world.start_daemon()
+
+        def outage_shown() -> bool:
+            index = world.index()
+            assert not [m for m in index.get("models") or [] if m["state"] == "RUNNING"] \
+                or index.get("ray_reachable", True), index
+            return (index.get("ray_reachable") is False
+                    and "Ray unreachable" in (index.get("source_error") or "")
+                    and {m["state"] for m in index["models"]} == {"UNKNOWN"})
+
+        killed = time.monotonic()
+        assert world.head.kill() == []
+        world.daemon.signal(signal.SIGHUP)  # a tick now, not at the 30 s interval
+        wait_for("status: Ray unreachable, models UNKNOWN", outage_shown,
+                 deadline_s=OUTAGE_DEADLINE_S, poll_s=0.2)
+        TIMINGS["daemon: head killed (SIGTERM, SIGKILL at 0.5 s) → status says Ray "
+                "unreachable"] = f"{time.monotonic() - killed:.1f} s"
+
+        def restarted_and_unreachable() -> bool:
+            supervise()
+            return bool(exits) and world.daemon.alive() and outage_shown()
+
+        wait_for("the daemon exits non-zero and is restarted", restarted_and_unreachable,
+                 deadline_s=OUTAGE_DEADLINE_S, poll_s=0.2)
+        TIMINGS["daemon: head killed → daemon exited (code)"] = (
+            f"{time.monotonic() - killed:.1f} s ({exits[0]})")
+        # the restarted daemon's first tick, against the dead head, says so too
+        assert world.notify.wait_for("READY=1", since=restarts[-1],
+                                     timeout=READY_DEADLINE_S) is not None, world.daemon.log()
+        time.sleep(3.0)
+        supervise()
+        assert outage_shown(), world.index()
+
+        # --- the head is back: both resubmitted within 2 ticks, both answer -----------
+        world.head.start()
+        back = time.monotonic()
+        reachable_tick: list[int] = []
+        resubmitted_tick: list[int] = []
+
+        def answering() -> bool:
+            supervise()
+            index = world.index()
+            if index.get("ray_reachable") and not reachable_tick:
+                reachable_tick.append(index["tick"])
+            if (reachable_tick and not resubmitted_tick
+                    and all(m["state"] in ("DEPLOYING", "RUNNING") for m in index["models"])
+                    and all(any(e["kind"] == "DRIFT" for e in world_events(world, m))
+                            for m in index["models"])):
+                resubmitted_tick.append(index["tick"])
+            try:
+                return all(ask(world.client, public_id).strip() for public_id in ids)
+            except Exception:
+                return False
+
+        took = wait_for("both models answer again", answering, deadline_s=RUNNING_DEADLINE_S,
+                        poll_s=0.2)
+        TIMINGS["daemon: Ray head back → both models answer"] = f"{took:.1f} s"
+        assert resubmitted_tick and resubmitted_tick[0] - reachable_tick[0] <= 1, (
+            reachable_tick, resubmitted_tick)
+        wait_for("both RUNNING again", lambda: all(m["state"] == "RUNNING" for m in models()),
+                 deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
+        assert {m["model_id"] for m in models()} == ids  # same names: records kept
+        assert world.index()["ray_reachable"] is True
+        print(f"daemon exits during the outage: {exits}; "
+              f"back after {time.monotonic() - back:.0f} s")
+
+
+def world_events(world: World, model: dict[str, Any]) -> list[dict[str, Any]]:
+    path = world.status_dir / "models" / f"{model['model_key']}.json"
+    events: list[dict[str, Any]] = json.loads(path.read_text())["events"]
+    return events

@@ -45,3 +45,15 @@ def test_service_is_notify_and_hardened() -> None:
         assert line in text.splitlines(), line
     assert any(ln.startswith("ReadWritePaths=") and "/var/lib/servesync" in ln
                for ln in text.splitlines())
+
+
+def test_a_lost_ray_connection_exit_is_restarted_and_a_config_error_is_not() -> None:
+    """daemon/loop.py exits 3 when the Ray connection is lost (systemd must
+    restart it) and 2 on a config error (a restart would not help)."""
+    from servesync.daemon.loop import EXIT_CONFIG, EXIT_RAY_LOST
+
+    lines = (UNITS / "servesync.service").read_text().splitlines()
+    assert "Restart=on-failure" in lines
+    (prevent,) = [ln.split("=", 1)[1].split() for ln in lines
+                  if ln.startswith("RestartPreventExitStatus=")]
+    assert str(EXIT_CONFIG) in prevent and str(EXIT_RAY_LOST) not in prevent

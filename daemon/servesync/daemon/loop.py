@@ -9,7 +9,12 @@ Called by the CLI with a ticker factory (the reconcile tick lives in
   (``tick_interval_s``, drift repair) and, for a remote git source, its poll
   job (``poll_interval_s``: a tick only if the fetched tip changed). Triggers
   arriving during a tick coalesce into exactly one more tick after it;
-* a tick that raises is logged with its traceback, and the loop goes on;
+* a tick that raises is logged with its traceback, and the loop goes on,
+  except :class:`~servesync.errors.RayConnectionLost` (the Ray head went away,
+  or a Ray call has been stuck past its bound): no tick in this process can
+  reach Ray again, so the daemon stops and exits 3 for systemd to restart it
+  (the records are the truth: a new process adopts or redeploys). So a
+  wedged Ray also ends the WATCHDOG=1 pings, not only a wedged tick;
 * each tick's :class:`~servesync.converge.reconciling.TickResult` says when
   it next needs a look (``requeue_after_s``: Ray's settle delay while a model
   loads, the end of a backoff): exactly one tick is scheduled then, replacing
@@ -25,7 +30,8 @@ Called by the CLI with a ticker factory (the reconcile tick lives in
 
 Exit codes: 0 stopped by a signal or ``stop_event``; 1 the worker died
 (a bug; systemd restarts); 2 config error, unreadable recorded state
-(``state.json``) or the state dir is locked.
+(``state.json``) or the state dir is locked; 3 the Ray connection was lost
+(systemd restarts: ``Restart=on-failure``).
 
 The factory returns a context manager yielding a :class:`Ticker` (e.g.
 ``wiring.reconciler(config, lock=False)``: this module holds the lock); it is
@@ -55,12 +61,18 @@ from servesync.converge.reconciling import TickResult
 from servesync.daemon.sdnotify import Notifier
 from servesync.desired.sources import Snapshot, Source, open_source
 from servesync.desired.watching import Watcher
-from servesync.errors import LockHeldError, ServesyncError, SourceError, TransientError
+from servesync.errors import (
+    LockHeldError,
+    RayConnectionLost,
+    ServesyncError,
+    SourceError,
+    TransientError,
+)
 from servesync.state.locking import StateLock
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RAY_LOST = 0, 1, 2, 3
 STOP_GRACE_S = 8.0  # finish the current tick; systemd's TimeoutStopSec is 15
 MIN_REQUEUE_S = 0.5  # never tick again sooner than this on a ticker's request
 IDLE_WAKE_S = 1.0
@@ -136,6 +148,7 @@ class DaemonLoop:
         self.triggers = Triggers()
         self.ticks = 0
         self.ready = threading.Event()
+        self.exit_code: int | None = None  # set when the loop ended itself (Ray lost)
         self._slot = _TickerSlot(ticker_factory)
         self._clock = clock
         self._stop = threading.Event()
@@ -252,6 +265,12 @@ class DaemonLoop:
             snapshot = self.source.refresh()
             if self._worth_a_tick(reasons, snapshot):
                 self._tick(snapshot, reasons)
+        except RayConnectionLost as e:
+            log.critical("%s; exiting (code %d) so that systemd restarts servesync",
+                         e, EXIT_RAY_LOST)
+            self.notifier.status(f"exiting: {e}"[:200])
+            self.exit_code = EXIT_RAY_LOST
+            self._stop.set()
         except SourceError as e:
             log.error("desired state unavailable: %s", e)
             self.notifier.status(f"no desired state: {e}"[:200])
@@ -351,6 +370,10 @@ def run_daemon(
             return EXIT_OK
         loop.start()
         while not stop.wait(IDLE_WAKE_S):
+            if loop.exit_code is not None:
+                notifier.stopping()
+                loop.stop(stop_grace_s)
+                return loop.exit_code
             if not loop.alive:
                 log.critical("the tick worker died; exiting so that systemd restarts us")
                 notifier.stopping()

@@ -28,7 +28,7 @@ from servesync.config import Config
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, AppStatus, Observed
 from servesync.desired.specs import ModelSpec
-from servesync.errors import ServesyncError
+from servesync.errors import RayConnectionLost, ServesyncError
 from servesync.rayserve import llmconfigs
 from servesync.rayserve.calls import CALL_TIMEOUT_S, RayCalls, parse_host_port
 
@@ -80,6 +80,9 @@ class RayApplier:
         """
         if self._connected and ray.is_initialized():
             return
+        address = self._config.ray.address
+        if "://" not in address:  # a head that is down fails in seconds, not in ray.init's 60
+            self._calls.probe_gcs(parse_host_port(address))
         self._bounded(self._connect, what="connect to Ray", timeout_s=CONNECT_TIMEOUT_S)
         self._connected = True
 
@@ -116,8 +119,9 @@ class RayApplier:
 
     def shutdown(self) -> None:
         """Disconnect. Only a cluster this process started (``"local"``) is shut
-        down; on an external cluster every application keeps serving."""
-        if not ray.is_initialized():
+        down; on an external cluster every application keeps serving. A lost
+        connection is left alone: ``ray.shutdown`` would wait on the dead GCS."""
+        if not ray.is_initialized() or self._calls.lost is not None:
             self._connected = False
             return
         try:
@@ -141,10 +145,13 @@ class RayApplier:
     # -- reading ----------------------------------------------------------------------
 
     def observe(self) -> Observed:
-        """One snapshot of every Serve application; unreachable → ``reachable=False``."""
+        """One snapshot of every Serve application; unreachable → ``reachable=False``;
+        a lost connection raises :class:`~servesync.errors.RayConnectionLost`."""
         try:
             self._ensure_reachable()
             status = self._bounded(serve.status, what="read serve.status()")
+        except RayConnectionLost:
+            raise
         except ServesyncError as e:
             return Observed(reachable=False, error=str(e))
         apps: dict[str, AppObservation] = {}

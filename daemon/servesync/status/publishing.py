@@ -40,7 +40,7 @@ from servesync.config import ServingConfig
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import Observed
 from servesync.converge.ports import TickReport
-from servesync.converge.records import ModelRecord
+from servesync.converge.records import ModelRecord, State
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
@@ -50,6 +50,7 @@ from servesync.status.metrics import Metrics
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+UNKNOWN_STATE = "UNKNOWN"  # a RUNNING (or DEGRADED) model while Ray is unreachable
 MODELS_DIR = "models"
 STATUS_FILE_MODE = 0o644
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -153,7 +154,7 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "gpus_per_replica": gpus,
         "cpus_per_replica": spec.get("cpus_per_replica"),
         "total_gpus": replicas * gpus,
-        "state": str(rec.state),
+        "state": published_state(rec, observed),
         "enabled": rec.enabled,
         "endpoint": {"openai_base_url": base_url, "model": rec.public_id},
         "error_summary": rec.error_summary,
@@ -175,6 +176,15 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "env_names": sorted(spec.get("env") or {}),
         "events": [e.to_json() for e in rec.events],
     }
+
+
+def published_state(rec: ModelRecord, observed: Observed) -> str:
+    """The recorded state, except RUNNING or DEGRADED while Ray is unreachable: ``UNKNOWN``
+    (nothing can say it serves). The record itself keeps RUNNING: it is the
+    truth a reconnected tick checks against Ray (README, "Status files")."""
+    if rec.state in (State.RUNNING, State.DEGRADED) and not observed.reachable:
+        return UNKNOWN_STATE
+    return str(rec.state)
 
 
 def _replicas(rec: ModelRecord, observed: Observed) -> int:

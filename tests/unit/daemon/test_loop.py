@@ -18,9 +18,10 @@ import pytest
 
 from servesync.config import Config, SourceConfig
 from servesync.converge.reconciling import TickResult
-from servesync.daemon.loop import EXIT_CONFIG, DaemonLoop, run_daemon
+from servesync.daemon.loop import EXIT_CONFIG, EXIT_RAY_LOST, DaemonLoop, run_daemon
 from servesync.daemon.sdnotify import Notifier
 from servesync.desired.sources import Snapshot
+from servesync.errors import RayConnectionLost
 from servesync.state.store import Store
 from tests.support.gitrepos import commit_file, init_repo
 from tests.support.sdnotify import NotifyListener
@@ -237,6 +238,37 @@ def test_a_raising_tick_does_not_stop_the_loop(
         assert loop.alive
     finally:
         loop.stop()
+
+
+class RayLostTicker(FakeTicker):
+    """Ticks normally, then finds the Ray connection lost (as RayApplier raises it)."""
+
+    def tick(self, snapshot: Snapshot) -> TickResult:
+        if len(self.snapshots) >= 1:
+            self.snapshots.append(snapshot)
+            raise RayConnectionLost("Ray connection lost: the Ray GCS went away")
+        return super().tick(snapshot)
+
+
+def test_a_lost_ray_connection_stops_the_pings_and_exits_3(
+    tmp_path: Path, notify: NotifyListener, running: Running
+) -> None:
+    """Only a new process reconnects: exit 3 (systemd restarts on it), STOPPING=1,
+    the ticker closed, and no WATCHDOG=1 after the tick that found it."""
+    ticker = RayLostTicker()
+    ticker.requeues.append(0.6)  # the first tick asks for a second one, which finds it lost
+    notifier = Notifier(notify.path, watchdog_usec=200_000)
+    _, rc = running(_config(tmp_path), ticker, notifier)
+    assert notify.wait_for("READY=1")
+    since = notify.count()
+    assert notify.wait_for("WATCHDOG=1", since=since)  # still moving
+    wait_for("run_daemon returns 3", lambda: rc == [EXIT_RAY_LOST], deadline_s=WITHIN_S)
+    texts = notify.texts(since)
+    assert "STATUS=exiting: Ray connection lost: the Ray GCS went away" in texts, texts
+    stopping = texts.index("STOPPING=1")
+    time.sleep(0.5)  # five watchdog intervals
+    assert "WATCHDOG=1" not in notify.texts(since)[stopping:]
+    assert ticker.closed and len(ticker.snapshots) == 2
 
 
 def test_watchdog_pings_only_while_the_loop_moves(tmp_path: Path, notify: NotifyListener) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
-from servesync.errors import PermanentError, TransientError
+from servesync.errors import PermanentError, RayConnectionLost, TransientError
 from tests.support.waiting import wait_for
 
 rex = pytest.importorskip("ray.exceptions")
@@ -76,3 +77,46 @@ def test_errors_raised_on_the_ray_thread_reach_the_caller() -> None:
     with pytest.raises(KeyError):
         ray_thread.call(boom, what="boom", timeout_s=5)
     assert ray_thread.call(lambda: "next", what="next", timeout_s=5) == "next"
+
+
+def test_a_call_stuck_past_the_bound_is_a_lost_connection() -> None:
+    """Busy for longer than ``stuck_after_s``: not "busy" any more but
+    RayConnectionLost (measured: a call on the old connection never returns
+    once the head is back), and RayCalls keeps saying so."""
+    ray_calls = calls.RayCalls(call_timeout_s=0.1, stuck_after_s=0.5)
+    release = threading.Event()
+    try:
+        with pytest.raises(TransientError, match="no answer from Ray"):
+            ray_calls.bounded(lambda: release.wait(10), what="read serve.status()")
+        with pytest.raises(TransientError, match="still busy"):
+            ray_calls.bounded(lambda: 1, what="observe")
+        time.sleep(0.6)
+        with pytest.raises(RayConnectionLost, match="has not returned from 'read serve"):
+            ray_calls.bounded(lambda: 1, what="observe")
+        release.set()
+        time.sleep(0.1)  # the thread is free again, but this connection stays lost
+        with pytest.raises(RayConnectionLost):
+            ray_calls.bounded(lambda: 1, what="observe")
+    finally:
+        release.set()
+
+
+def test_a_refused_gcs_port_after_connecting_is_a_lost_connection() -> None:
+    """The GCS this process connected to refuses connections: this tick sees
+    "unreachable" (a TransientError, so it publishes that), the next one
+    RayConnectionLost. Before connecting, a refused port is only unreachable."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    ray_calls = calls.RayCalls()
+    with pytest.raises(TransientError, match="unreachable"):
+        ray_calls.probe_gcs(("127.0.0.1", port))  # connecting: not lost
+    assert ray_calls.lost is None
+    ray_calls.gcs = ("127.0.0.1", port)  # as after a connect
+    with pytest.raises(TransientError, match="unreachable"):
+        ray_calls.probe_gcs()
+    assert ray_calls.lost is not None
+    with pytest.raises(RayConnectionLost, match="went away"):
+        ray_calls.probe_gcs()
+    with pytest.raises(RayConnectionLost):
+        ray_calls.bounded(lambda: 1, what="observe")

@@ -130,6 +130,21 @@ def test_ray_unreachable_shows_unknown_status(tmp_path: Path) -> None:
     assert "not reachable" in render_table(tmp_path)
 
 
+def test_while_ray_is_unreachable_no_model_is_published_running(tmp_path: Path) -> None:
+    """A model recorded RUNNING shows UNKNOWN (schema-valid) while Ray does not
+    answer, other states stay; the record given to publish is not changed."""
+    run(tmp_path, observed=Observed(reachable=False, error="Ray GCS unreachable"))
+    index = read(tmp_path / "index.json")
+    states = {m["model_key"]: m["state"] for m in index["models"]}
+    assert states == {"svc-alice-a": "UNKNOWN", "svc-alice-b": "FAILED"}
+    assert read(tmp_path / "models" / "svc-alice-a.json")["state"] == "UNKNOWN"
+    schemas.validator("status-index").validate(index)
+    schemas.validator("status-model").validate(read(tmp_path / "models" / "svc-alice-a.json"))
+    assert RECORDS["svc-alice-a"].state is State.RUNNING
+    run(tmp_path)  # Ray answers again: RUNNING again
+    assert read(tmp_path / "models" / "svc-alice-a.json")["state"] == "RUNNING"
+
+
 def test_no_env_values_or_secrets_leak(tmp_path: Path) -> None:
     run(tmp_path)
     files = [tmp_path / "index.json", *sorted((tmp_path / "models").iterdir())]
