@@ -70,10 +70,11 @@ class Reconciler:
         self.publisher = publisher
         self.clock = clock
         self.ticks = int(store.meta().get("tick", 0))  # persisted only with real changes
+        self.validation = validating.ValidationCache()  # unchanged files aren't checked again
 
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
-                                           revision=snapshot.revision)
+                                           revision=snapshot.revision, cache=self.validation)
         # A model held at its last-known-good spec runs from its recorded source:
         # check that one too, so a broken file can't shield a swapped folder.
         recorded = (((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))

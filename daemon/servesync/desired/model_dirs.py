@@ -47,6 +47,13 @@ cached (as git's "racily clean" entries: a coarse file-system clock could
 hide a change made right after the walk). LRU: at most
 :data:`CACHE_ENTRIES` (4,096) folders and :data:`CACHE_ITEMS` (200,000)
 stored paths in all.
+
+One pass (:func:`one_pass`, a whole validation): the folder checks share
+which paths are not symlinks and the roots' real paths, so the storage root's
+own components are looked up once a pass, not once a model. Only facts that
+cost a lookup either way are shared (a known path still spends one from each
+check's budget), so every verdict is the one a lone check would give; what
+changes during a pass is seen by the next.
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 MAX_ENTRIES = 10_000
@@ -104,7 +112,7 @@ def check_folder(path: str, roots: Sequence[str], *, real: str | None = None) ->
             return None  # a single-file model: its real path is all there is
     except OSError:
         return None  # not there (yet): nothing to read
-    real_roots = tuple(os.path.realpath(r) for r in roots)
+    real_roots = tuple(realpath(r) for r in roots)
     key = (real, real_roots)
     cached = _CACHE.get(key)
     if cached is not None:
@@ -230,7 +238,8 @@ class Resolver:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = MAX_LOOKUPS if budget is None else budget
         self.lookups = 0
-        self._plain: set[str] = set()  # lstat said: not a symlink (or absent)
+        shared = _PASS.plain  # within one_pass(): shared by the pass's checks
+        self._plain: set[str] = set() if shared is None else shared  # lstat: no symlink
         self._links: dict[str, str] = {}  # symlink path -> where it leads, resolved
 
     def _spend(self) -> None:
@@ -289,6 +298,40 @@ class Resolver:
                 return os.path.join(path, rest), False
             self._links[new] = path
         return path, True
+
+
+class _Pass(threading.local):
+    plain: set[str] | None = None
+    realpaths: dict[str, str] | None = None
+
+
+_PASS = _Pass()
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Share, between the folder checks made inside the block (on this thread),
+    which paths are not symlinks and the real paths of roots (see the module
+    docstring). Nested blocks join the outer one."""
+    if _PASS.plain is not None:
+        yield
+        return
+    _PASS.plain, _PASS.realpaths = set(), {}
+    try:
+        yield
+    finally:
+        _PASS.plain = _PASS.realpaths = None
+
+
+def realpath(path: str) -> str:
+    """``os.path.realpath``, once per path within :func:`one_pass`."""
+    known = _PASS.realpaths
+    if known is None:
+        return os.path.realpath(path)
+    real = known.get(path)
+    if real is None:
+        real = known[path] = os.path.realpath(path)
+    return real
 
 
 def _within(path: str, base: str) -> bool:

@@ -161,7 +161,7 @@ def _real_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | 
     except model_dirs.TooCostly as e:
         return Rejection(IssueCode.FORBIDDEN, f"{path} has symlinks that take more than "
                          f"{e.args[0]:,} lookups to resolve: too costly to check")
-    if not any(_under(real, os.path.realpath(r)) for r in roots):
+    if not any(_under(real, model_dirs.realpath(r)) for r in roots):
         # Not naming `real`: it could show the layout of another user's folder.
         return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to a place "
                          f"outside {roots[0]}/ and {roots[1]}/")
