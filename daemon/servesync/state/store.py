@@ -87,6 +87,11 @@ def encode_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
+def _line(rec: ModelRecord) -> str:
+    """The record's line of the file: ``"<model key>": {...}``."""
+    return f"{encode_json(rec.model_key)}: {encode_json(rec.to_json())}"
+
+
 class Store:
     """The recorded state of one ``state_dir``. Not thread-safe; one writer."""
 
@@ -101,7 +106,7 @@ class Store:
             os.chmod(self.path, STATE_FILE_MODE)
         self._disk_writes = 0
         self._models: dict[str, ModelRecord] = {}
-        self._encoded: dict[str, str] = {}  # model key -> the record's compact JSON
+        self._encoded: dict[str, str] = {}  # model key -> its line of the file
         self._sorted: dict[str, ModelRecord] | None = None  # models() by key, until a change
         self._gateway: GatewayRecord | None = None
         self._meta: dict[str, Any] | None = None
@@ -127,7 +132,7 @@ class Store:
             for doc in data.get("models", {}).values():  # keyed by model key, or tinydb's ids
                 rec = ModelRecord.from_json(dict(doc))
                 self._models[rec.model_key] = rec
-                self._encoded[rec.model_key] = encode_json(rec.to_json())
+                self._encoded[rec.model_key] = _line(rec)
             gateway = data.get("gateway", {}).get(_SINGLETON_ID)
             if gateway is not None:
                 self._gateway = GatewayRecord.from_json(dict(gateway))
@@ -189,8 +194,7 @@ class Store:
                       f'{{"{_SINGLETON_ID}": {encode_json(doc)}}}'
                       for name, doc in (("gateway", self._gateway and self._gateway.to_json()),
                                         ("meta", self._meta))}
-        models = ",\n".join(f"{encode_json(key)}: {self._encoded[key]}"
-                            for key in sorted(self._encoded))
+        models = ",\n".join(self._encoded[key] for key in sorted(self._encoded))
         return (f'{{"gateway": {singletons["gateway"]},\n"meta": {singletons["meta"]},\n'
                 f'"models": {{\n{models}\n}}}}\n').encode()
 
@@ -214,7 +218,7 @@ class Store:
             if self._models.get(rec.model_key) == rec:
                 continue
             self._models[rec.model_key] = rec
-            self._encoded[rec.model_key] = encode_json(rec.to_json())
+            self._encoded[rec.model_key] = _line(rec)
             self._sorted = None
             self._dirty = True
         self._flush()
