@@ -49,8 +49,9 @@ hide a change made right after the walk). LRU: at most
 stored paths in all.
 
 One pass (:func:`one_pass`, a whole validation): the folder checks share
-which paths are not symlinks and the roots' real paths, so the storage root's
-own components are looked up once a pass, not once a model. Only facts that
+which paths are not symlinks, the roots' real paths and ``lstat`` answers
+(walks excepted), so the storage root's own components are looked up once a
+pass, not once a model, and a model folder once, not three times. Only facts that
 cost a lookup either way are shared (a known path still spends one from each
 check's budget), so every verdict is the one a lone check would give; what
 changes during a pass is seen by the next.
@@ -108,7 +109,7 @@ def check_folder(path: str, roots: Sequence[str], *, real: str | None = None) ->
             return f"{path} has symlinks that take more than {e.args[0]:,} lookups to " \
                 "resolve: too costly to check"
     try:
-        if not stat.S_ISDIR(os.lstat(real).st_mode):
+        if not stat.S_ISDIR(_lstat(real).st_mode):
             return None  # a single-file model: its real path is all there is
     except OSError:
         return None  # not there (yet): nothing to read
@@ -201,7 +202,7 @@ def unchanged(walk: Walk, resolver: Resolver) -> bool:
     Raises :class:`TooCostly` when ``resolver`` runs out of lookups."""
     for where, dev, ino, mtime, ctime in walk.dirs:
         try:
-            st = os.lstat(where)
+            st = _lstat(where)
         except OSError:
             return False
         if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != (dev, ino, mtime, ctime):
@@ -266,7 +267,7 @@ class Resolver:
             if name == "..":
                 path = os.path.dirname(path) or "/"
                 continue
-            new = os.path.join(path, name)
+            new = path + name if path.endswith("/") else f"{path}/{name}"  # posixpath.join
             if new in self._plain:
                 path = new
                 continue
@@ -275,7 +276,7 @@ class Resolver:
                 path = known
                 continue
             try:
-                is_link = stat.S_ISLNK(os.lstat(new).st_mode)
+                is_link = stat.S_ISLNK(_lstat(new).st_mode)
             except OSError:
                 is_link = False
             if not is_link:
@@ -303,6 +304,7 @@ class Resolver:
 class _Pass(threading.local):
     plain: set[str] | None = None
     realpaths: dict[str, str] | None = None
+    stats: dict[str, os.stat_result | OSError] | None = None
 
 
 _PASS = _Pass()
@@ -316,11 +318,29 @@ def one_pass() -> Iterator[None]:
     if _PASS.plain is not None:
         yield
         return
-    _PASS.plain, _PASS.realpaths = set(), {}
+    _PASS.plain, _PASS.realpaths, _PASS.stats = set(), {}, {}
     try:
         yield
     finally:
-        _PASS.plain = _PASS.realpaths = None
+        _PASS.plain = _PASS.realpaths = _PASS.stats = None
+
+
+def _lstat(path: str) -> os.stat_result:
+    """``os.lstat``, once per path within :func:`one_pass` (a model folder is
+    resolved, checked and revalidated in one look). Walks always look afresh."""
+    known = _PASS.stats
+    if known is None:
+        return os.lstat(path)
+    got = known.get(path)
+    if got is None:
+        try:
+            got = os.lstat(path)
+        except OSError as e:
+            got = e
+        known[path] = got
+    if isinstance(got, OSError):
+        raise got
+    return got
 
 
 def realpath(path: str) -> str:

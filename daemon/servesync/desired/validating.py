@@ -61,7 +61,7 @@ import difflib
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -100,6 +100,7 @@ class ValidationCache:
     def __init__(self) -> None:
         self._texts: dict[str, tuple[str, tuple[RawDocument, ...]]] = {}
         self._files: dict[str, tuple[LoadedFile, tuple[_Checked, ...]]] = {}
+        self._results: dict[str, FileResult] = {}
         self._config: Config | None = None
         self.checked = 0
 
@@ -114,7 +115,7 @@ class ValidationCache:
 
     def _begin(self, config: Config) -> None:
         if config != self._config:
-            self._config, self._files = config, {}
+            self._config, self._files, self._results = config, {}, {}
 
     def _get(self, f: LoadedFile) -> tuple[_Checked, ...] | None:
         hit = self._files.get(f.path)
@@ -123,9 +124,22 @@ class ValidationCache:
     def _put(self, f: LoadedFile, checked: tuple[_Checked, ...]) -> None:
         self._files[f.path] = (f, tuple(replace(c, issues=list(c.issues)) for c in checked))
 
+    def _result(self, f: LoadedFile, build: Callable[[LoadedFile], FileResult], *,
+                reused: bool, conflicted: bool) -> FileResult:
+        """The file's result: last pass's when its checks were reused and no
+        other file conflicts with it (409s are per pass), else built anew."""
+        if not reused:
+            self._results.pop(f.path, None)
+        got = self._results.get(f.path) if not conflicted else None
+        if got is None:
+            got = build(f)
+            if not conflicted:
+                self._results[f.path] = got
+        return got
+
     def _end(self, files: tuple[LoadedFile, ...]) -> None:
         paths = {f.path for f in files}
-        for table in (self._texts, self._files):
+        for table in (self._texts, self._files, self._results):
             for gone in [rel for rel in table if rel not in paths]:
                 del table[gone]
 
@@ -151,6 +165,7 @@ def validate_loaded(
     """Validate already loaded files (the whole tree: conflicts span files)."""
     files = tuple(files)
     checked: dict[tuple[str, int], _Checked] = {}
+    reused: set[str] = set()  # files whose results came from the cache
     if cache is not None:
         cache._begin(config)
     with model_dirs.one_pass():
@@ -160,6 +175,7 @@ def validate_loaded(
                                        for c, d in zip(hit, f.documents, strict=True)):
                 for c, d in zip(hit, f.documents, strict=True):
                     checked[(f.path, d.index)] = replace(c, issues=list(c.issues))
+                reused.add(f.path)
                 continue
             found = len(f.issues)
             for d in f.documents:
@@ -171,16 +187,17 @@ def validate_loaded(
             if cache is not None:
                 cache.checked += len(f.documents)
                 cache._put(f, tuple(checked[(f.path, d.index)] for d in f.documents))
-    if cache is not None:
-        cache._end(files)
+    conflicted = set()
     for key, issue in _conflicts(files, checked):
         checked[key].issues.append(issue)
+        conflicted.add(key[0])
     revoked = {(f.user_id, c.model_id): c.revocation
                for f in files if f.user_id is not None and not f.issues
                for c in (checked[(f.path, d.index)] for d in f.documents)
                if c.model_id is not None and c.revocation is not None}
-    results = tuple(
-        _capped(FileResult(
+
+    def result(f: LoadedFile) -> FileResult:
+        return _capped(FileResult(
             path=f.path,
             user_id=f.user_id,
             issues=f.issues,
@@ -188,8 +205,13 @@ def validate_loaded(
             folder=f.folder,
         ), cut=any(checked[(f.path, d.index)].cut for d in f.documents),
             first={d.index for d in f.documents if d.stopped})
-        for f in files
-    )
+
+    if cache is None:
+        results = tuple(result(f) for f in files)
+    else:
+        results = tuple(cache._result(f, result, reused=f.path in reused,
+                                      conflicted=f.path in conflicted) for f in files)
+        cache._end(files)
     return DesiredState(revision=revision, files=results, revoked=revoked)
 
 
