@@ -45,7 +45,7 @@ anyone can set an mtime back (``touch -d``), but not a ctime. A walk that saw
 a directory changed less than :data:`RACY_NS` (2 s) before it started is not
 cached (as git's "racily clean" entries: a coarse file-system clock could
 hide a change made right after the walk). LRU: at most
-:data:`CACHE_ENTRIES` (4,096) folders and :data:`CACHE_ITEMS` (200,000)
+:data:`CACHE_ENTRIES` (16,384) folders and :data:`CACHE_ITEMS` (200,000)
 stored paths in all.
 
 One pass (:func:`one_pass`, a whole validation): the folder checks share
@@ -72,7 +72,7 @@ MAX_ENTRIES = 10_000
 MAX_DEPTH = 16
 MAX_LOOKUPS = 20_000  # path components examined resolving one folder's symlinks
 MAX_HOPS = 40  # symlinks followed in one resolution (Linux's MAXSYMLINKS)
-CACHE_ENTRIES = 4096
+CACHE_ENTRIES = 16_384  # folders: above the 5,000 models a cluster is sized for
 CACHE_ITEMS = 200_000
 RACY_NS = 2_000_000_000
 _now_ns = time.time_ns  # the walk's start; tests move it
