@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ class Memo:
 
     inputs: dict[str, tuple[object, ...]] = field(default_factory=dict)  # what a doc came from
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # the index's lines
+    lines: dict[str, str] = field(default_factory=dict)  # ... encoded (already scrubbed)
     written: dict[str, bytes] = field(default_factory=dict)  # model key -> file content
     index: dict[str, Any] | None = None  # the last index written, without generated_at/tick
     known: tuple[str, ...] | None = None  # the secrets those docs were scrubbed of
@@ -136,7 +138,9 @@ def publish(
     }
     body = {k: v for k, v in index.items() if k not in ("generated_at", "tick")}
     if body != memo.index or not memo.started:
-        atomic_write(Path(status_dir) / INDEX_FILE, dump(scrub_strings(index, known)),
+        rest = scrub_strings({k: v for k, v in index.items() if k != "models"}, known)
+        atomic_write(Path(status_dir) / INDEX_FILE,
+                     dump_index({**index, **rest}, [memo.lines[k] for k in docs]),
                      mode=STATUS_FILE_MODE)
         memo.index = body
     gone = [models_dir / f"{k}.json" for k in memo.written if k not in docs] if memo.started \
@@ -146,6 +150,7 @@ def publish(
         memo.written.pop(path.stem, None)
         memo.inputs.pop(path.stem, None)
         memo.summaries.pop(path.stem, None)
+        memo.lines.pop(path.stem, None)
     memo.started = True
 
 
@@ -165,6 +170,7 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
     elif memo.written[key] != data:
         atomic_write(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
     memo.written[key], memo.inputs[key], memo.summaries[key] = data, inputs, summary(doc)
+    memo.lines[key] = json.dumps(memo.summaries[key], ensure_ascii=False)
     return memo.summaries[key]
 
 
@@ -279,6 +285,16 @@ def iso(now: datetime) -> str:
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dump_index(index: Mapping[str, Any], lines: list[str]) -> bytes:
+    """``index.json``'s bytes: as :func:`dump`, but each model on one line, given
+    already encoded (``lines``): each is encoded once, when its model changes,
+    not the whole list whenever one model does."""
+    marker = f"models-{secrets.token_hex(8)}"
+    text = json.dumps({**index, "models": marker}, indent=2, ensure_ascii=False)
+    models = "[\n    " + ",\n    ".join(lines) + "\n  ]" if lines else "[]"
+    return (text.replace(f'"{marker}"', models, 1) + "\n").encode()
 
 
 def dump(doc: Mapping[str, Any]) -> bytes:
