@@ -59,6 +59,7 @@ class ModelSpec:
     enabled: bool = True
     source_file: str = ""  # relative to the desired-state root
     line: int = 1  # line of the document's first key
+    _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
     def name(self) -> ModelName:
@@ -84,8 +85,11 @@ class ModelSpec:
         ``enabled`` is not part of it: stopping and starting a model is a state
         change, not a new spec.
         """
-        blob = json.dumps(self.serving_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if not self._hash:  # a spec is frozen: its hash is worked out once (the planner
+            # asks every tick, and a validation cache hands it the same specs)
+            blob = json.dumps(self.serving_json(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_hash", hashlib.sha256(blob.encode()).hexdigest()[:16])
+        return self._hash
 
     def to_json(self) -> dict[str, Any]:
         out = self.serving_json()
