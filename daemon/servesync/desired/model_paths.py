@@ -30,6 +30,7 @@ Rules (``<root>`` is the daemon config's ``storage_root``):
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -62,6 +63,7 @@ class Rejection:
     message: str
 
 
+@functools.lru_cache(maxsize=16_384)  # pure; asked for every model on every tick
 def expand(source: str, *, user_id: str, storage_root: str) -> str:
     """Apply the ``$HOME`` macros; any other string is returned unchanged."""
     if source != HOME_MACRO and not source.startswith(HOME_MACRO + "/"):
@@ -92,6 +94,7 @@ def _hub_id_problem(source: str, *, storage_root: str) -> Rejection | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure
 def allowed_roots(*, user_id: str, storage_root: str) -> tuple[str, str]:
     """The two folders a local model_source may lie under."""
     root = posixpath.normpath(storage_root)
