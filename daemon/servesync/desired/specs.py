@@ -157,6 +157,8 @@ class DesiredState:
     revision: str | None
     files: tuple[FileResult, ...]
     revoked: Mapping[ModelName, str] = field(default_factory=dict)
+    _holds: tuple[frozenset[str], frozenset[ModelName], tuple[str, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False)  # for holds(), worked out once
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
@@ -181,9 +183,17 @@ class DesiredState:
         return frozenset(f.path for f in self.files if f.folder)
 
     def holds(self, name: ModelName, source_file: str) -> bool:
-        """Must the recorded model ``name``, declared in ``source_file``, stay as it is?"""
-        return (source_file in self.held_files or name in self.held_names
-                or any(source_file.startswith(folder) for folder in self.held_folders))
+        """Must the recorded model ``name``, declared in ``source_file``, stay as it is?
+
+        The held sets are worked out at the first call, not at every one: the
+        planner asks once per recorded model."""
+        if self._holds is None:
+            object.__setattr__(self, "_holds", (self.held_files, self.held_names,
+                                                tuple(self.held_folders)))
+        assert self._holds is not None
+        files, names, folders = self._holds
+        return (source_file in files or name in names
+                or any(source_file.startswith(folder) for folder in folders))
 
     @property
     def ok(self) -> bool:
