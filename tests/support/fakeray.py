@@ -8,15 +8,17 @@ by tests/e2e.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from servesync.config import Config
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.converge.ports import ModelDeploy
 from servesync.converge.reconciling import Reconciler
 from servesync.desired.specs import ModelSpec
+from servesync.errors import PermanentError, TransientError
 from servesync.state.store import Store
 from servesync.status.publishing import StatusFiles
 
@@ -30,6 +32,7 @@ class FakeRay:
         self.apps: dict[str, AppStatus] = {}
         self.replicas: dict[str, int] = {}  # a RUNNING/UNHEALTHY app's replicas (default 1)
         self.calls: list[tuple[str, str]] = []
+        self.batches: list[int] = []  # the size of each deploy_models call
         self.fail_next: Exception | None = None
         self.reachable = True
         self.observations = 0
@@ -49,6 +52,19 @@ class FakeRay:
         if self.fail_next is not None:
             e, self.fail_next = self.fail_next, None
             raise e
+
+    def deploy_models(self, batch: Sequence[ModelDeploy]
+                      ) -> Mapping[str, TransientError | PermanentError]:
+        """Each model through :meth:`deploy_model` (which subclasses and
+        ``fail_next`` make fail), its servesync error kept as that model's own."""
+        self.batches.append(len(batch))
+        failed: dict[str, TransientError | PermanentError] = {}
+        for d in batch:
+            try:
+                self.deploy_model(d.spec, app_name=d.app_name, public_id=d.public_id)
+            except (TransientError, PermanentError) as e:
+                failed[d.app_name] = e
+        return failed
 
     def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
         self._maybe_fail()

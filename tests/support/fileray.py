@@ -17,13 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.converge.ports import ModelDeploy
 from servesync.desired.specs import ModelSpec
+from servesync.errors import PermanentError, TransientError
 from servesync.state.atomicio import atomic_write
 
 SERVING_HASH = "file-ray-serving"
@@ -84,6 +86,19 @@ class FileRay:
                 app["status"] = "RUNNING"
             self.save(data)
         return observed
+
+    def deploy_models(self, batch: Sequence[ModelDeploy]
+                      ) -> Mapping[str, TransientError | PermanentError]:
+        """The whole batch in one write, as one ``serve.run_many`` submits it."""
+        data = self.load()
+        for d in batch:
+            digest = spec_hash(d.spec)
+            data["apps"][d.app_name] = {"status": "DEPLOYING", "public_id": d.public_id,
+                                        "spec_hash": digest, "replicas": d.spec.num_replicas or 1}
+            data["calls"].append(["deploy", d.app_name, digest])
+        self.save(data)
+        time.sleep(self.answer_delay_s)
+        return {}
 
     def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
         data = self.load()

@@ -5,13 +5,15 @@ these three seams, so that ``converge`` imports nothing that acts (the
 import contracts in ``.importlinter``): :mod:`servesync.wiring` plugs in
 the real ones (``rayserve.applier.RayApplier``, ``state.store.Store``,
 ``status.publishing.StatusFiles``); unit tests plug in fakes from
-``tests/support``. Protocols, and the one record a tick hands the
-publisher for the operators' metrics (:class:`TickReport`); no code.
+``tests/support``. Protocols, the one value a batch deploy takes, and the one
+record a tick hands the publisher for the operators' metrics
+(:class:`TickReport`); no code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -19,6 +21,16 @@ from typing import Any, Literal, Protocol
 from servesync.converge.observed import Observed
 from servesync.converge.records import GatewayRecord, ModelRecord
 from servesync.desired.specs import DesiredState, ModelSpec
+from servesync.errors import PermanentError, TransientError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDeploy:
+    """One model of a batch deploy: its spec, its application, its public id."""
+
+    spec: ModelSpec
+    app_name: str
+    public_id: str
 
 
 class Applier(Protocol):
@@ -28,7 +40,16 @@ class Applier(Protocol):
     :class:`~servesync.errors.PermanentError` (wait for a new spec)."""
 
     def observe(self) -> Observed: ...
-    def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None: ...
+    def deploy_models(
+        self, batch: Sequence[ModelDeploy]
+    ) -> Mapping[str, TransientError | PermanentError]:
+        """Submit every model of ``batch`` as its own application, in one Ray
+        call (``serve.run_many``), without waiting for them to run. Returns the
+        models that failed, by app name, each with its own error (a spec Ray
+        refuses to build fails only that model); the others were accepted.
+        Raises (Transient/Permanent) only when nothing could be submitted."""
+        ...
+
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None: ...
     def delete_app(self, app_name: str) -> None: ...
 
@@ -43,11 +64,15 @@ class Applier(Protocol):
 
 
 class RecordStore(Protocol):
-    """What servesync applied, kept across restarts (each write durable at once)."""
+    """What servesync applied, kept across restarts (each write durable at once;
+    the writes inside ``batch()`` durable together when it ends)."""
 
     def models(self) -> dict[str, ModelRecord]: ...
     def put(self, record: ModelRecord) -> None: ...
+    def put_many(self, records: Iterable[ModelRecord]) -> None: ...
     def delete(self, model_key: str) -> None: ...
+    def delete_many(self, model_keys: Iterable[str]) -> None: ...
+    def batch(self) -> AbstractContextManager[None]: ...
     def gateway(self) -> GatewayRecord: ...
     def set_gateway(self, rec: GatewayRecord) -> None: ...
     def meta(self) -> dict[str, Any]: ...

@@ -4,8 +4,10 @@ Called by ``servesync once`` / ``plan`` (through :mod:`servesync.wiring`)
 and by the daemon loop, one tick at a time. The only place that wires the
 pure planner to its side effects, each behind a protocol of
 :mod:`servesync.converge.ports`: Ray (``Applier``), the records
-(``RecordStore``) and the status files (``Publisher``). One failure never
-stops the tick or loses state: a transient Ray error on a deploy → QUEUED
+(``RecordStore``) and the status files (``Publisher``). The plan is carried
+out in phases, each recorded in one store write (the deploys written ahead
+of their one batch call to Ray). One failure never stops the tick or loses
+state: a transient Ray error on a deploy → QUEUED
 with a backoff; a permanent one → FAILED, waiting for a new spec; Ray
 unreachable → nothing planned, status says so. The tick returns a
 :class:`TickResult` that says when it next needs a look
@@ -16,16 +18,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from servesync.config import Config
 from servesync.converge import actions as act
 from servesync.converge import planning
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppStatus, Observed
-from servesync.converge.ports import Applier, Publisher, RecordStore, TickOutcome, TickReport
+from servesync.converge.ports import (
+    Applier,
+    ModelDeploy,
+    Publisher,
+    RecordStore,
+    TickOutcome,
+    TickReport,
+)
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
 from servesync.desired import validating
 from servesync.desired.sources import Snapshot
@@ -67,10 +77,11 @@ class Reconciler:
         self.publisher = publisher
         self.clock = clock
         self.ticks = int(store.meta().get("tick", 0))  # persisted only with real changes
+        self.validation = validating.ValidationCache()  # unchanged files aren't checked again
 
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
-                                           revision=snapshot.revision)
+                                           revision=snapshot.revision, cache=self.validation)
         # A model held at its last-known-good spec runs from its recorded source:
         # check that one too, so a broken file can't shield a swapped folder.
         recorded = (((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))
@@ -100,20 +111,11 @@ class Reconciler:
         invalid = len(errors)
         self.ticks += 1
         tick = self.ticks
-        # Each action is recorded as soon as it is carried out (a crash loses at
-        # most the one in flight); an idle tick writes nothing.
-        in_flight = False  # Ray took a change (or must be asked again soon)
         for action in actions:
             log.info("%s", act.describe(action))
-            error = self._execute(action)
-            if error:
-                errors.append(error)
-            # A deploy that failed waits for its own retry_at; any other Ray call
-            # that was made or failed is looked at again after the settle delay.
-            if isinstance(action, act.MUTATING) and not (error and isinstance(action, act.Deploy)):
-                in_flight = True
-        if actions:
-            self.store.set_meta(tick=tick, revision=snapshot.revision)
+        # Recorded once per phase (an idle tick writes nothing): a crash loses at
+        # most the Ray calls of the phase in flight, which the next tick repeats.
+        in_flight = self._apply(actions, tick, snapshot.revision, errors)
         recorded = self.store.models()
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
@@ -128,53 +130,105 @@ class Reconciler:
                   result.requeue_after_s)
         return result
 
-    def _execute(self, action: act.Action) -> str | None:
-        """Carry out one action; returns an error line, or None."""
-        now = self.clock()
-        try:
-            match action:
-                case act.Deploy(record=rec, spec=spec):
-                    # Write ahead: a crash between the two leaves a DEPLOYING record
-                    # that the planner resubmits, never an application with no record.
-                    self.store.put(rec)
-                    self.applier.deploy_model(spec, app_name=rec.app_name,
-                                              public_id=rec.public_id)
-                    accepted = replace(rec, submitted_at=stamp(now))
-                    self.store.put(_submitted(accepted, now, "accepted by Ray Serve"))
-                case act.DeleteApp(record=rec):
-                    self.applier.delete_app(rec.app_name)
-                    self.store.put(_submitted(rec, now, "application deletion accepted"))
-                case act.UpdateGateway(members=members):
-                    self.applier.deploy_gateway(members)
-                    self.store.set_gateway(GatewayRecord(members=members,
-                                                         deployed_at=stamp(now)))
-                case act.RecordOnly(record=rec):
-                    self.store.put(rec)
-                case act.Forget(model_key=key):
-                    self.store.delete(key)
-        except TransientError as e:
-            return self._failed(action, str(e), now, delay_s=e.delay_s)
-        except PermanentError as e:
-            return self._failed(action, str(e), now, delay_s=None)
-        return None
+    def _apply(self, actions: tuple[act.Action, ...], tick: int, revision: str | None,
+               errors: list[str]) -> bool:
+        """Carry out the plan in its phases (the planner's order), one store write
+        each: bookkeeping; the gateway and deletions; the deploys (written ahead,
+        then one batch to Ray, then confirmed). Returns whether Ray took a change
+        (or must be asked again soon); error lines go to ``errors``.
 
-    def _failed(self, action: act.Action, error: str, now: datetime, *,
-                delay_s: float | None) -> str:
-        """``delay_s`` None: permanent; else transient, retried no sooner than that.
+        A deploy that failed waits for its own retry_at; any other Ray call that
+        was made or failed is looked at again after the settle delay."""
+        if not actions:
+            return False
+        meta = {"tick": tick, "revision": revision}
+        book = [a for a in actions if isinstance(a, act.RecordOnly | act.Forget)]
+        calls = [a for a in actions if isinstance(a, act.UpdateGateway | act.DeleteApp)]
+        deploys = [a for a in actions if isinstance(a, act.Deploy)]
+        with self.store.batch():
+            self.store.put_many(a.record for a in book if isinstance(a, act.RecordOnly))
+            self.store.delete_many(a.model_key for a in book if isinstance(a, act.Forget))
+            if not calls and not deploys:
+                self.store.set_meta(**meta)
+        if calls:
+            self._call_each(calls, errors, meta=None if deploys else meta)
+        accepted = self._deploy(deploys, errors, meta=meta) if deploys else False
+        return bool(calls) or accepted
+
+    def _call_each(self, calls: list[act.UpdateGateway | act.DeleteApp], errors: list[str],
+                   *, meta: dict[str, Any] | None) -> None:
+        """The gateway and the deletions, one Ray call each; their records in one write."""
+        now = self.clock()
+        done: list[ModelRecord] = []
+        gateway: GatewayRecord | None = None
+        for action in calls:
+            try:
+                if isinstance(action, act.UpdateGateway):
+                    self.applier.deploy_gateway(action.members)
+                    gateway = GatewayRecord(members=action.members, deployed_at=stamp(now))
+                else:
+                    self.applier.delete_app(action.record.app_name)
+                    done.append(_submitted(action.record, now, "application deletion accepted"))
+            except (TransientError, PermanentError) as e:
+                errors.append(self._failed(action, e, now)[0])
+        with self.store.batch():
+            if gateway is not None:
+                self.store.set_gateway(gateway)
+            self.store.put_many(done)
+            if meta is not None:
+                self.store.set_meta(**meta)
+
+    def _deploy(self, deploys: list[act.Deploy], errors: list[str], *,
+                meta: dict[str, Any]) -> bool:
+        """Write ahead, submit the batch in one Ray call, record each answer.
+
+        The DEPLOYING records (``submitted_at`` None) are stored first: a crash
+        before the confirmation leaves records the planner resubmits, never an
+        application with no record. Returns whether Ray accepted any."""
+        now = self.clock()
+        self.store.put_many(a.record for a in deploys)
+        batch = [ModelDeploy(a.spec, a.record.app_name, a.record.public_id) for a in deploys]
+        failed: Mapping[str, TransientError | PermanentError]
+        try:
+            failed = self.applier.deploy_models(batch)
+        except (TransientError, PermanentError) as e:  # nothing submitted: each fails with it
+            failed = {a.record.app_name: e for a in deploys}
+        after: list[ModelRecord] = []
+        for action in deploys:
+            rec, error = action.record, failed.get(action.record.app_name)
+            if error is None:
+                accepted = replace(rec, submitted_at=stamp(now))
+                after.append(_submitted(accepted, now, "accepted by Ray Serve"))
+                continue
+            line, record = self._failed(action, error, now)
+            errors.append(line)
+            if record is not None:
+                after.append(record)
+        with self.store.batch():
+            self.store.put_many(after)
+            self.store.set_meta(**meta)
+        return len(failed) < len(deploys)
+
+    def _failed(self, action: act.Action, error: TransientError | PermanentError,
+                now: datetime) -> tuple[str, ModelRecord | None]:
+        """The error line, and for a deploy the record to store: QUEUED (transient,
+        retried no sooner than ``error.delay_s``) or FAILED (permanent).
 
         Ray's and pydantic's errors may quote the deployment's config: the
         model's env values are taken out before the error is logged or recorded."""
+        text = str(error)
         if isinstance(action, act.Deploy):
             env = [*action.spec.env.values(), *self.config.serving.replica_env.values()]
-            error = scrub(error, known_secrets(env))
+            text = scrub(text, known_secrets(env))
         log.warning("%s failed (%s): %s", act.describe(action),
-                    "permanent" if delay_s is None else "transient", error)
+                    "transient" if isinstance(error, TransientError) else "permanent", text)
+        record = None
         if isinstance(action, act.Deploy):
-            after = (planning.after_permanent(action.record, error, now) if delay_s is None
-                     else planning.after_transient(action.record, error, now,
-                                                   min_delay_s=delay_s))
-            self.store.put(after)
-        return f"{action.kind}: {error}"
+            record = (planning.after_transient(action.record, text, now,
+                                               min_delay_s=error.delay_s)
+                      if isinstance(error, TransientError)
+                      else planning.after_permanent(action.record, text, now))
+        return f"{action.kind}: {text}", record
 
     def _publish(self, recorded: dict[str, ModelRecord], desired: DesiredState,
                  observed: Observed, tick: int, snapshot: Snapshot) -> None:

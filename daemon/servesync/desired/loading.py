@@ -55,7 +55,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,16 @@ def _file_issue(rel: str, code: IssueCode, message: str, *, folder: bool = False
                       issues=(Issue(code, rel, 0, "", message),), folder=folder)
 
 
-def load_file(root: Path, rel: str, *, is_symlink: bool = False) -> LoadedFile:
+Parser = Callable[[str, str], tuple[RawDocument, ...]]
+"""``(text, rel) -> documents``: :func:`parse_text`, or a cache in front of it."""
+
+
+def _parse(text: str, rel: str) -> tuple[RawDocument, ...]:
+    return parse_text(text, rel=rel)
+
+
+def load_file(root: Path, rel: str, *, is_symlink: bool = False,
+              parse: Parser = _parse) -> LoadedFile:
     """Read one candidate file (``rel`` relative to ``root``) into documents."""
     parts = rel.split("/")
     if is_symlink and parts[0] == USERS_DIR:
@@ -325,7 +334,7 @@ def load_file(root: Path, rel: str, *, is_symlink: bool = False) -> LoadedFile:
     except OSError as e:
         return _file_issue(rel, IssueCode.INVALID, f"cannot read: {e.strerror or e}; "
                            "its models keep their last good version")
-    return LoadedFile(path=rel, user_id=parts[1], documents=parse_text(text, rel=rel))
+    return LoadedFile(path=rel, user_id=parts[1], documents=parse(text, rel))
 
 
 class _Unreadable(Exception):
@@ -346,10 +355,11 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def load_tree(root: Path) -> tuple[LoadedFile, ...]:
-    """Every candidate of the tree, loaded (or reported), in path order."""
+def load_tree(root: Path, *, parse: Parser = _parse) -> tuple[LoadedFile, ...]:
+    """Every candidate of the tree, loaded (or reported), in path order;
+    ``parse`` turns a file's text into documents."""
     return tuple(
-        load_file(root, c.rel, is_symlink=c.is_symlink) if c.problem is None
+        load_file(root, c.rel, is_symlink=c.is_symlink, parse=parse) if c.problem is None
         else _file_issue(c.rel, IssueCode.INVALID, c.problem, folder=c.rel.endswith("/"))
         for c in iter_candidates(root)
     )

@@ -45,8 +45,16 @@ anyone can set an mtime back (``touch -d``), but not a ctime. A walk that saw
 a directory changed less than :data:`RACY_NS` (2 s) before it started is not
 cached (as git's "racily clean" entries: a coarse file-system clock could
 hide a change made right after the walk). LRU: at most
-:data:`CACHE_ENTRIES` (4,096) folders and :data:`CACHE_ITEMS` (200,000)
+:data:`CACHE_ENTRIES` (16,384) folders and :data:`CACHE_ITEMS` (200,000)
 stored paths in all.
+
+One pass (:func:`one_pass`, a whole validation): the folder checks share
+which paths are not symlinks, the roots' real paths and ``lstat`` answers
+(walks excepted), so the storage root's own components are looked up once a
+pass, not once a model, and a model folder once, not three times. Only facts that
+cost a lookup either way are shared (a known path still spends one from each
+check's budget), so every verdict is the one a lone check would give; what
+changes during a pass is seen by the next.
 """
 
 from __future__ import annotations
@@ -56,14 +64,15 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 MAX_ENTRIES = 10_000
 MAX_DEPTH = 16
 MAX_LOOKUPS = 20_000  # path components examined resolving one folder's symlinks
 MAX_HOPS = 40  # symlinks followed in one resolution (Linux's MAXSYMLINKS)
-CACHE_ENTRIES = 4096
+CACHE_ENTRIES = 16_384  # folders: above the 5,000 models a cluster is sized for
 CACHE_ITEMS = 200_000
 RACY_NS = 2_000_000_000
 _now_ns = time.time_ns  # the walk's start; tests move it
@@ -100,11 +109,11 @@ def check_folder(path: str, roots: Sequence[str], *, real: str | None = None) ->
             return f"{path} has symlinks that take more than {e.args[0]:,} lookups to " \
                 "resolve: too costly to check"
     try:
-        if not stat.S_ISDIR(os.lstat(real).st_mode):
+        if not stat.S_ISDIR(_lstat(real).st_mode):
             return None  # a single-file model: its real path is all there is
     except OSError:
         return None  # not there (yet): nothing to read
-    real_roots = tuple(os.path.realpath(r) for r in roots)
+    real_roots = tuple(realpath(r) for r in roots)
     key = (real, real_roots)
     cached = _CACHE.get(key)
     if cached is not None:
@@ -193,7 +202,7 @@ def unchanged(walk: Walk, resolver: Resolver) -> bool:
     Raises :class:`TooCostly` when ``resolver`` runs out of lookups."""
     for where, dev, ino, mtime, ctime in walk.dirs:
         try:
-            st = os.lstat(where)
+            st = _lstat(where)
         except OSError:
             return False
         if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != (dev, ino, mtime, ctime):
@@ -230,7 +239,8 @@ class Resolver:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = MAX_LOOKUPS if budget is None else budget
         self.lookups = 0
-        self._plain: set[str] = set()  # lstat said: not a symlink (or absent)
+        shared = _PASS.plain  # within one_pass(): shared by the pass's checks
+        self._plain: set[str] = set() if shared is None else shared  # lstat: no symlink
         self._links: dict[str, str] = {}  # symlink path -> where it leads, resolved
 
     def _spend(self) -> None:
@@ -257,7 +267,7 @@ class Resolver:
             if name == "..":
                 path = os.path.dirname(path) or "/"
                 continue
-            new = os.path.join(path, name)
+            new = path + name if path.endswith("/") else f"{path}/{name}"  # posixpath.join
             if new in self._plain:
                 path = new
                 continue
@@ -266,7 +276,7 @@ class Resolver:
                 path = known
                 continue
             try:
-                is_link = stat.S_ISLNK(os.lstat(new).st_mode)
+                is_link = stat.S_ISLNK(_lstat(new).st_mode)
             except OSError:
                 is_link = False
             if not is_link:
@@ -289,6 +299,59 @@ class Resolver:
                 return os.path.join(path, rest), False
             self._links[new] = path
         return path, True
+
+
+class _Pass(threading.local):
+    plain: set[str] | None = None
+    realpaths: dict[str, str] | None = None
+    stats: dict[str, os.stat_result | OSError] | None = None
+
+
+_PASS = _Pass()
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Share, between the folder checks made inside the block (on this thread),
+    which paths are not symlinks and the real paths of roots (see the module
+    docstring). Nested blocks join the outer one."""
+    if _PASS.plain is not None:
+        yield
+        return
+    _PASS.plain, _PASS.realpaths, _PASS.stats = set(), {}, {}
+    try:
+        yield
+    finally:
+        _PASS.plain = _PASS.realpaths = _PASS.stats = None
+
+
+def _lstat(path: str) -> os.stat_result:
+    """``os.lstat``, once per path within :func:`one_pass` (a model folder is
+    resolved, checked and revalidated in one look). Walks always look afresh."""
+    known = _PASS.stats
+    if known is None:
+        return os.lstat(path)
+    got = known.get(path)
+    if got is None:
+        try:
+            got = os.lstat(path)
+        except OSError as e:
+            got = e
+        known[path] = got
+    if isinstance(got, OSError):
+        raise got
+    return got
+
+
+def realpath(path: str) -> str:
+    """``os.path.realpath``, once per path within :func:`one_pass`."""
+    known = _PASS.realpaths
+    if known is None:
+        return os.path.realpath(path)
+    real = known.get(path)
+    if real is None:
+        real = known[path] = os.path.realpath(path)
+    return real
 
 
 def _within(path: str, base: str) -> bool:

@@ -30,6 +30,7 @@ Rules (``<root>`` is the daemon config's ``storage_root``):
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -62,6 +63,7 @@ class Rejection:
     message: str
 
 
+@functools.lru_cache(maxsize=16_384)  # pure; asked for every model on every tick
 def expand(source: str, *, user_id: str, storage_root: str) -> str:
     """Apply the ``$HOME`` macros; any other string is returned unchanged."""
     if source != HOME_MACRO and not source.startswith(HOME_MACRO + "/"):
@@ -92,6 +94,7 @@ def _hub_id_problem(source: str, *, storage_root: str) -> Rejection | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure
 def allowed_roots(*, user_id: str, storage_root: str) -> tuple[str, str]:
     """The two folders a local model_source may lie under."""
     root = posixpath.normpath(storage_root)
@@ -161,7 +164,7 @@ def _real_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | 
     except model_dirs.TooCostly as e:
         return Rejection(IssueCode.FORBIDDEN, f"{path} has symlinks that take more than "
                          f"{e.args[0]:,} lookups to resolve: too costly to check")
-    if not any(_under(real, os.path.realpath(r)) for r in roots):
+    if not any(_under(real, model_dirs.realpath(r)) for r in roots):
         # Not naming `real`: it could show the layout of another user's folder.
         return Rejection(IssueCode.FORBIDDEN, f"{path} resolves through a symlink to a place "
                          f"outside {roots[0]}/ and {roots[1]}/")

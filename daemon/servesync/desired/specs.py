@@ -59,6 +59,7 @@ class ModelSpec:
     enabled: bool = True
     source_file: str = ""  # relative to the desired-state root
     line: int = 1  # line of the document's first key
+    _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
     def name(self) -> ModelName:
@@ -84,8 +85,11 @@ class ModelSpec:
         ``enabled`` is not part of it: stopping and starting a model is a state
         change, not a new spec.
         """
-        blob = json.dumps(self.serving_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if not self._hash:  # a spec is frozen: its hash is worked out once (the planner
+            # asks every tick, and a validation cache hands it the same specs)
+            blob = json.dumps(self.serving_json(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_hash", hashlib.sha256(blob.encode()).hexdigest()[:16])
+        return self._hash
 
     def to_json(self) -> dict[str, Any]:
         out = self.serving_json()
@@ -153,6 +157,8 @@ class DesiredState:
     revision: str | None
     files: tuple[FileResult, ...]
     revoked: Mapping[ModelName, str] = field(default_factory=dict)
+    _holds: tuple[frozenset[str], frozenset[ModelName], tuple[str, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False)  # for holds(), worked out once
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
@@ -177,9 +183,17 @@ class DesiredState:
         return frozenset(f.path for f in self.files if f.folder)
 
     def holds(self, name: ModelName, source_file: str) -> bool:
-        """Must the recorded model ``name``, declared in ``source_file``, stay as it is?"""
-        return (source_file in self.held_files or name in self.held_names
-                or any(source_file.startswith(folder) for folder in self.held_folders))
+        """Must the recorded model ``name``, declared in ``source_file``, stay as it is?
+
+        The held sets are worked out at the first call, not at every one: the
+        planner asks once per recorded model."""
+        if self._holds is None:
+            object.__setattr__(self, "_holds", (self.held_files, self.held_names,
+                                                tuple(self.held_folders)))
+        assert self._holds is not None
+        files, names, folders = self._holds
+        return (source_file in files or name in names
+                or any(source_file.startswith(folder) for folder in folders))
 
     @property
     def ok(self) -> bool:

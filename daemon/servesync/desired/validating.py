@@ -42,6 +42,17 @@ so a document with thousands of unknown keys costs no more than one with
 twenty (every message is clipped by :class:`~servesync.errors.Issue` itself),
 and a ``model_source`` of more than :data:`MAX_SOURCE_PARTS` path parts is a
 400 before its real path is resolved (a stat per part).
+
+Caching (:class:`ValidationCache`, held by the reconciler across ticks): a
+file whose text, path (so its user folder) and the config are those of the
+previous pass is neither parsed nor checked again; its documents' results are
+reused. What depends on more than the file is not cached: each document's
+``model_source`` is resolved again against the storage (the path rules and
+the model folder's walk, itself cached on directory stamps by
+:mod:`model_dirs`; one pass shares its lookups through
+:func:`model_dirs.one_pass`), and a different answer checks the file afresh;
+the cross-file checks (409 duplicates, revocation, :func:`recheck_held`) run
+on every pass over the (cached) results.
 """
 
 from __future__ import annotations
@@ -50,14 +61,14 @@ import difflib
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, loading, model_paths
+from servesync.desired import allowlists, loading, model_dirs, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     Autoscaling,
@@ -77,38 +88,116 @@ MAX_PLACES = 3  # other places a 409 names
 MAX_SOURCE_PARTS = 64  # '/'-separated parts of a model_source
 
 
-def validate_tree(root: Path, config: Config, *, revision: str | None = None) -> DesiredState:
-    """Load and validate every desired-state file under ``root``.
+class ValidationCache:
+    """The previous pass's parsed documents and per-document results, by file.
+
+    Holds the text each file had (to tell it unchanged by comparing, not by
+    trusting a time stamp) and what checking it gave; entries of files gone
+    from the tree are dropped at the end of each pass, and all results when
+    the config changes. ``checked`` counts the documents actually checked
+    (for tests). Not thread-safe: one per reconciler."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[str, tuple[RawDocument, ...]]] = {}
+        self._files: dict[str, tuple[LoadedFile, tuple[_Checked, ...]]] = {}
+        self._results: dict[str, FileResult] = {}
+        self._config: Config | None = None
+        self.checked = 0
+
+    def parse(self, text: str, rel: str) -> tuple[RawDocument, ...]:
+        """:func:`loading.parse_text`, or the same documents as last time for the same text."""
+        hit = self._texts.get(rel)
+        if hit is not None and hit[0] == text:
+            return hit[1]
+        docs = loading.parse_text(text, rel=rel)
+        self._texts[rel] = (text, docs)
+        return docs
+
+    def _begin(self, config: Config) -> None:
+        if config != self._config:
+            self._config, self._files, self._results = config, {}, {}
+
+    def _get(self, f: LoadedFile) -> tuple[_Checked, ...] | None:
+        hit = self._files.get(f.path)
+        return hit[1] if hit is not None and hit[0] == f else None
+
+    def _put(self, f: LoadedFile, checked: tuple[_Checked, ...]) -> None:
+        self._files[f.path] = (f, tuple(replace(c, issues=list(c.issues)) for c in checked))
+
+    def _result(self, f: LoadedFile, build: Callable[[LoadedFile], FileResult], *,
+                reused: bool, conflicted: bool) -> FileResult:
+        """The file's result: last pass's when its checks were reused and no
+        other file conflicts with it (409s are per pass), else built anew."""
+        if not reused:
+            self._results.pop(f.path, None)
+        got = self._results.get(f.path) if not conflicted else None
+        if got is None:
+            got = build(f)
+            if not conflicted:
+                self._results[f.path] = got
+        return got
+
+    def _end(self, files: tuple[LoadedFile, ...]) -> None:
+        paths = {f.path for f in files}
+        for table in (self._texts, self._files, self._results):
+            for gone in [rel for rel in table if rel not in paths]:
+                del table[gone]
+
+
+def validate_tree(root: Path, config: Config, *, revision: str | None = None,
+                  cache: ValidationCache | None = None) -> DesiredState:
+    """Load and validate every desired-state file under ``root`` (``cache``:
+    the previous pass's, to skip the files that did not change).
 
     Raises :class:`SourceError` when ``root`` is not a directory; everything
     wrong inside the tree is reported as issues, never raised."""
     if not root.is_dir():
         raise SourceError(f"{root}: not a directory")
-    return validate_loaded(loading.load_tree(root), config, revision=revision)
+    files = loading.load_tree(root) if cache is None else loading.load_tree(root,
+                                                                             parse=cache.parse)
+    return validate_loaded(files, config, revision=revision, cache=cache)
 
 
 def validate_loaded(
-    files: Iterable[LoadedFile], config: Config, *, revision: str | None = None
+    files: Iterable[LoadedFile], config: Config, *, revision: str | None = None,
+    cache: ValidationCache | None = None,
 ) -> DesiredState:
     """Validate already loaded files (the whole tree: conflicts span files)."""
     files = tuple(files)
     checked: dict[tuple[str, int], _Checked] = {}
-    for f in files:
-        found = len(f.issues)
-        for d in f.documents:
-            # room for one more than the file shows (so "and N more" has an N), and
-            # always for one: a document's first issue decides that it is invalid
-            checked[(f.path, d.index)] = c = _check(d, f, config,
-                                                    max(1, MAX_FILE_ISSUES + 1 - found))
-            found += len(c.issues)
+    reused: set[str] = set()  # files whose results came from the cache
+    if cache is not None:
+        cache._begin(config)
+    with model_dirs.one_pass():
+        for f in files:
+            hit = cache._get(f) if cache is not None else None
+            if hit is not None and all(_same_source(c, d, f, config)
+                                       for c, d in zip(hit, f.documents, strict=True)):
+                for c, d in zip(hit, f.documents, strict=True):
+                    checked[(f.path, d.index)] = replace(c, issues=list(c.issues))
+                reused.add(f.path)
+                continue
+            found = len(f.issues)
+            for d in f.documents:
+                # room for one more than the file shows (so "and N more" has an N), and
+                # always for one: a document's first issue decides that it is invalid
+                checked[(f.path, d.index)] = c = _check(d, f, config,
+                                                        max(1, MAX_FILE_ISSUES + 1 - found))
+                found += len(c.issues)
+            if cache is not None:
+                cache.checked += len(f.documents)
+                cache._put(f, tuple(checked[(f.path, d.index)] for d in f.documents))
+    conflicted = set()
     for key, issue in _conflicts(files, checked):
         checked[key].issues.append(issue)
+        conflicted.add(key[0])
     revoked = {(f.user_id, c.model_id): c.revocation
                for f in files if f.user_id is not None and not f.issues
                for c in (checked[(f.path, d.index)] for d in f.documents)
                if c.model_id is not None and c.revocation is not None}
-    results = tuple(
-        _capped(FileResult(
+
+    def result(f: LoadedFile) -> FileResult:
+        return _capped(FileResult(
             path=f.path,
             user_id=f.user_id,
             issues=f.issues,
@@ -116,8 +205,13 @@ def validate_loaded(
             folder=f.folder,
         ), cut=any(checked[(f.path, d.index)].cut for d in f.documents),
             first={d.index for d in f.documents if d.stopped})
-        for f in files
-    )
+
+    if cache is None:
+        results = tuple(result(f) for f in files)
+    else:
+        results = tuple(cache._result(f, result, reused=f.path in reused,
+                                      conflicted=f.path in conflicted) for f in files)
+        cache._end(files)
     return DesiredState(revision=revision, files=results, revoked=revoked)
 
 
@@ -199,6 +293,8 @@ class _Checked:
         source, issue = self.source_refusal
         return f"model_source {source}: {issue.message}"
     cut: bool = False  # checking stopped at the limit: there may be more issues
+    source_checked: bool = False  # _check_source ran; its answer:
+    source_got: str | Issue | None = None
 
     def result(self, doc: RawDocument) -> DocumentResult:
         issues = tuple(sorted(set(self.issues), key=lambda i: (i.line, i.pointer, i.code)))
@@ -229,6 +325,7 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
                                 "/model_source", f"model_source has more than "
                                 f"{MAX_SOURCE_PARTS} path parts"))
     got = None if "/model_source" in flagged else _check_source(data, doc, file, config)
+    out.source_checked, out.source_got = "/model_source" not in flagged, got
     resolved = got if isinstance(got, str) else None
     if isinstance(got, Issue):
         out.issues.append(got)
@@ -321,6 +418,13 @@ def _pointer(path: Iterable[object]) -> str:
 
 
 # --- semantics ----------------------------------------------------------------------
+
+
+def _same_source(c: _Checked, doc: RawDocument, file: LoadedFile, config: Config) -> bool:
+    """The document's model_source resolves as it did when ``c`` was checked."""
+    return not c.source_checked or (
+        isinstance(doc.data, dict)
+        and _check_source(doc.data, doc, file, config) == c.source_got)
 
 
 def _check_source(

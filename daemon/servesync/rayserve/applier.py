@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
@@ -27,15 +27,17 @@ from ray import serve
 from servesync.config import Config
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, AppStatus, Observed
+from servesync.converge.ports import ModelDeploy
 from servesync.desired.specs import ModelSpec
-from servesync.errors import RayConnectionLost, ServesyncError
+from servesync.errors import PermanentError, RayConnectionLost, ServesyncError, TransientError
 from servesync.rayserve import llmconfigs
-from servesync.rayserve.calls import CALL_TIMEOUT_S, RayCalls, parse_host_port
+from servesync.rayserve.calls import CALL_TIMEOUT_S, RayCalls, classify, parse_host_port
 
 T = TypeVar("T")
 __all__ = ["GATEWAY_APP", "RayApplier"]
 
 GATEWAY_ROUTE = "/"
+BATCH_CALL_S = 0.1  # more deadline per model of a batch deploy, beyond one call's
 CONNECT_TIMEOUT_S = 60.0  # ray.init + serve.start; a local start takes ~10-20 s on 2 cores
 
 
@@ -187,25 +189,59 @@ class RayApplier:
     # -- writing ----------------------------------------------------------------------
 
     def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
-        """Submit (or update in place) the model's own application; returns once
-        Serve accepted it, not when the model runs."""
+        """One model through :meth:`deploy_models`; raises its error."""
+        failed = self.deploy_models([ModelDeploy(spec, app_name, public_id)])
+        if app_name in failed:
+            raise failed[app_name]
+
+    def deploy_models(self, batch: Sequence[ModelDeploy]
+                      ) -> Mapping[str, TransientError | PermanentError]:
+        """Submit (or update in place) each model's own application, all in one
+        ``serve.run_many``; returns once Serve accepted them, not when they run.
+
+        Each application is built on its own, so a spec Ray or pydantic refuses
+        fails only its model (returned by app name); one failing submission
+        fails the rest with its error."""
         self._ensure_reachable()
         serving = self._config.serving
-        kwargs = llmconfigs.llm_config_kwargs(spec, public_id=public_id, serving=serving)
-        scaling = llmconfigs.scaling_options(spec)
-        version = llmconfigs.code_version(spec, public_id=public_id, serving=serving)
+        failed: dict[str, TransientError | PermanentError] = {}
+        plans = []
+        for d in batch:
+            try:
+                plans.append((d.app_name, llmconfigs.llm_config_kwargs(
+                    d.spec, public_id=d.public_id, serving=serving),
+                    llmconfigs.scaling_options(d.spec),
+                    llmconfigs.code_version(d.spec, public_id=d.public_id, serving=serving)))
+            except (ValueError, TypeError) as e:
+                failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: {e}")
 
-        def submit() -> None:
+        def build() -> list[tuple[str, Any]]:
             from ray.serve.llm import LLMConfig, build_llm_deployment
 
-            app = build_llm_deployment(
-                LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
-                override_serve_options={
-                    **scaling, "max_surge_percent": serving.max_surge_percent},
-            )
-            _submit(_with_version(app, version), name=app_name, route_prefix=None)
+            apps = []
+            for app_name, kwargs, scaling, version in plans:
+                try:
+                    app = build_llm_deployment(
+                        LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
+                        override_serve_options={
+                            **scaling, "max_surge_percent": serving.max_surge_percent})
+                    apps.append((app_name, _with_version(app, version)))
+                except Exception as e:  # classified per model, by type
+                    error = classify(e, what=f"build application {app_name!r}")
+                    failed[app_name] = error if isinstance(error, TransientError) \
+                        else PermanentError(str(error))
+            return apps
 
-        self._bounded(submit, what=f"deploy application {app_name!r}")
+        timeout_s = self._calls.call_timeout_s + BATCH_CALL_S * len(plans)
+        apps = self._bounded(build, what=f"build {len(plans)} applications",
+                             timeout_s=timeout_s)
+        if apps:
+            try:
+                self._bounded(lambda: _submit_many(apps),
+                              what=f"deploy {len(apps)} applications", timeout_s=timeout_s)
+            except (TransientError, PermanentError) as e:
+                failed.update((app_name, e) for app_name, _ in apps)
+        return failed
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
         """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs;
@@ -273,6 +309,17 @@ def _with_version(app: Any, version: str) -> Any:
 def _import_serve_llm() -> None:
     for module in ("ray.serve.llm", "ray.serve.llm.ingress"):
         importlib.import_module(module)
+
+
+def _submit_many(apps: Sequence[tuple[str, Any]]) -> None:
+    """Hand model applications (name, app) to Serve in one call, without waiting."""
+    from ray.serve.api import RunTarget
+
+    serve.run_many(
+        [RunTarget(target=app, name=name, route_prefix=None) for name, app in apps],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
 
 
 def _submit(app: Any, *, name: str, route_prefix: str | None) -> None:

@@ -40,11 +40,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     The temp file is removed if anything fails before the rename; a kill -9
     may leave one behind, which :func:`remove_temps` cleans up later.
+    ``durable=False`` skips the two fsyncs: still atomic for every reader and
+    across a kill -9, but a power cut may lose the file's content (for files
+    rebuilt from elsewhere, compared and rewritten at start: the status files).
     """
     path = Path(path)
     tmp = temp_name(path)
@@ -54,16 +57,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.fchmod(f.fileno(), mode)  # exactly ``mode``: the umask only ever removes bits
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_if_changed(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+def write_if_changed(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True
+                     ) -> bool:
     """:func:`atomic_write` unless ``path`` already holds exactly ``data``
     (then only its mode is set, if it differs).
 
@@ -76,7 +82,7 @@ def write_if_changed(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
             return False
     except FileNotFoundError:
         pass
-    atomic_write(path, data, mode=mode)
+    atomic_write(path, data, mode=mode, durable=durable)
     return True
 
 

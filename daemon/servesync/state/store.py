@@ -1,16 +1,28 @@
-"""The recorded state: what servesync applied, kept in tinydb at ``state_dir/state.json``.
+"""The recorded state: what servesync applied, kept in ``state_dir/state.json``.
 
 Holds one :class:`~servesync.records.ModelRecord` per model (by model key),
 the :class:`~servesync.records.GatewayRecord`, and a small ``meta`` mapping
 (tick counter, last revision, last tick time). Called by the reconcile loop
-(read at start, written after apply) and by read-only CLI commands.
+(read at start, written after each phase of a tick) and by read-only CLI
+commands.
 
-Durability: tinydb rewrites its whole file on each write; here it goes through
-:class:`AtomicJSONStorage`, which writes via
-:func:`servesync.atomicio.atomic_write` (temp file, fsync, rename, fsync the
-folder), so a kill -9 at any instant leaves the old file or the new one.
-Every public write method is one disk write at most, and none at all when the
-serialized content is unchanged (an idle tick writes nothing). JSON only.
+In memory: the file is parsed once, at open; after that the records live in
+a dict (reads never touch the disk or re-parse), each with its compact JSON
+kept beside it, so a write re-encodes only the records that changed and joins
+the rest. The process is the single writer, so memory and file agree.
+
+Durability: every public write method is one disk write at most, and none at
+all when the content is unchanged (an idle tick writes nothing); inside
+:meth:`Store.batch` the writes of a whole phase become one. A write goes
+through :func:`servesync.atomicio.atomic_write` (temp file, fsync, rename,
+fsync the folder), so a kill -9 at any instant leaves the old file or the
+new one. JSON only.
+
+On disk: ``{"gateway": {"1": {...}}, "meta": {"1": {...}}, "models":
+{"<model_key>": {...}, ...}}``, one record a line. Older servesyncs wrote the
+same tables through tinydb, with the records keyed by tinydb's document ids
+(``"1"``, ``"2"``, ...); such a file loads as it is (a record's key is its
+``model_key`` field) and is rewritten in the new shape at the first change.
 
 Only one process may write: hold :class:`servesync.locking.StateLock` first.
 
@@ -38,14 +50,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from tinydb import Query, TinyDB
-from tinydb.storages import Storage
-from tinydb.table import Document, Table
 
 from servesync.converge.records import GatewayRecord, ModelRecord
 from servesync.errors import ServesyncError
@@ -57,7 +65,8 @@ STATE_DIR_MODE = 0o700
 STATE_DIR_MODE_TRAVERSABLE = 0o711
 """The state dir's mode when the status dir is inside it: others may reach
 ``status/`` by name, but not list the state dir."""
-_SINGLETON_ID = 1
+_SINGLETON_ID = "1"  # the gateway and meta tables hold one document, id "1" (tinydb's shape)
+_TABLES = ("gateway", "meta", "models")
 
 
 class StateFileError(ServesyncError):
@@ -72,94 +81,15 @@ class StateFileError(ServesyncError):
         self.path = path
 
 
-def encode(data: dict[str, Any]) -> bytes:
-    """The file's bytes for ``data``: stable (sorted keys), readable, UTF-8."""
-    return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+def encode_json(data: Any) -> str:
+    """Stable JSON on one line (sorted keys, UTF-8 text): no indent, so the C
+    encoder's fast path (an indented dump runs the pure-Python encoder)."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
-class AtomicJSONStorage(Storage):
-    """A tinydb Storage that writes atomically and only when content changes.
-
-    Keeps the last saved bytes in memory (the process is the single writer),
-    so reads don't touch the disk. Inside :meth:`batch`, tinydb works on one
-    parsed copy, encoded and written once at the end (dropped if the block
-    raises): a batch of N operations costs one parse and one write, not N.
-    """
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.disk_writes = 0
-        self._saved = self._load()
-        self._pending: dict[str, dict[str, Any]] | None = None
-        self._depth = 0
-
-    def _load(self) -> bytes | None:
-        try:
-            blob = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StateFileError(self.path, str(e)) from e
-        try:
-            data = json.loads(blob)
-        except ValueError as e:
-            raise StateFileError(self.path, f"not valid JSON: {e}") from e
-        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
-            raise StateFileError(self.path, "not a mapping of tables")
-        return blob
-
-    def _parse_saved(self) -> dict[str, dict[str, Any]] | None:
-        if self._saved is None:
-            return None
-        data: dict[str, dict[str, Any]] = json.loads(self._saved)
-        return data
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        if not self._depth:
-            return self._parse_saved()  # a fresh copy: callers may mutate it
-        if self._pending is None:
-            self._pending = self._parse_saved()
-        return self._pending
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        if self._depth:
-            self._pending = data
-            return
-        self._flush(encode(data))
-
-    def _flush(self, blob: bytes) -> None:
-        if blob == self._saved:
-            return
-        atomic_write(self.path, blob, mode=STATE_FILE_MODE)
-        self._saved = blob
-        self.disk_writes += 1
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Gather the writes of the block into one disk write (none if unchanged)."""
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            if not self._depth:
-                self._pending = None
-            raise
-        self._depth -= 1
-        if not self._depth and self._pending is not None:
-            data, self._pending = self._pending, None
-            self._flush(encode(data))
-
-
-def _replacing(new: dict[str, Any]) -> Callable[[MutableMapping[Any, Any]], None]:
-    """A tinydb update that replaces the document's content (not a merge)."""
-
-    def transform(doc: MutableMapping[Any, Any]) -> None:
-        doc.clear()
-        doc.update(new)
-
-    return transform
+def _line(rec: ModelRecord) -> str:
+    """The record's line of the file: ``"<model key>": {...}``."""
+    return f"{encode_json(rec.model_key)}: {encode_json(rec.to_json())}"
 
 
 class Store:
@@ -174,36 +104,76 @@ class Store:
         remove_temps(state_dir, STATE_FILE)  # left by a writer killed mid-write
         with contextlib.suppress(FileNotFoundError):  # written 0644 by an older servesync
             os.chmod(self.path, STATE_FILE_MODE)
-        self._db = TinyDB(self.path, storage=AtomicJSONStorage)
-        storage = self._db.storage
-        assert isinstance(storage, AtomicJSONStorage)
-        self._storage = storage
-        self._models: Table = self._db.table("models")
-        self._gateway: Table = self._db.table("gateway")
-        self._meta: Table = self._db.table("meta")
-        self._check()
+        self._disk_writes = 0
+        self._models: dict[str, ModelRecord] = {}
+        self._encoded: dict[str, str] = {}  # model key -> its line of the file
+        self._sorted: dict[str, ModelRecord] | None = None  # models() by key, until a change
+        self._gateway: GatewayRecord | None = None
+        self._meta: dict[str, Any] | None = None
+        self._dirty = False  # memory differs from the file
+        self._depth = 0  # nesting of batch()
+        self._load()
 
-    def _check(self) -> None:
-        """Parse everything once at open, so damage shows at start, not mid-tick."""
+    def _load(self) -> None:
+        """Parse the file once, at open, so damage shows at start, not mid-tick."""
         try:
-            self.models()
-            self.gateway()
-            self.meta()
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StateFileError(self.path, str(e)) from e
+        try:
+            data = json.loads(blob)
+        except ValueError as e:
+            raise StateFileError(self.path, f"not valid JSON: {e}") from e
+        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+            raise StateFileError(self.path, "not a mapping of tables")
+        try:
+            for doc in data.get("models", {}).values():  # keyed by model key, or tinydb's ids
+                rec = ModelRecord.from_json(dict(doc))
+                self._models[rec.model_key] = rec
+                self._encoded[rec.model_key] = _line(rec)
+            gateway = data.get("gateway", {}).get(_SINGLETON_ID)
+            if gateway is not None:
+                self._gateway = GatewayRecord.from_json(dict(gateway))
+            meta = data.get("meta", {}).get(_SINGLETON_ID)
+            if meta is not None:
+                self._meta = dict(meta)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise StateFileError(self.path, f"bad record: {type(e).__name__}: {e}") from e
 
-    def batch(self) -> AbstractContextManager[None]:
-        """Group several writes (records, gateway, meta of one tick) into one disk
-        write; if the block raises, none of them is written."""
-        return self._storage.batch()
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several writes (the records, gateway and meta of one phase of a
+        tick) into one disk write, none if nothing changed; if the block raises,
+        none of them is written and memory is as it was before the block."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        saved = (dict(self._models), dict(self._encoded), self._gateway,
+                 None if self._meta is None else dict(self._meta), self._dirty)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            (self._models, self._encoded, self._gateway, self._meta, self._dirty) = saved
+            self._sorted = None
+            raise
+        finally:
+            self._depth = 0
+        self._flush()
 
     @property
     def disk_writes(self) -> int:
         """How many times this Store wrote its file (for tests and metrics)."""
-        return self._storage.disk_writes
+        return self._disk_writes
 
     def close(self) -> None:
-        self._db.close()
+        """Nothing to release: every write is already on disk."""
 
     def __enter__(self) -> Store:
         return self
@@ -211,52 +181,78 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _flush(self) -> None:
+        if self._depth or not self._dirty:
+            return
+        atomic_write(self.path, self.encode(), mode=STATE_FILE_MODE)
+        self._dirty = False
+        self._disk_writes += 1
+
+    def encode(self) -> bytes:
+        """The file's bytes: stable (sorted keys), one record a line, UTF-8."""
+        singletons = {name: "{}" if doc is None else
+                      f'{{"{_SINGLETON_ID}": {encode_json(doc)}}}'
+                      for name, doc in (("gateway", self._gateway and self._gateway.to_json()),
+                                        ("meta", self._meta))}
+        models = ",\n".join(self._encoded[key] for key in sorted(self._encoded))
+        return (f'{{"gateway": {singletons["gateway"]},\n"meta": {singletons["meta"]},\n'
+                f'"models": {{\n{models}\n}}}}\n').encode()
+
     # -- models --------------------------------------------------------------
 
     def models(self) -> dict[str, ModelRecord]:
-        """Every record, by model key, sorted by key."""
-        recs = (ModelRecord.from_json(dict(doc)) for doc in self._models.all())
-        return {r.model_key: r for r in sorted(recs, key=lambda r: r.model_key)}
+        """Every record, by model key, sorted by key (a new dict; records are frozen)."""
+        if self._sorted is None:
+            self._sorted = {key: self._models[key] for key in sorted(self._models)}
+        return dict(self._sorted)
 
     def get(self, model_key: str) -> ModelRecord | None:
-        doc = self._models.get(Query().model_key == model_key)
-        return ModelRecord.from_json(dict(doc)) if isinstance(doc, dict) else None
+        return self._models.get(model_key)
 
     def put(self, record: ModelRecord) -> None:
         self.put_many((record,))
 
     def put_many(self, records: Iterable[ModelRecord]) -> None:
         """Insert or replace records by model key, in one disk write at most."""
-        with self._storage.batch():
-            for rec in records:
-                new = rec.to_json()
-                cond = Query().model_key == rec.model_key
-                if not self._models.update(_replacing(new), cond):
-                    self._models.insert(new)
+        for rec in records:
+            if self._models.get(rec.model_key) == rec:
+                continue
+            self._models[rec.model_key] = rec
+            self._encoded[rec.model_key] = _line(rec)
+            self._sorted = None
+            self._dirty = True
+        self._flush()
 
     def delete(self, model_key: str) -> None:
-        with self._storage.batch():
-            self._models.remove(Query().model_key == model_key)
+        self.delete_many((model_key,))
+
+    def delete_many(self, model_keys: Iterable[str]) -> None:
+        """Drop records by model key (unknown keys are ignored), one write at most."""
+        for key in model_keys:
+            if self._models.pop(key, None) is not None:
+                del self._encoded[key]
+                self._sorted = None
+                self._dirty = True
+        self._flush()
 
     # -- gateway and meta ----------------------------------------------------
 
     def gateway(self) -> GatewayRecord:
-        doc = self._gateway.get(doc_id=_SINGLETON_ID)
-        return GatewayRecord.from_json(dict(doc)) if isinstance(doc, dict) else GatewayRecord()
+        return self._gateway if self._gateway is not None else GatewayRecord()
 
     def set_gateway(self, rec: GatewayRecord) -> None:
-        self._set_singleton(self._gateway, rec.to_json())
+        if rec != self._gateway:
+            self._gateway, self._dirty = rec, True
+        self._flush()
 
     def meta(self) -> dict[str, Any]:
         """Free-form daemon facts: ``tick``, ``revision``, ``last_tick_at``..."""
-        doc = self._meta.get(doc_id=_SINGLETON_ID)
-        return dict(doc) if isinstance(doc, dict) else {}
+        return dict(self._meta) if self._meta is not None else {}
 
     def set_meta(self, **kv: Any) -> None:
         """Merge ``kv`` into meta (values must be JSON-serializable)."""
-        self._set_singleton(self._meta, {**self.meta(), **kv})
-
-    def _set_singleton(self, table: Table, new: dict[str, Any]) -> None:
-        with self._storage.batch():
-            if not table.update(_replacing(new), doc_ids=[_SINGLETON_ID]):
-                table.insert(Document(new, doc_id=_SINGLETON_ID))
+        new = {**self.meta(), **kv}
+        json.dumps(new)  # refuse what can't be written before memory holds it
+        if new != self._meta:
+            self._meta, self._dirty = new, True
+        self._flush()

@@ -11,11 +11,20 @@
   through :meth:`StatusFiles.publish_metrics`.
 
 Every file goes through :func:`servesync.atomicio.atomic_write`, so a reader
-never sees half a file; model files are rewritten only when their content
-changed, and files of models no longer recorded are removed (after the index
-stops listing them). Secrets never reach these files: env values are left
-out (names only), secret-looking engine_kwargs are redacted, and every string
-written (Ray's messages, errors, events included) goes through
+never sees half a file; a file is rewritten only when its content changed
+(``index.json``: anything but ``generated_at`` and ``tick``, which say when
+and by which tick it was last written), and files of models no longer
+recorded are removed (after the index stops listing them). :class:`StatusFiles`
+remembers what it wrote (a :class:`Memo`): a model whose record and
+observation are unchanged is not even rebuilt, and no file is read back after
+the first tick, so an idle tick writes nothing and costs little. Model files
+are not fsynced (1,000 fsyncs made a first tick take seconds): a kill -9
+still leaves old or new, and what a power cut damages the first tick after
+the start finds (it compares every file once) and rewrites.
+
+Secrets never reach these files: env values are left out (names only),
+secret-looking engine_kwargs are redacted, and every string written (Ray's
+messages, errors, events included) goes through
 :func:`servesync.redaction.scrub` with the recorded env values (and the
 operator's ``serving.replica_env``) as known secrets: Ray's and pydantic's
 errors may quote a deployment's config. Files are 0644: users read them.
@@ -30,7 +39,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +67,21 @@ STATUS_FILE_MODE = 0o644
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
+@dataclass
+class Memo:
+    """What one publisher last wrote, so the next tick rebuilds and writes only
+    what changed. Empty (a fresh start): every file is compared with the disk
+    once, and leftover temp and stale files are looked for once."""
+
+    inputs: dict[str, tuple[object, ...]] = field(default_factory=dict)  # what a doc came from
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # the index's lines
+    lines: dict[str, str] = field(default_factory=dict)  # ... encoded (already scrubbed)
+    written: dict[str, bytes] = field(default_factory=dict)  # model key -> file content
+    index: dict[str, Any] | None = None  # the last index written, without generated_at/tick
+    known: tuple[str, ...] | None = None  # the secrets those docs were scrubbed of
+    started: bool = False
+
+
 class StatusFiles:
     """The :class:`~servesync.converge.ports.Publisher` the reconciler writes through."""
 
@@ -63,13 +89,14 @@ class StatusFiles:
         self.status_dir = status_dir
         self.serving = serving
         self._metrics: Metrics | None = None  # built at the first tick's end
+        self.memo = Memo()
 
     def publish(self, *, records: Mapping[str, ModelRecord], desired: DesiredState | None,
                 observed: Observed, tick: int, revision: str | None, source_error: str | None,
                 now: datetime) -> None:
         publish(self.status_dir, records=records, desired=desired, observed=observed,
                 tick=tick, revision=revision, source_error=source_error,
-                serving=self.serving, now=now)
+                serving=self.serving, now=now, memo=self.memo)
 
     def publish_metrics(self, report: TickReport) -> None:
         """Rewrite ``metrics.prom``; a failure to write it is logged, never fatal."""
@@ -93,22 +120,26 @@ def publish(
     source_error: str | None,
     serving: ServingConfig,
     now: datetime,
+    memo: Memo | None = None,
 ) -> None:
-    """Write the status files of this tick (see the module docstring)."""
+    """Write the status files of this tick (see the module docstring); ``memo``:
+    what the previous call wrote (None: compare with the disk)."""
+    memo = Memo() if memo is None else memo
     models_dir = Path(status_dir) / MODELS_DIR
     models_dir.mkdir(parents=True, exist_ok=True)
-    remove_temps(Path(status_dir))
-    remove_temps(models_dir)
+    if not memo.started:
+        remove_temps(Path(status_dir))
+        remove_temps(models_dir)
     known = known_secrets([*serving.replica_env.values(),
                            *(v for rec in records.values() for v in env_values(rec))])
+    if known != memo.known:
+        memo.known, memo.inputs = known, {}
     docs = {}
     for key, rec in sorted(records.items()):
         if not _SAFE_KEY.match(key):
             log.error("not publishing model %r: unsafe as a file name", key)
             continue
-        docs[key] = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url),
-                                  known)
-        write_if_changed(models_dir / f"{key}.json", dump(docs[key]), mode=STATUS_FILE_MODE)
+        docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo)
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
@@ -117,15 +148,46 @@ def publish(
         "source_error": source_error,
         "ray_reachable": observed.reachable,
         "openai_base_url": serving.base_url,
-        "models": [summary(doc) for doc in docs.values()],
+        "models": list(docs.values()),
         "errors": [issue_json(i) for i in desired.issues()] if desired else [],
         "unmanaged_apps": unmanaged_apps(records, observed),
     }
-    atomic_write(Path(status_dir) / INDEX_FILE, dump(scrub_strings(index, known)),
-                 mode=STATUS_FILE_MODE)
-    for path in models_dir.glob("*.json"):
-        if path.stem not in docs:
-            path.unlink(missing_ok=True)
+    body = {k: v for k, v in index.items() if k not in ("generated_at", "tick")}
+    if body != memo.index or not memo.started:
+        rest = scrub_strings({k: v for k, v in index.items() if k != "models"}, known)
+        atomic_write(Path(status_dir) / INDEX_FILE,
+                     dump_index({**index, **rest}, [memo.lines[k] for k in docs]),
+                     mode=STATUS_FILE_MODE)
+        memo.index = body
+    gone = [models_dir / f"{k}.json" for k in memo.written if k not in docs] if memo.started \
+        else [p for p in models_dir.glob("*.json") if p.stem not in docs]
+    for path in gone:
+        path.unlink(missing_ok=True)
+        memo.written.pop(path.stem, None)
+        memo.inputs.pop(path.stem, None)
+        memo.summaries.pop(path.stem, None)
+        memo.lines.pop(path.stem, None)
+    memo.started = True
+
+
+def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Observed,
+                   serving: ServingConfig, memo: Memo) -> dict[str, Any]:
+    """Write one model's file if its content changed; returns its index line.
+    Not rebuilt at all when its record and observation are those of last time."""
+    inputs = (rec, observed.apps.get(rec.app_name), observed.reachable, observed.error)
+    last = memo.inputs.get(key)
+    if last is not None and last[0] is rec and last[1:] == inputs[1:]:
+        return memo.summaries[key]
+    doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url),
+                        memo.known or ())
+    data = dump(doc)
+    if key not in memo.written:  # no fsync: a power cut's damage is repaired here at start
+        write_if_changed(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
+    elif memo.written[key] != data:
+        atomic_write(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
+    memo.written[key], memo.inputs[key], memo.summaries[key] = data, inputs, summary(doc)
+    memo.lines[key] = json.dumps(memo.summaries[key], ensure_ascii=False)
+    return memo.summaries[key]
 
 
 def unmanaged_apps(records: Mapping[str, ModelRecord], observed: Observed) -> list[str]:
@@ -248,6 +310,16 @@ def iso(now: datetime) -> str:
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dump_index(index: Mapping[str, Any], lines: list[str]) -> bytes:
+    """``index.json``'s bytes: as :func:`dump`, but each model on one line, given
+    already encoded (``lines``): each is encoded once, when its model changes,
+    not the whole list whenever one model does."""
+    marker = f"models-{secrets.token_hex(8)}"
+    text = json.dumps({**index, "models": marker}, indent=2, ensure_ascii=False)
+    models = "[\n    " + ",\n    ".join(lines) + "\n  ]" if lines else "[]"
+    return (text.replace(f'"{marker}"', models, 1) + "\n").encode()
 
 
 def dump(doc: Mapping[str, Any]) -> bytes:

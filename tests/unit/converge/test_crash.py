@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,14 +60,13 @@ def test_the_checker_finds_an_orphan_when_deploys_skip_the_write_ahead(
     """The same harness against a reconciler that records a deploy only after
     Ray took it: some kill lands in between and leaves an orphan application
     (the harness has teeth)."""
-    put = Store.put
+    put_many = Store.put_many
 
-    def no_write_ahead(self: Store, record: ModelRecord) -> None:
-        if record.state is State.DEPLOYING and record.submitted_at is None:
-            return
-        put(self, record)
+    def no_write_ahead(self: Store, records: Iterable[ModelRecord]) -> None:
+        put_many(self, [r for r in records
+                        if not (r.state is State.DEPLOYING and r.submitted_at is None)])
 
-    monkeypatch.setattr(Store, "put", no_write_ahead)
+    monkeypatch.setattr(Store, "put_many", no_write_ahead)
     world = CrashWorld(world_dir)
     world.ray.answer_delay_s = 0.02  # Ray's answer takes a while: kills land in between
     rng = random.Random(3)

@@ -20,6 +20,7 @@ import pytest
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State
 from servesync.errors import ServesyncError
 from servesync.state import atomicio
+from servesync.state import store as store_module
 from servesync.state.store import STATE_FILE, StateFileError, Store
 
 
@@ -298,3 +299,39 @@ def test_the_state_dir_is_traversable_only_when_it_holds_the_status_dir(
     assert wiring.state_dir_mode(cfg) == expected
     Store(tmp_path / "state", dir_mode=wiring.state_dir_mode(cfg))
     assert mode(tmp_path / "state") == expected
+
+
+# --- the file's shape ------------------------------------------------------------------
+
+
+def test_a_state_file_written_by_the_tinydb_store_loads_and_is_migrated(tmp_path: Path) -> None:
+    """Older servesyncs kept the records through tinydb, keyed by document ids."""
+    a, b = record("svc-a"), record("svc-b", state=State.RUNNING)
+    gw = GatewayRecord(members=(("alice-1-chat", "svc-a"),), deployed_at="t")
+    old = {"models": {"1": a.to_json(), "2": b.to_json()},
+           "gateway": {"1": gw.to_json()}, "meta": {"1": {"tick": 9, "revision": "abc"}}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(old, indent=1))
+    store = Store(tmp_path)
+    assert store.models() == {"svc-a": a, "svc-b": b}
+    assert (store.gateway(), store.meta()) == (gw, {"tick": 9, "revision": "abc"})
+    store.set_meta(tick=10)
+    assert store.disk_writes == 1
+    data = json.loads((tmp_path / STATE_FILE).read_bytes())
+    assert sorted(data) == ["gateway", "meta", "models"]
+    assert sorted(data["models"]) == ["svc-a", "svc-b"]  # now keyed by model key
+    assert data["gateway"]["1"] == gw.to_json() and data["meta"]["1"]["tick"] == 10
+    assert Store(tmp_path).models() == {"svc-a": a, "svc-b": b}
+
+
+def test_a_write_re_encodes_only_what_changed_and_reads_never_reparse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    store.put_many(record(f"svc-{i}") for i in range(50))
+    encoded: list[object] = []
+    real = store_module.encode_json
+    monkeypatch.setattr(store_module, "encode_json", lambda d: encoded.append(d) or real(d))
+    monkeypatch.setattr(store_module.json, "loads", lambda *a, **k: pytest.fail("re-parsed"))
+    for _ in range(3):
+        assert len(store.models()) == 50 and store.get("svc-7") == record("svc-7")
+    store.put(record("svc-7", state=State.RUNNING))
+    assert [d["model_key"] for d in encoded if isinstance(d, dict)] == ["svc-7"]  # not the 49
