@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     ADMITTED = "ADMITTED"
     DEPLOY_REQUESTED = "DEPLOY_REQUESTED"
     SUBMITTED = "SUBMITTED"
+    ROUTING = "ROUTING"  # application RUNNING, waiting for the gateway to route it
     RUNNING = "RUNNING"
     FAILED = "FAILED"
     RETRY = "RETRY"

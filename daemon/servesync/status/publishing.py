@@ -36,8 +36,8 @@ from typing import Any
 import servesync
 from servesync.config import ServingConfig
 from servesync.converge.naming import GATEWAY_APP
-from servesync.converge.observed import Observed
-from servesync.converge.records import ModelRecord
+from servesync.converge.observed import AppObservation, Observed
+from servesync.converge.records import ModelRecord, State
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
@@ -140,7 +140,8 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "total_gpus": replicas * gpus,
         "state": str(rec.state),
         "enabled": rec.enabled,
-        "endpoint": {"openai_base_url": base_url, "model": rec.public_id},
+        "endpoint": ({"openai_base_url": base_url, "model": rec.public_id}
+                     if _callable(rec, obs) else None),
         "error_summary": rec.error_summary,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
@@ -160,6 +161,16 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "env_names": sorted(spec.get("env") or {}),
         "events": [e.to_json() for e in rec.events],
     }
+
+
+def _callable(rec: ModelRecord, obs: AppObservation | None) -> bool:
+    """Can a client call the model through the gateway? RUNNING (recorded only
+    once the gateway routes it), or an update of a model that ran, while its
+    last good version's replicas still serve."""
+    if rec.state is State.RUNNING:
+        return True
+    return (rec.state in (State.DEPLOYING, State.QUEUED, State.FAILED) and rec.enabled
+            and rec.applied_hash is not None and obs is not None and obs.running_replicas > 0)
 
 
 def _replicas(rec: ModelRecord, observed: Observed) -> int:
