@@ -177,6 +177,19 @@ class RayApplier:
             if replica.get("actor_id") and replica.get("state") != "STOPPING"
         }
 
+    def replica_pids(self, app_name: str) -> dict[str, int]:
+        """Process id of each RUNNING replica of one application, by actor id
+        (the e2e tests kill one to check the gateway's second replica)."""
+        self._ensure_reachable()
+        details = self._bounded(_serve_details, what="read Serve details")
+        app = details.get("applications", {}).get(app_name) or {}
+        return {
+            str(replica["actor_id"]): int(replica["pid"])
+            for deployment in app.get("deployments", {}).values()
+            for replica in deployment.get("replicas", [])
+            if replica.get("pid") and replica.get("state") == "RUNNING"
+        }
+
     # -- writing ----------------------------------------------------------------------
 
     def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
