@@ -159,7 +159,8 @@ def test_a_gateway_replica_killed_loses_no_request(
     applier: RayApplier, client: OpenAI, served_a: str, timings: dict[str, str],
 ) -> None:
     """kill -9 one of the two gateway replicas while a client loops on A: Serve's
-    proxy sends to the other one, and Serve starts a replacement."""
+    proxy sends to the other one, and Serve starts a replacement. Only the
+    request in flight on the killed replica (if any) may fail."""
     pids = applier.replica_pids(GATEWAY_APP)
     assert len(pids) == 2
     victim, pid = sorted(pids.items())[0]
@@ -179,8 +180,11 @@ def test_a_gateway_replica_killed_loses_no_request(
         time.sleep(2.0)
     timings["requests to A while a gateway replica was killed"] = (
         f"{loop.summary()} ({loop.ok - before} ok after the kill, in "
-        f"{time.monotonic() - start:.1f} s)")
-    assert loop.failures == []
+        f"{time.monotonic() - start:.1f} s){' ' if loop.failures else ''}"
+        f"{'; '.join(f[:120] for f in loop.failures)}")
+    # Serve's proxy stops sending to the dead replica; a request it was already
+    # serving (the loop has one in flight at a time) cannot be retried for us.
+    assert len(loop.failures) <= 1, loop.failures
     assert loop.ok > before
 
 
