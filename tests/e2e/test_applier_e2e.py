@@ -75,7 +75,11 @@ def served_a(
     timings["deploy_gateway() call (first)"] = f"{time.monotonic() - start:.1f} s"
     took = wait_for("gateway lists A", lambda: listed(client) == {A[0]},
                     deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S)
-    timings["gateway first deploy"] = f"{took:.1f} s"
+    timings["gateway first deploy (lists A)"] = f"{took:.1f} s"
+    took = wait_for("gateway RUNNING (both replicas)",
+                    lambda: applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING,
+                    deadline_s=GATEWAY_DEADLINE_S, poll_s=POLL_S, started=start)
+    timings["gateway first deploy (2 replicas RUNNING)"] = f"{took:.1f} s"
     yield A[0]
     # Leave the session's Ray as found, for the next e2e module.
     applier.deploy_gateway([])
