@@ -3,7 +3,7 @@
 The layout docs/ARCHITECTURE.md describes, checked end to end: each model is its own
 Serve application behind one gateway application (two replicas, routes set in
 place by user_config: routed within 2 s, no gateway replica restarted, one
-killed loses no request); adding model B keeps
+killed fails at most the request in flight on it); adding model B keeps
 model A's replica and every request to A succeeds meanwhile; removing B
 takes it off ``/v1/models`` and out of Serve. Stable code versions: scaling A
 1 → 2 keeps its serving replica and adds one, resubmitting an unchanged spec
