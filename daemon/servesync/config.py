@@ -101,6 +101,10 @@ class ServingConfig:
     # one more replica; without it the old one keeps serving and the update
     # waits); 0 replaces in place, with a gap for a 1-replica model.
     max_surge_percent: int = 100
+    # Replicas of the OpenAI gateway (1 logical CPU each): with 2, one dying
+    # costs only the requests in flight on it (Serve's proxy sends new ones to
+    # the other); 1 on a tiny cluster.
+    gateway_replicas: int = 2
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 One scenario in phases, as an operator lives it (issue 3), each asserting
 what a user would see through the real ``openai`` client and the status
-files: add A → answers; add B while a client loops on A → A's replica is the
+files: add A → answers the first request made once its status says RUNNING
+(the gateway routes it before it is RUNNING); add B while a client loops on A → A's replica is the
 same and every request succeeded; scale A → A's replica kept, B untouched;
 kill -9 the vLLM engine of one of A's two replicas while a client loops on B
 → A goes DEGRADED (with the reason) and back to RUNNING once Ray replaced the
@@ -34,7 +35,7 @@ from servesync.converge.observed import AppStatus
 from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.converge.records import ModelRecord, State
 from servesync.desired.sources import DirectorySource
-from servesync.rayserve.applier import RayApplier
+from servesync.rayserve.applier import GATEWAY_APP, RayApplier
 from servesync.state.store import Store
 from servesync.status.publishing import StatusFiles
 from tests.e2e.clients import POLL_S, ask, listed, model_yaml, requests_to
@@ -99,6 +100,27 @@ class World:
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
+    def until_status_running(self, suffix: str, what: str) -> dict[str, object]:
+        """Tick (every 0.25 s) until the model's status file says RUNNING; its
+        content then. Records how long the model stayed DEPLOYING after Ray
+        showed its application RUNNING (waiting for the gateway to route it)."""
+        seen: dict[str, float] = {}
+
+        def running() -> bool:
+            self.tick()
+            rec = self.model(suffix)
+            if any(e.kind == "ROUTING" for e in rec.events) and "routing" not in seen:
+                seen["routing"] = time.monotonic()
+            return rec.state is State.RUNNING
+
+        wait_for(what, running, deadline_s=CONVERGE_DEADLINE_S, poll_s=0.25)
+        if "routing" in seen:
+            TIMINGS[f"{what}: ROUTING → RUNNING"] = f"{time.monotonic() - seen['routing']:.1f} s"
+        doc: dict[str, object] = json.loads(
+            (Path(self.config.status_dir) / "models" / f"{self.model(suffix).model_key}.json")
+            .read_text())
+        return doc
+
     def model(self, suffix: str) -> ModelRecord:
         (rec,) = [r for r in self.reconciler.store.models().values() if r.suffix == suffix]
         return rec
@@ -161,6 +183,11 @@ def client(e2e_config: Config) -> OpenAI:
 def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> None:
     # --- add A: it answers through the gateway -----------------------------------------
     world.write("alice", "a", model_yaml("a", replicas=1))
+    # RUNNING means callable: the first request right after the status says so succeeds
+    doc = world.until_status_running("a", "reconcile: add A")
+    assert doc["state"] == "RUNNING" and isinstance(doc["endpoint"], dict)
+    assert ask(client, str(doc["endpoint"]["model"])).strip()
+    assert any(e.kind == "ROUTING" for e in world.model("a").events)  # it did wait
     result = world.converge("reconcile: add A until settled")
     assert result.converged, result
     a = world.model("a")
@@ -171,13 +198,18 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
 
     # --- add B while a client loops on A ------------------------------------------------
     a_replicas = applier.replica_actor_ids(a.app_name)
+    gateway_replicas = applier.replica_actor_ids(GATEWAY_APP)
     with requests_to(client, a.public_id) as loop:
         world.write("bob", "b", model_yaml("b", replicas=1))
+        doc = world.until_status_running("b", "reconcile: add B")
+        assert isinstance(doc["endpoint"], dict)
+        assert ask(client, str(doc["endpoint"]["model"])).strip()  # at once, no 404
         world.converge("reconcile: add B until settled")
         time.sleep(2.0)
     TIMINGS["reconcile: requests to A while adding B"] = loop.summary()
     assert loop.failures == [] and loop.ok > 0
     assert applier.replica_actor_ids(a.app_name) == a_replicas
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_replicas  # reconfigured in place
     b = world.model("b")
     assert ask(client, b.public_id).strip()
     assert listed(client) == {a.public_id, b.public_id}

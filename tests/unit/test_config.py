@@ -132,3 +132,11 @@ def test_the_daemon_refuses_a_config_that_allows_a_path_key_with_exit_2(
     args = [a.format(tmp=tmp_path) for a in argv]
     assert cli.main([*args, "--config", str(path)]) == 2
     assert "'chat_template' can never be allowed: it takes a path" in capsys.readouterr().err
+
+
+def test_gateway_replicas_default_to_two_and_follow_the_file(tmp_path: Path) -> None:
+    serving = schemas.load("servesync-config")["properties"]["serving"]["properties"]
+    assert serving["gateway_replicas"]["default"] == config.ServingConfig().gateway_replicas == 2
+    assert _load(tmp_path, "serving:\n  gateway_replicas: 1\n").serving.gateway_replicas == 1
+    with pytest.raises(ConfigError, match="gateway_replicas"):
+        _load(tmp_path, "serving:\n  gateway_replicas: 0\n")

@@ -103,7 +103,7 @@ def _outputs(cfg_file: Path, desired_tree: Path, capsys: pytest.CaptureFixture[s
     cfg = config.load(cfg_file)
     rec = make_reconciler(cfg, ray or SettlingRay(), FakeClock(step_s=5))
     try:
-        for _ in range(3):
+        for _ in range(6):  # create, app up, join the gateway, gateway up, RUNNING
             rec.tick(Snapshot(root=desired_tree, revision="r1"))
     finally:
         rec.store.close()

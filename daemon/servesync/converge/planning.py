@@ -24,9 +24,12 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   passes the path rules): it is stopped as for ``enabled: false``, whatever
   its state (RUNNING, FAILED, DEPLOYING, QUEUED), with ``error_summary``
   saying why, and started again once its spec is valid again.
-* A model joins the gateway once RUNNING (or keeps serving its last good
-  version during an update) and leaves it before its application is deleted:
-  ``DeleteApp`` is planned only once the gateway without it is RUNNING.
+* A model joins the gateway once its application is RUNNING (or keeps serving
+  its last good version during an update) and leaves it before its
+  application is deleted: ``DeleteApp`` is planned only once the gateway
+  without it has settled. It is recorded RUNNING only once a client can call
+  it: the settled gateway routes it (``Clock.routed``); until then it stays
+  DEPLOYING, waiting for the gateway.
 """
 
 from __future__ import annotations
@@ -66,13 +69,18 @@ _FAILED_STATUSES = (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY)
 _SCALE_FIELDS = ("num_replicas", "autoscaling")
 
 
+WAIT_GATEWAY = "application RUNNING; waiting for the gateway to route it"
+
+
 @dataclass(frozen=True, slots=True)
 class Clock:
-    """The planner's view of time: ``now`` plus the configured deadline."""
+    """The planner's view of time: ``now`` plus the configured deadline, and
+    which applications the gateway routes for sure (:func:`_routed`)."""
 
     now: datetime
     deploy_timeout_s: float
     serving_hash: str = ""  # the cluster serving config every deploy is made with
+    routed: frozenset[str] = frozenset()  # app names a client can call through the gateway
 
     @property
     def stamp(self) -> str:
@@ -102,6 +110,7 @@ def plan(
     if not observed.reachable:
         return ()
     clock = Clock(now, deploy_timeout_s, serving_hash)
+    clock = replace(clock, routed=_routed(recorded, observed, gateway, clock))
     specs = {s.name: s for s in desired.specs}
     by_name = {(r.user_id, r.suffix): r for r in recorded.values()}
     per_model: list[Action] = []
@@ -284,7 +293,11 @@ def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: st
                        rec.attempted_revision, clock)
     age = clock.since(rec.submitted_at)
     if status is AppStatus.RUNNING and age >= SETTLE_S:
-        return _running(rec, clock, "application RUNNING")
+        if rec.app_name in clock.routed:
+            return _running(rec, clock, "application RUNNING; routed by the gateway")
+        if rec.events and rec.events[-1].message == WAIT_GATEWAY:
+            return None  # said once; _gateway adds it, a later tick sees the gateway settled
+        return _record(rec, clock, EventKind.ROUTING, WAIT_GATEWAY, "waiting for the gateway")
     if status in _FAILED_STATUSES and age >= SETTLE_S:
         return _failed(rec, clock, f"{status}: {message}".rstrip(": "))
     if status is AppStatus.MISSING and age >= MISSING_GRACE_S:
@@ -388,6 +401,23 @@ def _gateway_settled(observed: Observed, gateway: GatewayRecord, clock: Clock) -
     return status is AppStatus.RUNNING and clock.since(gateway.deployed_at) >= SETTLE_S
 
 
+def _routed(recorded: Mapping[str, ModelRecord], observed: Observed, gateway: GatewayRecord,
+            clock: Clock) -> frozenset[str]:
+    """Applications a client can call through the gateway now: the members of a
+    settled gateway (RUNNING, and ``SETTLE_S`` after its last update: measured
+    on Ray 2.60, a route change shows the gateway DEPLOYING within 0.4 s and
+    RUNNING again once every replica has applied it, ~1 s). Before it settles,
+    only members it already routed before their current submission (a model
+    updated in place keeps its route: no wait)."""
+    members = {app for _, app in gateway.members}
+    if _gateway_settled(observed, gateway, clock):
+        return frozenset(members)
+    since = gateway.deployed_at or ""
+    return frozenset(r.app_name for r in recorded.values()
+                     if r.app_name in members and r.applied_hash is not None
+                     and r.submitted_at is not None and since <= r.submitted_at)
+
+
 def _key(action: Action) -> str | None:
     if isinstance(action, Forget):
         return action.model_key
@@ -414,8 +444,10 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
         return False
     if rec.state in (State.RUNNING, State.DEGRADED):
         return True
+    if rec.state is State.DEPLOYING and status is AppStatus.RUNNING:
+        return True  # callable: join now, recorded RUNNING once the gateway settled
     if rec.state not in (State.DEPLOYING, State.QUEUED, State.FAILED) or rec.applied_hash is None:
-        return False  # never ran: it joins once RUNNING
+        return False  # never ran: it joins once its application is RUNNING
     # During an update (or its retry backoff), or after one that failed, the last good version's
     # replicas keep serving (Serve starts new replicas before stopping old
     # ones): keep routing to the model while Ray shows any replica RUNNING.

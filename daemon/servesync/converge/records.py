@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     ADMITTED = "ADMITTED"
     DEPLOY_REQUESTED = "DEPLOY_REQUESTED"
     SUBMITTED = "SUBMITTED"
+    ROUTING = "ROUTING"  # application RUNNING, waiting for the gateway to route it
     RUNNING = "RUNNING"
     DEGRADED = "DEGRADED"
     FAILED = "FAILED"

@@ -30,7 +30,7 @@ from servesync.converge.observed import AppObservation, AppStatus, Observed
 from servesync.converge.ports import ModelDeploy
 from servesync.desired.specs import ModelSpec
 from servesync.errors import PermanentError, RayConnectionLost, ServesyncError, TransientError
-from servesync.rayserve import llmconfigs
+from servesync.rayserve import gateway, llmconfigs
 from servesync.rayserve.calls import CALL_TIMEOUT_S, RayCalls, classify, parse_host_port
 
 T = TypeVar("T")
@@ -186,6 +186,19 @@ class RayApplier:
             if replica.get("actor_id") and replica.get("state") != "STOPPING"
         }
 
+    def replica_pids(self, app_name: str) -> dict[str, int]:
+        """Process id of each RUNNING replica of one application, by actor id
+        (the e2e tests kill one to check the gateway's second replica)."""
+        self._ensure_reachable()
+        details = self._bounded(_serve_details, what="read Serve details")
+        app = details.get("applications", {}).get(app_name) or {}
+        return {
+            str(replica["actor_id"]): int(replica["pid"])
+            for deployment in app.get("deployments", {}).values()
+            for replica in deployment.get("replicas", [])
+            if replica.get("pid") and replica.get("state") == "RUNNING"
+        }
+
     # -- writing ----------------------------------------------------------------------
 
     def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
@@ -245,32 +258,22 @@ class RayApplier:
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
         """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs;
-        no members deletes the gateway application."""
+        no members deletes the gateway application.
+
+        The deployment's code version never depends on the members: they are
+        its ``user_config``, which Serve hands to the running replicas'
+        ``reconfigure`` in place (no replica restarts; measured in
+        tests/e2e/test_applier_e2e.py). Returns once Serve accepted it."""
         self._ensure_reachable()
         if not members:
             self.delete_app(GATEWAY_APP)
             return
-        pairs = sorted(members)
-        cards = llmconfigs.gateway_model_cards([public_id for public_id, _ in pairs])
-        version = llmconfigs.gateway_version(pairs, cards)
+        config = gateway.user_config(llmconfigs.gateway_routes(members))
+        replicas = self._config.serving.gateway_replicas
 
         def submit() -> None:
-            from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
-            from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
-
-            handles = {
-                public_id: serve.get_deployment_handle(
-                    llmconfigs.server_deployment_name(public_id), app_name=app_name
-                )
-                for public_id, app_name in pairs
-            }
-            ingress: Any = serve.deployment(make_fastapi_ingress(OpenAiIngress))
-            options = {**OpenAiIngress.get_deployment_options(), "max_surge_percent": 100}
-            app = ingress.options(**options).bind(
-                llm_deployments=handles,
-                model_cards={pid: ModelCard(**card) for pid, card in cards.items()},
-            )
-            _submit(_with_version(app, version), name=GATEWAY_APP, route_prefix=GATEWAY_ROUTE)
+            _submit(_gateway_app(config, replicas=replicas), name=GATEWAY_APP,
+                    route_prefix=GATEWAY_ROUTE)
 
         self._bounded(submit, what="deploy the gateway")
 
@@ -304,6 +307,24 @@ def _with_version(app: Any, version: str) -> Any:
         raise TypeError(f"Ray ignored the deployment version {version!r}")
     app._bound_deployment = deployment
     return app
+
+
+def _gateway_app(config: dict[str, Any], *, replicas: int) -> Any:
+    """The gateway application: :func:`gateway.ingress_class` with a fixed code
+    version, ``replicas`` replicas and its routes as ``user_config``.
+
+    The replicas get :mod:`servesync.rayserve.gateway` by value (cloudpickle),
+    so a worker node needs Ray, not servesync."""
+    from ray import cloudpickle
+    from ray.serve.llm.ingress import OpenAiIngress
+
+    cloudpickle.register_pickle_by_value(gateway)  # type: ignore[no-untyped-call]
+    options = OpenAiIngress.get_deployment_options()
+    options.pop("autoscaling_config", None)  # a fixed count: Ray's default is 1 replica
+    options.update(num_replicas=replicas, max_surge_percent=100, user_config=config)
+    ingress: Any = serve.deployment(gateway.ingress_class())
+    app = ingress.options(**options).bind()
+    return _with_version(app, llmconfigs.gateway_version(gateway.CODE_ID))
 
 
 def _import_serve_llm() -> None:

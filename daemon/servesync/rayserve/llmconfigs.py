@@ -1,8 +1,9 @@
 """Translate a :class:`~servesync.specs.ModelSpec` into Ray Serve LLM's config.
 
 Pure functions, no ``ray`` import: :mod:`servesync.rayserve.applier` passes the dicts
-built here to ``ray.serve.llm.LLMConfig(**kwargs)`` and to the gateway's
-``OpenAiIngress``; unit tests check them as plain data. No side effects.
+built here to ``ray.serve.llm.LLMConfig(**kwargs)`` and the gateway's routes
+to its ``user_config`` (:mod:`servesync.rayserve.gateway`); unit tests check
+them as plain data. No side effects.
 
 Facts from Ray 2.60's source that shape the output:
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from servesync.config import ServingConfig
 from servesync.desired.specs import Autoscaling, ModelSpec
+from servesync.rayserve.gateway import Route
 
 SERVER_NAME_PREFIX = "LLMServer:"
 """``build_llm_deployment``'s default ``name_prefix`` (``LLMServer.__name__ + ":"``)."""
@@ -103,13 +105,20 @@ def code_version(spec: ModelSpec, *, public_id: str, serving: ServingConfig) -> 
     return _version("model", llm_config_kwargs(spec, public_id=public_id, serving=serving))
 
 
-def gateway_version(
-    members: Sequence[tuple[str, str]], cards: dict[str, dict[str, Any]]
-) -> str:
-    """The Serve code version of the gateway: a hash of its members
-    ``(public id, app name)`` and model cards, which are all its replicas are
-    constructed with; the same set of models keeps the gateway's replica."""
-    return _version("gateway", {"members": sorted(members), "model_cards": cards})
+def gateway_version(code_id: str) -> str:
+    """The Serve code version of the gateway: fixed by the gateway's code
+    (:data:`servesync.rayserve.gateway.CODE_ID`), not by its routes, which
+    reach the running replicas as ``user_config``; so a model joining or
+    leaving never restarts a gateway replica."""
+    return _version("gateway", {"code": code_id})
+
+
+def gateway_routes(members: Sequence[tuple[str, str]]) -> list[Route]:
+    """The gateway's routes for ``(public model id, app name)`` members."""
+    cards = gateway_model_cards([public_id for public_id, _ in members])
+    return [Route(model=public_id, app=app_name,
+                  deployment=server_deployment_name(public_id), card=cards[public_id])
+            for public_id, app_name in sorted(members)]
 
 
 def _version(kind: str, inputs: dict[str, Any]) -> str:
@@ -154,9 +163,8 @@ def _engine_kwargs(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]
 
 
 def gateway_model_cards(public_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The ``model_cards`` the gateway's ``OpenAiIngress`` lists on ``/v1/models``,
-    as the fields of Ray's ``ModelCard`` (one per public model id; the keys
-    must equal those of ``llm_deployments``)."""
+    """The cards the gateway lists on ``/v1/models``, as the fields of Ray's
+    ``ModelCard`` (one per public model id)."""
     return {
         public_id: {
             "id": public_id,

@@ -49,7 +49,7 @@ from typing import Any
 import servesync
 from servesync.config import ServingConfig
 from servesync.converge.naming import GATEWAY_APP
-from servesync.converge.observed import Observed
+from servesync.converge.observed import AppObservation, Observed
 from servesync.converge.ports import TickReport
 from servesync.converge.records import ModelRecord, State
 from servesync.desired.specs import DesiredState
@@ -218,7 +218,8 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "total_gpus": replicas * gpus,
         "state": published_state(rec, observed),
         "enabled": rec.enabled,
-        "endpoint": {"openai_base_url": base_url, "model": rec.public_id},
+        "endpoint": ({"openai_base_url": base_url, "model": rec.public_id}
+                     if _callable(rec, obs) else None),
         "error_summary": rec.error_summary,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
@@ -247,6 +248,16 @@ def published_state(rec: ModelRecord, observed: Observed) -> str:
     if rec.state in (State.RUNNING, State.DEGRADED) and not observed.reachable:
         return UNKNOWN_STATE
     return str(rec.state)
+
+
+def _callable(rec: ModelRecord, obs: AppObservation | None) -> bool:
+    """Can a client call the model through the gateway? RUNNING (recorded only
+    once the gateway routes it) or DEGRADED (still routed), or an update of a
+    model that ran, while its last good version's replicas still serve."""
+    if rec.state in (State.RUNNING, State.DEGRADED):
+        return True
+    return (rec.state in (State.DEPLOYING, State.QUEUED, State.FAILED) and rec.enabled
+            and rec.applied_hash is not None and obs is not None and obs.running_replicas > 0)
 
 
 def _replicas(rec: ModelRecord, observed: Observed) -> int:

@@ -389,3 +389,46 @@ def test_a_revoked_model_stops_from_any_state(state: State, ray: AppStatus,
     assert stop.record.state is after and stop.record.error_summary == STOPPED_A
     assert stop.record.retry_at is None and stop.record.attempts == 0
     assert not any(isinstance(a, Deploy) for a in actions)
+
+
+def test_running_only_once_the_settled_gateway_routes_it() -> None:
+    """RUNNING means a client can call it: app RUNNING -> join the gateway (still
+    DEPLOYING, saying what it waits for) -> RUNNING once the gateway with it settled."""
+    deploying = record(A, State.DEPLOYING, submitted_at=at(0).isoformat())
+    app_up = observed((RA, AppStatus.RUNNING), (GW, AppStatus.MISSING))
+    empty = GatewayRecord((), None)
+    first = run(desired(A), (deploying,), app_up, gw=empty, now_s=100)
+    assert shape(first) == [("record", "a"), ("gateway", "a")]
+    waiting = first[0]
+    assert isinstance(waiting, RecordOnly) and waiting.record.state is State.DEPLOYING
+    assert waiting.record.events[-1].kind is EventKind.ROUTING
+    assert "waiting for the gateway" in waiting.record.events[-1].message
+    gw = GatewayRecord(members(RA), at(100).isoformat())
+    # the gateway applies its new routes: DEPLOYING, or RUNNING too soon after the update
+    for gw_status, now_s in ((AppStatus.DEPLOYING, 103), (AppStatus.RUNNING, 101)):
+        obs = observed((RA, AppStatus.RUNNING), (GW, gw_status))
+        assert run(desired(A), (waiting.record,), obs, gw=gw, now_s=now_s) == ()
+    settled = observed((RA, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    (done,) = run(desired(A), (waiting.record,), settled, gw=gw, now_s=102)
+    assert isinstance(done, RecordOnly) and done.record.state is State.RUNNING
+    assert done.record.applied_hash == A.spec_hash()
+
+
+def test_an_update_of_a_routed_model_is_running_without_waiting() -> None:
+    """Already routed before its update: RUNNING as soon as its app is, even
+    while another model's gateway change settles."""
+    new = spec("a", engine_kwargs={"max_model_len": 64})
+    updating = replace(record(new, State.DEPLOYING, submitted_at=at(50).isoformat()),
+                       applied_hash=A.spec_hash())
+    gw = GatewayRecord(members(RA, RB), at(40).isoformat())
+    rb_joining = record(B, State.DEPLOYING, submitted_at=at(0).isoformat())
+    obs = observed((RA, AppStatus.RUNNING), (RB, AppStatus.RUNNING), (GW, AppStatus.DEPLOYING))
+    actions = run(desired(new, B), (updating, rb_joining), obs, gw=gw, now_s=100)
+    states = {a.record.suffix: a.record.state for a in actions if isinstance(a, RecordOnly)}
+    assert states == {"a": State.RUNNING, "b": State.DEPLOYING}
+
+
+def test_a_model_whose_app_is_not_running_does_not_join() -> None:
+    deploying = record(A, State.DEPLOYING, submitted_at=at(0).isoformat())
+    obs = observed((RA, AppStatus.DEPLOYING))
+    assert run(desired(A), (deploying,), obs, gw=GatewayRecord((), None)) == ()

@@ -56,3 +56,14 @@ def test_serve_changes_between_autoscaling_bounds_without_restart() -> None:
     new = version("v1", num_replicas=None, autoscaling_config=bounds(0, 5))
     assert not old.requires_actor_restart(new)
     assert not old.requires_actor_reconfigure(new)
+
+
+def test_a_new_user_config_reconfigures_the_gateway_in_place() -> None:
+    """The gateway's routes are its user_config: Serve hands a change to the
+    running replicas' ``reconfigure``, restarting none (its version is fixed)."""
+    routes = {"routes": [{"model": "a", "app": "x", "deployment": "d", "card": {"id": "a"}}]}
+    old = version("gw", num_replicas=2, user_config={"routes": []})
+    new = version("gw", num_replicas=2, user_config=routes)
+    assert not old.requires_actor_restart(new)
+    assert old.requires_actor_reconfigure(new)
+    assert not new.requires_actor_reconfigure(version("gw", num_replicas=2, user_config=routes))

@@ -14,6 +14,7 @@ from servesync.rayserve.llmconfigs import (
     code_version,
     deployment_base_name,
     gateway_model_cards,
+    gateway_routes,
     gateway_version,
     llm_config_kwargs,
     scaling_options,
@@ -196,13 +197,17 @@ def test_code_version_is_deterministic_and_short() -> None:
     assert version(spec(env={"A": "1", "B": "2"})) == version(spec(env={"B": "2", "A": "1"}))
 
 
-def test_gateway_version_follows_its_members() -> None:
-    ab = [("a-1-x", "app-a"), ("b-2-y", "app-b")]
-    v = gateway_version(ab, gateway_model_cards(["a-1-x", "b-2-y"]))
-    assert v == gateway_version(list(reversed(ab)), gateway_model_cards(["b-2-y", "a-1-x"]))
-    assert v != gateway_version(ab[:1], gateway_model_cards(["a-1-x"]))
-    moved = [("a-1-x", "app-a2"), ("b-2-y", "app-b")]
-    assert v != gateway_version(moved, gateway_model_cards(["a-1-x", "b-2-y"]))
+def test_gateway_version_is_fixed_by_its_code_not_its_members() -> None:
+    assert gateway_version("servesync-gateway-1") == gateway_version("servesync-gateway-1")
+    assert gateway_version("servesync-gateway-1") != gateway_version("servesync-gateway-2")
+    assert gateway_version("servesync-gateway-1").startswith("servesync-1-")
+
+
+def test_gateway_routes_name_each_models_server_and_card() -> None:
+    got = gateway_routes([("b-2-y.1", "app-b"), ("a-1-x", "app-a")])
+    assert [(r.model, r.app, r.deployment) for r in got] == [
+        ("a-1-x", "app-a", "LLMServer:a-1-x"), ("b-2-y.1", "app-b", "LLMServer:b-2-y_1")]
+    assert got[1].card == gateway_model_cards(["b-2-y.1"])["b-2-y.1"]
 
 
 def test_replica_env_merges_model_env_under_operator_env() -> None:

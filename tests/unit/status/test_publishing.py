@@ -111,8 +111,10 @@ def test_model_file_content(tmp_path: Path) -> None:
     run(tmp_path)
     b = read(tmp_path / "models" / "svc-alice-b.json")
     assert b["model_id"] == "alice-202503011200-coder"
-    assert b["endpoint"] == {"openai_base_url": "http://127.0.0.1:8123/v1",
-                             "model": "alice-202503011200-coder"}
+    assert b["endpoint"] is None  # FAILED, never ran: nothing a client can call
+    a = read(tmp_path / "models" / "svc-alice-a.json")  # RUNNING: routed by the gateway
+    assert a["endpoint"] == {"openai_base_url": "http://127.0.0.1:8123/v1",
+                             "model": a["model_id"]}
     assert b["serve_status"] == {"app_name": "svc-alice-b", "app_status": "DEPLOY_FAILED",
                                  "message": "oom", "running_replicas": 0}
     assert b["autoscaling"]["max_replicas"] == 3
