@@ -118,8 +118,14 @@ class ValidationCache:
             self._config, self._files, self._results = config, {}, {}
 
     def _get(self, f: LoadedFile) -> tuple[_Checked, ...] | None:
+        """Last pass's checks of ``f`` if its text is unchanged: :meth:`parse`
+        then handed back the very same documents. Not ``==`` on the parsed
+        data: YAML ``true`` and ``1`` parse to values Python calls equal, and
+        the schema does not (``num_replicas: true`` is a 400)."""
         hit = self._files.get(f.path)
-        return hit[1] if hit is not None and hit[0] == f else None
+        if hit is None or hit[0].documents is not f.documents or hit[0] != f:
+            return None
+        return hit[1]
 
     def _put(self, f: LoadedFile, checked: tuple[_Checked, ...]) -> None:
         self._files[f.path] = (f, tuple(replace(c, issues=list(c.issues)) for c in checked))

@@ -13,6 +13,7 @@ versions". Every call goes through :class:`~servesync.rayserve.calls.RayCalls`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import shutil
@@ -38,6 +39,8 @@ __all__ = ["GATEWAY_APP", "RayApplier"]
 
 GATEWAY_ROUTE = "/"
 BATCH_CALL_S = 0.1  # more deadline per model of a batch deploy, beyond one call's
+BATCH_MAX = 100  # applications per run_many: a chunk's deadline (40 s) stays far under the
+# Ray thread's stuck bound (calls.STUCK_AFTER_S, 120 s), whatever the batch's size
 CONNECT_TIMEOUT_S = 60.0  # ray.init + serve.start; a local start takes ~10-20 s on 2 cores
 
 
@@ -209,12 +212,17 @@ class RayApplier:
 
     def deploy_models(self, batch: Sequence[ModelDeploy]
                       ) -> Mapping[str, TransientError | PermanentError]:
-        """Submit (or update in place) each model's own application, all in one
-        ``serve.run_many``; returns once Serve accepted them, not when they run.
+        """Submit (or update in place) each model's own application, in
+        ``serve.run_many`` calls of at most :data:`BATCH_MAX` applications;
+        returns once Serve accepted them, not when they run.
 
         Each application is built on its own, so a spec Ray or pydantic refuses
-        fails only its model (returned by app name); one failing submission
-        fails the rest with its error."""
+        fails only its model (returned by app name). A chunk whose submission
+        Ray refuses for good is submitted again one application at a time, so
+        that one tenant's refused application never fails another's; a
+        transient failure (Ray busy or gone) fails the chunk's models with it,
+        each retried after its backoff. Chunks keep every call's deadline well
+        under the Ray thread's stuck bound (:mod:`servesync.rayserve.calls`)."""
         self._ensure_reachable()
         serving = self._config.serving
         failed: dict[str, TransientError | PermanentError] = {}
@@ -228,11 +236,12 @@ class RayApplier:
             except (ValueError, TypeError) as e:
                 failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: {e}")
 
-        def build() -> list[tuple[str, Any]]:
+        def build(chunk: list[tuple[str, dict[str, Any], dict[str, Any], str]]
+                  ) -> list[tuple[str, Any]]:
             from ray.serve.llm import LLMConfig, build_llm_deployment
 
             apps = []
-            for app_name, kwargs, scaling, version in plans:
+            for app_name, kwargs, scaling, version in chunk:
                 try:
                     app = build_llm_deployment(
                         LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
@@ -245,15 +254,34 @@ class RayApplier:
                         else PermanentError(str(error))
             return apps
 
-        timeout_s = self._calls.call_timeout_s + BATCH_CALL_S * len(plans)
-        apps = self._bounded(build, what=f"build {len(plans)} applications",
-                             timeout_s=timeout_s)
-        if apps:
+        for start in range(0, len(plans), BATCH_MAX):
+            chunk = plans[start:start + BATCH_MAX]
+            timeout_s = self._calls.call_timeout_s + BATCH_CALL_S * len(chunk)
+            apps = self._bounded(functools.partial(build, chunk),
+                                 what=f"build {len(chunk)} applications", timeout_s=timeout_s)
+            if apps:
+                failed.update(self._submit_chunk(apps, timeout_s=timeout_s))
+        return failed
+
+    def _submit_chunk(self, apps: list[tuple[str, Any]], *, timeout_s: float
+                      ) -> dict[str, TransientError | PermanentError]:
+        """One ``run_many`` for ``apps``; refused for good: each alone (its own error)."""
+        try:
+            self._bounded(lambda: _submit_many(apps),
+                          what=f"deploy {len(apps)} applications", timeout_s=timeout_s)
+            return {}
+        except TransientError as e:
+            return {app_name: e for app_name, _ in apps}
+        except PermanentError as e:
+            if len(apps) == 1:
+                return {apps[0][0]: e}
+        failed: dict[str, TransientError | PermanentError] = {}
+        for app_name, app in apps:
             try:
-                self._bounded(lambda: _submit_many(apps),
-                              what=f"deploy {len(apps)} applications", timeout_s=timeout_s)
+                self._bounded(functools.partial(_submit_many, [(app_name, app)]),
+                              what=f"deploy application {app_name!r}")
             except (TransientError, PermanentError) as e:
-                failed.update((app_name, e) for app_name, _ in apps)
+                failed[app_name] = e
         return failed
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:

@@ -9,7 +9,12 @@ commands.
 In memory: the file is parsed once, at open; after that the records live in
 a dict (reads never touch the disk or re-parse), each with its compact JSON
 kept beside it, so a write re-encodes only the records that changed and joins
-the rest. The process is the single writer, so memory and file agree.
+the rest. The process is the single writer, so memory and file agree, except
+after a write that failed (disk full): its error then ends the tick before any
+Ray call that depended on it (the write-ahead holds), and the next successful
+write stores memory as it is. An older servesync (tinydb, records under
+numbered ids) cannot read a file this one wrote: downgrading means moving the
+state file aside (below).
 
 Durability: every public write method is one disk write at most, and none at
 all when the content is unchanged (an idle tick writes nothing); inside

@@ -137,3 +137,40 @@ def test_a_file_moved_to_another_user_is_checked_as_theirs(
     assert checks == ["users/bob/a.yaml"]
     assert sorted((s.user_id, s.suffix) for s in state.specs) == [
         ("alice", "b"), ("alice", "c"), ("bob", "a")]
+
+
+@pytest.mark.parametrize(("before", "after"), [("1", "true"), ("true", "1"), ("1", "1.0")])
+def test_a_value_python_calls_equal_is_still_a_change(world: tuple[Path, Path], before: str,
+                                                      after: str) -> None:
+    """``1``, ``true`` and ``1.0`` are equal in Python, not in the schema: the
+    cache tells files apart by their text, so the verdict is the uncached one."""
+    tree, storage = world
+    cfg, cache = config(storage), ValidationCache()
+    path = tree / "users" / "alice" / "b.yaml"
+    path.write_text(MODEL.format(name="b") + f"num_replicas: {before}\n")
+    validate_tree(tree, cfg, cache=cache)
+    path.write_text(MODEL.format(name="b") + f"num_replicas: {after}\n")
+    cached = validate_tree(tree, cfg, cache=cache)
+    same_as_uncached(cached, tree, cfg)
+    integer = after != "true"  # JSON Schema counts 1.0 as an integer
+    assert any(s.suffix == "b" for s in cached.specs) is integer
+
+
+def test_an_overlong_model_source_is_refused_before_it_is_resolved(
+        world: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path helpers keep memos: a source past 4,096 characters (PATH_MAX)
+    is a 400 from the schema and never reaches them (or a memo's memory)."""
+    from servesync.desired import model_paths
+
+    tree, storage = world
+    expanded: list[str] = []
+    real = model_paths.expand
+    monkeypatch.setattr(model_paths, "expand",
+                        lambda text, *a, **k: expanded.append(text) or real(text, *a, **k))
+    (tree / "users" / "alice" / "long.yaml").write_text(
+        "model_id: long\nmodel_source: $HOME/" + "x" * 5000 + "\ncpus_per_replica: 1\n")
+    state = validate_tree(tree, config(storage))
+    (issue,) = [i for i in state.issues() if i.file == "users/alice/long.yaml"]
+    assert issue.code is IssueCode.INVALID and "/model_source" in issue.render()
+    assert "is too long (at most 4096 characters)" in issue.render()
+    assert not any(len(text) > 4096 for text in expanded)

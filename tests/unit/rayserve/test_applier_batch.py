@@ -1,7 +1,8 @@
 """``RayApplier.deploy_models``: each application built on its own (a config
-Ray Serve LLM refuses fails only its model), the rest in one ``serve.run_many``,
-and a failing submission fails those it carried. Ray Serve LLM's builders and
-the submission are stood in for; nothing starts (tests/e2e deploy for real)."""
+Ray Serve LLM refuses fails only its model), the rest in one ``serve.run_many``
+per chunk; a submission Ray refuses for good is made again one application at
+a time (a transient failure is not). Ray Serve LLM's builders and the
+submission are stood in for; nothing starts (tests/e2e deploy for real)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,43 @@ def test_deploy_model_raises_its_own_error(submitted: list[list[str]]) -> None:
         applier().deploy_model(deploy("bad").spec, app_name="svc-alice-bad",
                                public_id="alice-202601010000-bad")
     assert submitted == []
+
+
+def test_a_submission_refused_for_good_is_retried_one_by_one(
+        submitted: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tenant's application that Serve refuses at submit (after building
+    fine) must not fail the others of its batch: FAILED waits for a new spec."""
+
+    def refuse_poisoned(apps: Any) -> None:
+        names = [name for name, _ in apps]
+        if "svc-alice-poison" in names:
+            raise ValueError("Serve refused svc-alice-poison")
+        submitted.append(names)
+
+    monkeypatch.setattr(applier_module, "_submit_many", refuse_poisoned)
+    failed = applier().deploy_models([deploy("a"), deploy("poison"), deploy("c")])
+    assert list(failed) == ["svc-alice-poison"]
+    assert isinstance(failed["svc-alice-poison"], PermanentError)
+    assert submitted == [["svc-alice-a"], ["svc-alice-c"]]  # each alone after the refusal
+
+
+def test_a_transient_batch_failure_is_not_retried_one_by_one(
+        submitted: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def down(apps: Any) -> None:
+        calls.append(len(apps))
+        raise ConnectionError("GCS went away")
+
+    monkeypatch.setattr(applier_module, "_submit_many", down)
+    failed = applier().deploy_models([deploy(s) for s in "abc"])
+    assert calls == [3]  # one call: Ray is down for every model alike, each backs off
+    assert all(isinstance(e, TransientError) for e in failed.values()) and len(failed) == 3
+
+
+def test_a_big_batch_goes_in_chunks(submitted: list[list[str]]) -> None:
+    batch = [deploy(f"m{i}") for i in range(applier_module.BATCH_MAX * 2 + 5)]
+    assert applier().deploy_models(batch) == {}
+    assert [len(run) for run in submitted] == [applier_module.BATCH_MAX,
+                                              applier_module.BATCH_MAX, 5]
+    assert [n for run in submitted for n in run] == [d.app_name for d in batch]
