@@ -457,8 +457,14 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
 
 def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
              gateway: GatewayRecord) -> UpdateGateway | None:
-    members = tuple(sorted((r.public_id, r.app_name) for r in final.values()
-                           if _serves(r, observed)))
+    routed: dict[str, ModelRecord] = {}
+    for r in sorted(final.values(), key=lambda r: (r.created_at, r.model_key)):
+        if _serves(r, observed):
+            # Two users may end up with one public id (user ids may hold '-'):
+            # the first admitted keeps it; the other is never routed (its
+            # status waits for the gateway, then fails at the deadline).
+            routed.setdefault(r.public_id, r)
+    members = tuple(sorted((r.public_id, r.app_name) for r in routed.values()))
     status = observed.status(naming.GATEWAY_APP)
     if members != gateway.members:
         old, new = set(gateway.members), set(members)

@@ -432,3 +432,21 @@ def test_a_model_whose_app_is_not_running_does_not_join() -> None:
     deploying = record(A, State.DEPLOYING, submitted_at=at(0).isoformat())
     obs = observed((RA, AppStatus.DEPLOYING))
     assert run(desired(A), (deploying,), obs, gw=GatewayRecord((), None)) == ()
+
+
+def test_two_models_with_one_public_id_route_the_first_admitted_only() -> None:
+    """User ids may hold '-': user ``bob`` model ``x-202601011201-y`` admitted at
+    12:00 and user ``bob-202601011200-x`` model ``y`` admitted at 12:01 share a
+    public id. The gateway routes the first admitted; the other is never routed
+    (never RUNNING) and the gateway keeps working for everyone."""
+    first = record(spec("x-202601011201-y", user="bob"), admitted=at(0))
+    second = record(spec("y", user="bob-202601011200-x"), admitted=at(60))
+    first = replace(first, prefix="bob-202601011200")
+    second = replace(second, prefix="bob-202601011200-x-202601011201")
+    assert first.public_id == second.public_id
+    specs = [spec("x-202601011201-y", user="bob"), spec("y", user="bob-202601011200-x")]
+    actions = plan(desired=desired(*specs), recorded={r.model_key: r for r in (second, first)},
+                   observed=observed((first, AppStatus.RUNNING), (second, AppStatus.RUNNING)),
+                   gateway=GatewayRecord(), now=at(120), deploy_timeout_s=900)
+    (gateway,) = [a for a in actions if isinstance(a, UpdateGateway)]
+    assert gateway.members == ((first.public_id, first.app_name),)
