@@ -100,15 +100,6 @@ class FileRay:
         time.sleep(self.answer_delay_s)
         return {}
 
-    def deploy_model(self, spec: ModelSpec, *, app_name: str, public_id: str) -> None:
-        data = self.load()
-        digest = spec_hash(spec)
-        data["apps"][app_name] = {"status": "DEPLOYING", "public_id": public_id,
-                                  "spec_hash": digest, "replicas": spec.num_replicas or 1}
-        data["calls"].append(["deploy", app_name, digest])
-        self.save(data)
-        time.sleep(self.answer_delay_s)
-
     def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
         data = self.load()
         if members:
