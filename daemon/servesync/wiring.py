@@ -10,6 +10,7 @@ in-process (``ray.address: local``) ends with the process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -26,6 +27,7 @@ from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.desired.sources import Source, open_source
 from servesync.state.locking import StateLock
 from servesync.state.store import (
+    JOURNAL_FILE,
     STATE_DIR_MODE,
     STATE_DIR_MODE_TRAVERSABLE,
     STATE_FILE,
@@ -95,12 +97,14 @@ def _tick(rec: Reconciler, source: Source) -> TickResult:
 def plan(config: Config) -> int:
     """Print what a tick would do. Exit 0 nothing to do, 1 changes.
 
-    The daemon's state dir is only read: its ``state.json`` is copied into a
+    The daemon's state dir is only read: its ``state.json`` and journal are
+    copied (a journal of a newer base is ignored: a consistent view) into a
     temporary state dir, which also holds this run's git clone and keyring."""
     with tempfile.TemporaryDirectory(prefix="servesync-plan-") as tmp:
-        recorded = Path(config.state_dir) / STATE_FILE
-        if recorded.exists():
-            shutil.copyfile(recorded, Path(tmp) / STATE_FILE)
+        for name in (STATE_FILE, JOURNAL_FILE):  # the base first: see servesync.state.store
+            recorded = Path(config.state_dir) / name
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(recorded, Path(tmp) / name)
         scratch = dataclasses.replace(config, state_dir=tmp, status_dir=str(Path(tmp) / "status"))
         source = open_source(scratch)
         with reconciler(scratch, lock=False) as rec:

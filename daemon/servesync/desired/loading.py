@@ -55,6 +55,7 @@ import math
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ from servesync.errors import Issue, IssueCode, SourceError
 from servesync.redaction import quote
 
 MAX_FILE_BYTES = 256 * 1024
+RACY_NS = 2_000_000_000  # see Reads
 MAX_DEPTH = 64  # YAML nesting of one document
 MAX_DOCUMENTS = 100  # YAML documents per file, empty ones included
 MAX_NODES = 10_000  # YAML nodes (mapping keys, values, list items) per file
@@ -314,8 +316,38 @@ def _parse(text: str, rel: str) -> tuple[RawDocument, ...]:
     return parse_text(text, rel=rel)
 
 
+class Reads:
+    """The text of each file read before, with the stamp it had: (device,
+    inode, size, mtime, ctime) from ``lstat``. A file whose stamp is unchanged
+    is not opened again, so an idle pass costs one ``lstat`` a file.
+
+    Git's "racily clean" rule: a file changed less than :data:`RACY_NS` before
+    it was read is not kept (a write within the clock's granularity could
+    leave the stamp as it was), so it is read again until it has been still
+    for that long. Entries of files gone from the tree are dropped by
+    :meth:`keep`."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.now_ns = time.time_ns  # tests move it
+
+    def get(self, rel: str, stamp: tuple[int, ...]) -> str | None:
+        hit = self._texts.get(rel)
+        return hit[1] if hit is not None and hit[0] == stamp else None
+
+    def put(self, rel: str, stamp: tuple[int, ...], text: str, read_ns: int) -> None:
+        if max(stamp[3], stamp[4]) > read_ns - RACY_NS:
+            self._texts.pop(rel, None)
+        else:
+            self._texts[rel] = (stamp, text)
+
+    def keep(self, rels: set[str]) -> None:
+        for gone in [rel for rel in self._texts if rel not in rels]:
+            del self._texts[gone]
+
+
 def load_file(root: Path, rel: str, *, is_symlink: bool = False,
-              parse: Parser = _parse) -> LoadedFile:
+              parse: Parser = _parse, reads: Reads | None = None) -> LoadedFile:
     """Read one candidate file (``rel`` relative to ``root``) into documents."""
     parts = rel.split("/")
     if is_symlink and parts[0] == USERS_DIR:
@@ -326,7 +358,7 @@ def load_file(root: Path, rel: str, *, is_symlink: bool = False,
         return _file_issue(rel, IssueCode.INVALID, f"folder {quote(parts[1])} is not a valid "
                            f"user id (^[a-z0-9][a-z0-9_-]{{0,31}}$)")
     try:
-        text = _read(root / rel).decode("utf-8-sig")
+        text = _text(os.path.join(root, rel), rel, reads)
     except _Unreadable as e:
         return _file_issue(rel, IssueCode.INVALID, str(e))
     except UnicodeDecodeError as e:
@@ -341,28 +373,48 @@ class _Unreadable(Exception):
     """The file can't be read as a desired-state file (size, type)."""
 
 
-def _read(path: Path) -> bytes:
-    """The file's bytes, refusing non-regular files and reading at most the limit + 1."""
-    info = path.lstat()
+def _text(path: str, rel: str, reads: Reads | None) -> str:
+    """The file's text (UTF-8, BOM dropped), refusing non-regular files and
+    reading at most the limit + 1 bytes; from ``reads`` when its stamp holds."""
+    info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
         raise _Unreadable("not a regular file")
     if info.st_size > MAX_FILE_BYTES:
         raise _Unreadable(f"file is {info.st_size} bytes, over the {MAX_FILE_BYTES} byte limit")
-    with path.open("rb") as f:
+    stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    if reads is not None:
+        known = reads.get(rel, stamp)
+        if known is not None:
+            return known
+        read_ns = reads.now_ns()
+    # Not following a link nor blocking on a FIFO swapped in since the lstat.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Unreadable("not a regular file")
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise _Unreadable(f"file is over the {MAX_FILE_BYTES} byte limit")
-    return data
+    text = data.decode("utf-8-sig")
+    if reads is not None:
+        reads.put(rel, stamp, text, read_ns)
+    return text
 
 
-def load_tree(root: Path, *, parse: Parser = _parse) -> tuple[LoadedFile, ...]:
+def load_tree(root: Path, *, parse: Parser = _parse,
+              reads: Reads | None = None) -> tuple[LoadedFile, ...]:
     """Every candidate of the tree, loaded (or reported), in path order;
-    ``parse`` turns a file's text into documents."""
-    return tuple(
-        load_file(root, c.rel, is_symlink=c.is_symlink, parse=parse) if c.problem is None
+    ``parse`` turns a file's text into documents; ``reads``: the texts of the
+    previous pass, to skip the files whose stamp is unchanged."""
+    files = tuple(
+        load_file(root, c.rel, is_symlink=c.is_symlink, parse=parse, reads=reads)
+        if c.problem is None
         else _file_issue(c.rel, IssueCode.INVALID, c.problem, folder=c.rel.endswith("/"))
         for c in iter_candidates(root)
     )
+    if reads is not None:
+        reads.keep({f.path for f in files})
+    return files
 
 
 def parse_text(text: str, *, rel: str) -> tuple[RawDocument, ...]:

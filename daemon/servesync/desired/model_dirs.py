@@ -218,7 +218,21 @@ def real_path(path: str) -> str:
     """``os.path.realpath`` of an absolute ``path`` within one budget of
     :data:`MAX_LOOKUPS` (a model_source that is itself a link into a long chain
     of links must cost a tick no more than a folder does); :class:`TooCostly`."""
-    resolved, _ = Resolver()._join("/", path, set(), [0])
+    known = _PASS.realdirs
+    if known is None:
+        resolved, _ = Resolver()._join("/", path, set(), [0])
+        return os.path.normpath(resolved)
+    # Within one_pass(): the parent folder is resolved once for all its
+    # entries (a thousand model folders under hf/ share one).
+    parent, name = os.path.split(os.path.normpath(path))
+    resolver = Resolver()
+    real_parent = known.get(parent)
+    if real_parent is None:
+        real_parent, ok = resolver._join("/", parent, set(), [0])
+        real_parent = os.path.normpath(real_parent)
+        if ok:
+            known[parent] = real_parent
+    resolved, _ = resolver._join(real_parent, name, set(), [0])
     return os.path.normpath(resolved)
 
 
@@ -304,6 +318,7 @@ class Resolver:
 class _Pass(threading.local):
     plain: set[str] | None = None
     realpaths: dict[str, str] | None = None
+    realdirs: dict[str, str] | None = None  # real_path's parents
     stats: dict[str, os.stat_result | OSError] | None = None
 
 
@@ -318,11 +333,11 @@ def one_pass() -> Iterator[None]:
     if _PASS.plain is not None:
         yield
         return
-    _PASS.plain, _PASS.realpaths, _PASS.stats = set(), {}, {}
+    _PASS.plain, _PASS.realpaths, _PASS.realdirs, _PASS.stats = set(), {}, {}, {}
     try:
         yield
     finally:
-        _PASS.plain = _PASS.realpaths = _PASS.stats = None
+        _PASS.plain = _PASS.realpaths = _PASS.realdirs = _PASS.stats = None
 
 
 def _lstat(path: str) -> os.stat_result:

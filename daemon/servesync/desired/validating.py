@@ -102,6 +102,7 @@ class ValidationCache:
         self._files: dict[str, tuple[LoadedFile, tuple[_Checked, ...]]] = {}
         self._results: dict[str, FileResult] = {}
         self._config: Config | None = None
+        self.reads = loading.Reads()  # texts of unchanged files aren't read again
         self.checked = 0
 
     def parse(self, text: str, rel: str) -> tuple[RawDocument, ...]:
@@ -159,8 +160,8 @@ def validate_tree(root: Path, config: Config, *, revision: str | None = None,
     wrong inside the tree is reported as issues, never raised."""
     if not root.is_dir():
         raise SourceError(f"{root}: not a directory")
-    files = loading.load_tree(root) if cache is None else loading.load_tree(root,
-                                                                             parse=cache.parse)
+    files = loading.load_tree(root) if cache is None else \
+        loading.load_tree(root, parse=cache.parse, reads=cache.reads)
     return validate_loaded(files, config, revision=revision, cache=cache)
 
 

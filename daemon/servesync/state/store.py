@@ -18,13 +18,28 @@ state file aside (below).
 
 Durability: every public write method is one disk write at most, and none at
 all when the content is unchanged (an idle tick writes nothing); inside
-:meth:`Store.batch` the writes of a whole phase become one. A write goes
-through :func:`servesync.atomicio.atomic_write` (temp file, fsync, rename,
-fsync the folder), so a kill -9 at any instant leaves the old file or the
-new one. JSON only.
+:meth:`Store.batch` the writes of a whole phase become one. A write appends
+one line to the journal ``state.journal`` and fsyncs it: the changed records
+(or ``null`` for a deleted one), and the gateway and meta if they changed.
+So a tick that changes one model of a thousand writes that model's line, not
+the 3.6 MB file. When the journal outgrows half the base file (or there is no
+base yet, or the journal's tail was torn), the write is a compaction instead:
+the whole state goes through :func:`servesync.atomicio.atomic_write` (temp
+file, fsync, rename, fsync the folder) under a new ``epoch``, and the journal
+is removed. Each journal line names the epoch of the base it follows; lines
+of another epoch (a compaction killed before it removed the journal; a
+reader that copied the base and the journal either side of a compaction)
+are ignored. A kill -9 at any instant leaves the old state or the new one:
+at most the journal's last line is torn, and a torn last line (no newline,
+or not JSON) is dropped at open, since its write never completed and so no
+Ray call followed it; the next write compacts. A damaged line before the
+last is a :class:`StateFileError`. JSON only.
 
-On disk: ``{"gateway": {"1": {...}}, "meta": {"1": {...}}, "models":
-{"<model_key>": {...}, ...}}``, one record a line. Older servesyncs wrote the
+On disk: ``state.json`` is ``{"epoch": {"1": {"id": "<hex>"}}, "gateway":
+{"1": {...}}, "meta": {"1": {...}}, "models": {"<model_key>": {...}, ...}}``,
+one record a line; each line of ``state.journal`` is ``{"epoch": "<hex>",
+"models": {"<model_key>": {...} or null}, "gateway": {...}, "meta": {...}}``
+(the last two only when they changed). Older servesyncs wrote the
 same tables through tinydb, with the records keyed by tinydb's document ids
 (``"1"``, ``"2"``, ...); such a file loads as it is (a record's key is its
 ``model_key`` field) and is rewritten in the new shape at the first change.
@@ -33,8 +48,8 @@ Only one process may write: hold :class:`servesync.locking.StateLock` first.
 
 Privacy: the records keep each model's ``env`` values (the planner needs
 them to tell a change), which may be secrets. ``state.json`` is therefore
-0600 (every atomic rewrite creates it so, and an older looser file is
-tightened at open) and the state dir 0700, or 0711 when the status dir lies
+0600, and so is ``state.journal`` (every write creates them so, and an
+older looser file is tightened at open) and the state dir 0700, or 0711 when the status dir lies
 inside it (the default layout): users may pass through to ``status/`` but
 list and read nothing else. Only the status files are for users.
 
@@ -54,7 +69,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,16 +79,20 @@ from typing import Any
 
 from servesync.converge.records import GatewayRecord, ModelRecord
 from servesync.errors import ServesyncError
-from servesync.state.atomicio import atomic_write, remove_temps
+from servesync.state.atomicio import atomic_write, fsync_dir, remove_temps
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+JOURNAL_FILE = "state.journal"
+JOURNAL_MIN_BYTES = 256 * 1024  # the journal may grow to this, or half the base file
 STATE_FILE_MODE = 0o600
 STATE_DIR_MODE = 0o700
 STATE_DIR_MODE_TRAVERSABLE = 0o711
 """The state dir's mode when the status dir is inside it: others may reach
 ``status/`` by name, but not list the state dir."""
 _SINGLETON_ID = "1"  # the gateway and meta tables hold one document, id "1" (tinydb's shape)
-_TABLES = ("gateway", "meta", "models")
+_TABLES = ("epoch", "gateway", "meta", "models")
 
 
 class StateFileError(ServesyncError):
@@ -106,10 +127,18 @@ class Store:
         with contextlib.suppress(PermissionError):  # a dir someone else owns: their choice
             os.chmod(state_dir, dir_mode)
         self.path = state_dir / STATE_FILE
+        self.journal = state_dir / JOURNAL_FILE
         remove_temps(state_dir, STATE_FILE)  # left by a writer killed mid-write
-        with contextlib.suppress(FileNotFoundError):  # written 0644 by an older servesync
-            os.chmod(self.path, STATE_FILE_MODE)
+        for path in (self.path, self.journal):
+            with contextlib.suppress(FileNotFoundError):  # written 0644 by an older servesync
+                os.chmod(path, STATE_FILE_MODE)
         self._disk_writes = 0
+        self._epoch: str | None = None  # the base file's; None: no base file yet
+        self._base_bytes = 0
+        self._journal_bytes = 0
+        self._compact = False  # the next write must rewrite the base (old shape, torn tail)
+        self._changed: dict[str, ModelRecord | None] = {}  # since the last write
+        self._gateway_changed = self._meta_changed = False
         self._models: dict[str, ModelRecord] = {}
         self._encoded: dict[str, str] = {}  # model key -> its line of the file
         self._sorted: dict[str, ModelRecord] | None = None  # models() by key, until a change
@@ -120,13 +149,26 @@ class Store:
         self._load()
 
     def _load(self) -> None:
-        """Parse the file once, at open, so damage shows at start, not mid-tick."""
+        """Parse the files once, at open, so damage shows at start, not mid-tick."""
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
-            return
+            blob = None
         except OSError as e:
             raise StateFileError(self.path, str(e)) from e
+        if blob is not None:
+            self._load_base(blob)
+        try:
+            lines = self.journal.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StateFileError(self.journal, str(e)) from e
+        self._journal_bytes = len(lines)
+        self._load_journal(lines)
+
+    def _load_base(self, blob: bytes) -> None:
+        self._base_bytes = len(blob)
         try:
             data = json.loads(blob)
         except ValueError as e:
@@ -134,18 +176,66 @@ class Store:
         if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
             raise StateFileError(self.path, "not a mapping of tables")
         try:
-            for doc in data.get("models", {}).values():  # keyed by model key, or tinydb's ids
+            for ident, doc in data.get("models", {}).items():  # by model key, or tinydb's ids
                 rec = ModelRecord.from_json(dict(doc))
                 self._models[rec.model_key] = rec
                 self._encoded[rec.model_key] = _line(rec)
+                if ident != rec.model_key:
+                    self._compact = True  # rewritten in the new shape at the first change
             gateway = data.get("gateway", {}).get(_SINGLETON_ID)
             if gateway is not None:
                 self._gateway = GatewayRecord.from_json(dict(gateway))
             meta = data.get("meta", {}).get(_SINGLETON_ID)
             if meta is not None:
                 self._meta = dict(meta)
+            epoch = data.get("epoch", {}).get(_SINGLETON_ID)
+            self._epoch = str(epoch["id"]) if epoch is not None else ""
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise StateFileError(self.path, f"bad record: {type(e).__name__}: {e}") from e
+        if not self._epoch:
+            self._compact = True  # a base without an epoch: no journal line can follow it
+
+    def _load_journal(self, blob: bytes) -> None:
+        lines = blob.split(b"\n")
+        tail = lines.pop()  # b"" when the last line is complete
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+            except ValueError as e:
+                if number == len(lines) and not tail:
+                    log.warning("%s: its last line was torn (a write killed midway); "
+                                "dropped: that write never completed", self.journal)
+                    self._compact = True
+                    return
+                raise StateFileError(self.journal, f"line {number} is not JSON: {e}") from e
+            try:
+                self._replay(entry)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise StateFileError(self.journal, f"line {number}: bad record: "
+                                     f"{type(e).__name__}: {e}") from e
+        if tail:
+            log.warning("%s: its last line was torn (a write killed midway); dropped: that "
+                        "write never completed", self.journal)
+            self._compact = True
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        if self._epoch is None or entry["epoch"] != self._epoch:
+            self._compact = True  # written after another base: not this one's changes
+            return
+        for key, doc in entry.get("models", {}).items():
+            if doc is None:
+                self._models.pop(key, None)
+                self._encoded.pop(key, None)
+                continue
+            rec = ModelRecord.from_json(dict(doc))
+            if rec.model_key != key:
+                raise ValueError(f"record {rec.model_key!r} under key {key!r}")
+            self._models[key] = rec
+            self._encoded[key] = _line(rec)
+        if "gateway" in entry:
+            self._gateway = GatewayRecord.from_json(dict(entry["gateway"]))
+        if "meta" in entry:
+            self._meta = dict(entry["meta"])
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -160,12 +250,14 @@ class Store:
                 self._depth -= 1
             return
         saved = (dict(self._models), dict(self._encoded), self._gateway,
-                 None if self._meta is None else dict(self._meta), self._dirty)
+                 None if self._meta is None else dict(self._meta), self._dirty,
+                 dict(self._changed), self._gateway_changed, self._meta_changed)
         self._depth = 1
         try:
             yield
         except BaseException:
-            (self._models, self._encoded, self._gateway, self._meta, self._dirty) = saved
+            (self._models, self._encoded, self._gateway, self._meta, self._dirty,
+             self._changed, self._gateway_changed, self._meta_changed) = saved
             self._sorted = None
             raise
         finally:
@@ -189,9 +281,61 @@ class Store:
     def _flush(self) -> None:
         if self._depth or not self._dirty:
             return
-        atomic_write(self.path, self.encode(), mode=STATE_FILE_MODE)
-        self._dirty = False
+        line = None if self._compact or self._epoch is None else self._journal_line()
+        if line is None or self._journal_bytes + len(line) > max(JOURNAL_MIN_BYTES,
+                                                                  self._base_bytes // 2):
+            self._rewrite()
+        else:
+            self._append(line)
+        self._dirty, self._compact = False, False
+        self._changed, self._gateway_changed, self._meta_changed = {}, False, False
         self._disk_writes += 1
+
+    def _journal_line(self) -> bytes:
+        entry: list[str] = [f'"epoch": {encode_json(self._epoch)}']
+        models = ", ".join(self._encoded[key] if rec is not None else
+                           f"{encode_json(key)}: null"
+                           for key, rec in sorted(self._changed.items(),
+                                                  key=lambda kv: kv[0]))
+        entry.append(f'"models": {{{models}}}')
+        if self._gateway_changed:
+            entry.append(f'"gateway": {encode_json(self.gateway().to_json())}')
+        if self._meta_changed:
+            entry.append(f'"meta": {encode_json(self.meta())}')
+        return ("{" + ", ".join(entry) + "}\n").encode()
+
+    def _append(self, line: bytes) -> None:
+        """One line at the journal's end, fsynced before returning (the write-ahead)."""
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     STATE_FILE_MODE)
+        try:
+            created = os.fstat(fd).st_size == 0
+            os.fchmod(fd, STATE_FILE_MODE)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
+        self._journal_bytes += len(line)
+
+    def _rewrite(self) -> None:
+        """Compaction: the whole state as a new base under a new epoch, then no journal."""
+        old = self._epoch
+        self._epoch = secrets.token_hex(8)
+        try:
+            data = self.encode()
+            atomic_write(self.path, data, mode=STATE_FILE_MODE)
+        except BaseException:
+            self._epoch = old
+            raise
+        self._base_bytes = len(data)
+        with contextlib.suppress(FileNotFoundError):
+            self.journal.unlink()
+            fsync_dir(self.path.parent)
+        self._journal_bytes = 0
 
     def encode(self) -> bytes:
         """The file's bytes: stable (sorted keys), one record a line, UTF-8."""
@@ -200,8 +344,10 @@ class Store:
                       for name, doc in (("gateway", self._gateway and self._gateway.to_json()),
                                         ("meta", self._meta))}
         models = ",\n".join(self._encoded[key] for key in sorted(self._encoded))
-        return (f'{{"gateway": {singletons["gateway"]},\n"meta": {singletons["meta"]},\n'
-                f'"models": {{\n{models}\n}}}}\n').encode()
+        epoch = f'{{"{_SINGLETON_ID}": {encode_json({"id": self._epoch})}}}' if self._epoch \
+            else "{}"
+        return (f'{{"epoch": {epoch},\n"gateway": {singletons["gateway"]},\n'
+                f'"meta": {singletons["meta"]},\n"models": {{\n{models}\n}}}}\n').encode()
 
     # -- models --------------------------------------------------------------
 
@@ -224,6 +370,7 @@ class Store:
                 continue
             self._models[rec.model_key] = rec
             self._encoded[rec.model_key] = _line(rec)
+            self._changed[rec.model_key] = rec
             self._sorted = None
             self._dirty = True
         self._flush()
@@ -236,6 +383,7 @@ class Store:
         for key in model_keys:
             if self._models.pop(key, None) is not None:
                 del self._encoded[key]
+                self._changed[key] = None
                 self._sorted = None
                 self._dirty = True
         self._flush()
@@ -247,7 +395,7 @@ class Store:
 
     def set_gateway(self, rec: GatewayRecord) -> None:
         if rec != self._gateway:
-            self._gateway, self._dirty = rec, True
+            self._gateway, self._dirty, self._gateway_changed = rec, True, True
         self._flush()
 
     def meta(self) -> dict[str, Any]:
@@ -259,5 +407,5 @@ class Store:
         new = {**self.meta(), **kv}
         json.dumps(new)  # refuse what can't be written before memory holds it
         if new != self._meta:
-            self._meta, self._dirty = new, True
+            self._meta, self._dirty, self._meta_changed = new, True, True
         self._flush()

@@ -1,9 +1,13 @@
-"""``metrics.prom``: the operators' Prometheus metrics, rewritten after every tick.
+"""``metrics.prom`` and ``metrics-models.prom``: the operators' Prometheus metrics.
 
 For node_exporter's textfile collector (``--collector.textfile.directory``
 pointed at the status dir), as Argo CD and Flux users scrape their GitOps
-controllers. Built with ``prometheus_client`` (one ``CollectorRegistry``,
-``write_to_textfile``), never formatted by hand. Called by the reconciler
+controllers. Built with ``prometheus_client`` (a ``CollectorRegistry`` per
+file, ``write_to_textfile``), never formatted by hand. ``metrics.prom`` is
+rewritten after every tick (its timestamps are the liveness signal);
+``metrics-models.prom`` holds the per-model series and is rewritten only when
+one of them changed (at 1,000 models it is 2,000 lines: formatting it every
+idle tick was a third of the tick). Called by the reconciler
 through :meth:`servesync.status.publishing.StatusFiles.publish_metrics` with
 the tick's :class:`~servesync.converge.ports.TickReport`.
 
@@ -15,11 +19,12 @@ What it holds (all prefixed ``servesync_``):
   (a tick whose outcome is not ``error``), ``last_converged_timestamp_seconds``;
 * ``ray_reachable`` (0/1); ``models{state}`` (every state, zeros included);
   ``validation_errors{code}`` (400/403/409/422, zeros included);
-* ``model_replicas_desired{user,model}`` and ``model_replicas_running{user,model}``
-  for every recorded model (``model`` is the public id clients send): two
-  series a model, 10,000 at 5,000 models, no state label (a state change
-  would start a new series); ``replicas_desired`` / ``replicas_running``
-  are the totals, for dashboards that must stay cheap;
+* in ``metrics-models.prom``: ``model_replicas_desired{user,model}`` and
+  ``model_replicas_running{user,model}`` for every recorded model (``model``
+  is the public id clients send): two series a model, 10,000 at 5,000
+  models, no state label (a state change would start a new series); in
+  ``metrics.prom``, ``replicas_desired`` / ``replicas_running`` are the
+  totals, for dashboards that must stay cheap;
 * ``desired_revision_changed_timestamp_seconds``: when the desired state's
   revision last changed (Prometheus' way of "time since": ``time() - it``),
   with ``desired_revision_info{revision}`` naming it; ``info{version}``.
@@ -52,6 +57,7 @@ from servesync.state.atomicio import fsync_dir, temp_name
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.prom"
+MODELS_METRICS_FILE = "metrics-models.prom"
 METRICS_FILE_MODE = 0o644
 OUTCOMES: tuple[TickOutcome, ...] = ("converged", "progressing", "degraded", "error")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -59,11 +65,13 @@ _NO_APPLICATION = (State.STOPPED, State.DELETING)
 
 
 class Metrics:
-    """The registry of one servesync process, and its ``metrics.prom``."""
+    """The registries of one servesync process, and their two files."""
 
     def __init__(self, status_dir: Path) -> None:
         self.path = Path(status_dir) / METRICS_FILE
+        self.models_path = Path(status_dir) / MODELS_METRICS_FILE
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self.models_registry = per_model = CollectorRegistry(auto_describe=True)
         self.duration = Histogram("servesync_tick_duration_seconds",
                                   "Duration of a reconcile tick.", buckets=DURATION_BUCKETS,
                                   registry=r)
@@ -88,10 +96,11 @@ class Metrics:
                              registry=r)
         self.desired = Gauge("servesync_model_replicas_desired",
                              "Replicas a model asks for (num_replicas, or autoscaling's "
-                             "min_replicas; 0 when stopped).", ["user", "model"], registry=r)
+                             "min_replicas; 0 when stopped).", ["user", "model"],
+                             registry=per_model)
         self.running = Gauge("servesync_model_replicas_running",
                              "Replicas Ray reports RUNNING for a model.", ["user", "model"],
-                             registry=r)
+                             registry=per_model)
         self.desired_total = Gauge("servesync_replicas_desired",
                                    "Replicas all models ask for.", registry=r)
         self.running_total = Gauge("servesync_replicas_running",
@@ -108,7 +117,8 @@ class Metrics:
             self.ticks.labels(outcome)
         self._revision: str | None = None
         self._revision_known = False  # from the previous file, or a tick
-        self._models: set[tuple[str, str]] = set()  # (user, model) of the per-model series
+        self._rows: dict[tuple[str, str], tuple[int, int]] | None = None  # per-model series
+        self._models_dirty = True  # metrics-models.prom must be (re)written
         self._restore()
 
     def _restore(self) -> None:
@@ -158,43 +168,51 @@ class Metrics:
             self._revision, self._revision_known = report.revision, True
 
     def _replicas(self, report: TickReport) -> None:
-        """Per-model series: set each, drop those of models no longer recorded."""
-        total_desired = total_running = 0
-        seen: set[tuple[str, str]] = set()
+        """Per-model series: set each, drop those of models no longer recorded;
+        nothing is touched (nor written) when no model's numbers changed."""
+        rows: dict[tuple[str, str], tuple[int, int]] = {}
         for rec in report.records.values():
-            desired = asked(rec)
             obs = report.observed.apps.get(rec.app_name)
-            running = obs.running_replicas if obs else 0
-            labels = (rec.user_id, rec.public_id)
-            self.desired.labels(*labels).set(desired)
-            self.running.labels(*labels).set(running)
-            seen.add(labels)
-            total_desired += desired
-            total_running += running
-        for labels in self._models - seen:
+            rows[(rec.user_id, rec.public_id)] = (asked(rec),
+                                                  obs.running_replicas if obs else 0)
+        self.desired_total.set(sum(d for d, _ in rows.values()))
+        self.running_total.set(sum(r for _, r in rows.values()))
+        if rows == self._rows:
+            return
+        old = self._rows or {}
+        for labels, (desired, running) in rows.items():
+            if old.get(labels) != (desired, running):
+                self.desired.labels(*labels).set(desired)
+                self.running.labels(*labels).set(running)
+        for labels in old.keys() - rows.keys():
             self.desired.remove(*labels)
             self.running.remove(*labels)
-        self._models = seen
-        self.desired_total.set(total_desired)
-        self.running_total.set(total_running)
+        self._rows, self._models_dirty = rows, True
 
     def write(self) -> None:
-        """Replace ``metrics.prom`` atomically, 0644 whatever the umask.
+        """Replace ``metrics.prom`` (and ``metrics-models.prom`` when a per-model
+        series changed) atomically, 0644 whatever the umask."""
+        if self._models_dirty:
+            _write(self.models_path, self.models_registry)
+            self._models_dirty = False
+        _write(self.path, self.registry)
 
-        ``write_to_textfile`` (atomic, but created under the umask: 0640 with
-        systemd's ``UMask=0027``, unreadable by node_exporter) writes a hidden
-        staging file that node_exporter ignores (not ``*.prom``); it is set
-        to 0644 and renamed over ``metrics.prom``."""
-        staging = temp_name(self.path)
-        try:
-            write_to_textfile(str(staging), self.registry)
-            os.chmod(staging, METRICS_FILE_MODE)
-            os.replace(staging, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                staging.unlink()
-            raise
-        fsync_dir(self.path.parent)
+
+def _write(path: Path, registry: CollectorRegistry) -> None:
+    """``write_to_textfile`` (atomic, but created under the umask: 0640 with
+    systemd's ``UMask=0027``, unreadable by node_exporter) writes a hidden
+    staging file that node_exporter ignores (not ``*.prom``); it is set to
+    0644 and renamed over ``path``."""
+    staging = temp_name(path)
+    try:
+        write_to_textfile(str(staging), registry)
+        os.chmod(staging, METRICS_FILE_MODE)
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+        raise
+    fsync_dir(path.parent)
 
 
 def asked(rec: ModelRecord) -> int:

@@ -304,9 +304,10 @@ def test_a_model_under_a_folder_now_too_deep_is_kept(
 
 @pytest.fixture
 def deny(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
-    """Paths (absolute, as strings) that ``os.scandir`` and ``Path.open`` refuse."""
+    """Paths (absolute, as strings) that ``os.scandir``, ``os.open`` and
+    ``Path.open`` refuse."""
     denied: set[str] = set()
-    real_scandir, real_open = os.scandir, pathlib.Path.open
+    real_scandir, real_open, real_os_open = os.scandir, pathlib.Path.open, os.open
 
     def scandir(path: Any = ".") -> Any:
         if os.path.normpath(os.fspath(path)) in denied:
@@ -318,7 +319,13 @@ def deny(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
             raise PermissionError(13, "Permission denied", str(self))
         return real_open(self, *args, **kwargs)
 
+    def os_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if os.path.normpath(os.fspath(path)) in denied:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_os_open(path, *args, **kwargs)
+
     monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "open", os_open)
     monkeypatch.setattr(pathlib.Path, "open", open_)
     yield denied
 

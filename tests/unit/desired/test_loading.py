@@ -375,3 +375,63 @@ def test_an_env_value_that_fails_to_parse_is_never_quoted(value: str) -> None:
     for issue in doc.issues:
         assert "(value not shown)" in issue.message
         assert secret[:12] not in issue.render() and secret[-6:] not in issue.render()
+
+
+# --- reads: unchanged files are not opened again ----------------------------------------
+
+
+def _opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    opened: list[str] = []
+    real = os.open
+
+    def spy(path: str, *args: object, **kwargs: object) -> int:
+        opened.append(os.path.basename(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loading.os, "open", spy)
+    return opened
+
+
+def test_a_file_whose_stamp_holds_is_not_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _write(tmp_path, {"users/a/one.yaml": GOOD, "users/a/two.yaml": GOOD})
+    reads = loading.Reads()
+    reads.now_ns = lambda: time.time_ns() + 10 * loading.RACY_NS  # both files are old news
+    first = loading.load_tree(root, reads=reads)
+    opened = _opened(monkeypatch)
+    again = loading.load_tree(root, reads=reads)
+    assert opened == [] and again == first
+    (root / "users/a/two.yaml").write_text("model_id: n\nmodel_source: org/name\n")
+    changed = {f.path: f for f in loading.load_tree(root, reads=reads)}
+    assert opened == ["two.yaml"]
+    assert changed["users/a/two.yaml"].documents[0].data["model_id"] == "n"
+
+
+def test_a_file_changed_just_before_it_was_read_is_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Git's racily-clean rule: a same-size rewrite within the clock's grain
+    could keep the stamp, so a file this young is not trusted to it."""
+    root = _write(tmp_path, {"users/a/one.yaml": GOOD})
+    reads = loading.Reads()
+    loading.load_tree(root, reads=reads)  # written a moment ago: not kept
+    opened = _opened(monkeypatch)
+    loading.load_tree(root, reads=reads)
+    assert opened == ["one.yaml"]
+
+
+def test_a_file_swapped_for_a_symlink_after_the_stat_is_not_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lstat saw a regular file; by the open it is a link to another user's file."""
+    root = _write(tmp_path, {"users/a/f.yaml": GOOD, "users/b/secret.yaml": GOOD})
+    real_lstat = os.lstat
+
+    def lstat_then_swap(path: str | os.PathLike[str]) -> os.stat_result:
+        st = real_lstat(path)
+        if str(path).endswith("users/a/f.yaml"):
+            os.unlink(path)
+            os.symlink(root / "users/b/secret.yaml", path)
+        return st
+
+    monkeypatch.setattr(loading.os, "lstat", lstat_then_swap)
+    got = loading.load_file(root, "users/a/f.yaml")
+    assert got.documents == () and "cannot read" in got.issues[0].message

@@ -21,7 +21,7 @@ from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRec
 from servesync.errors import ServesyncError
 from servesync.state import atomicio
 from servesync.state import store as store_module
-from servesync.state.store import STATE_FILE, StateFileError, Store
+from servesync.state.store import JOURNAL_FILE, STATE_FILE, StateFileError, Store
 
 
 def record(key: str = "svc-alice-20250101-120000-ab12", **changes: Any) -> ModelRecord:
@@ -43,9 +43,14 @@ def record(key: str = "svc-alice-20250101-120000-ab12", **changes: Any) -> Model
     return replace(rec, **changes)
 
 
-def stat_id(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns
+def stat_id(path: Path) -> tuple[int, int, int]:
+    """The identity of the state file and its journal (0s when absent)."""
+    ident = 0, 0, 0
+    for p in (path, path.with_name(JOURNAL_FILE)):
+        if p.exists():
+            st = p.stat()
+            ident = (ident[0] ^ st.st_ino, ident[1] ^ st.st_mtime_ns, ident[2] + st.st_size)
+    return ident
 
 
 def test_models_round_trip_through_reopen(tmp_path: Path) -> None:
@@ -209,7 +214,7 @@ def loaded_generation(state_dir: Path) -> int:
 def test_kill_9_at_any_moment_leaves_old_or_new_file(tmp_path: Path) -> None:
     rng = random.Random(1234)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    last, deadline, rounds = 0, time.monotonic() + 15, 0
+    last, deadline, rounds = 0, time.monotonic() + 30, 0
     while rounds < 40 and time.monotonic() < deadline:
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
                                 stdout=subprocess.PIPE, env=env)
@@ -272,9 +277,10 @@ def test_the_temp_file_is_0600_before_a_byte_is_written(
 
     monkeypatch.setattr(atomicio.os, "fdopen", fdopen)
     store = Store(tmp_path)
-    store.put(record())
-    store.put(record(state=State.RUNNING))
-    assert modes == [0o600, 0o600]
+    store.put(record())  # the base file, through a temp file
+    store.put(record(state=State.RUNNING))  # a journal line
+    assert modes == [0o600]
+    assert stat.S_IMODE((tmp_path / JOURNAL_FILE).stat().st_mode) == 0o600
 
 
 def test_a_looser_state_file_of_an_older_servesync_is_tightened_at_open(
@@ -317,7 +323,7 @@ def test_a_state_file_written_by_the_tinydb_store_loads_and_is_migrated(tmp_path
     store.set_meta(tick=10)
     assert store.disk_writes == 1
     data = json.loads((tmp_path / STATE_FILE).read_bytes())
-    assert sorted(data) == ["gateway", "meta", "models"]
+    assert sorted(data) == ["epoch", "gateway", "meta", "models"]
     assert sorted(data["models"]) == ["svc-a", "svc-b"]  # now keyed by model key
     assert data["gateway"]["1"] == gw.to_json() and data["meta"]["1"]["tick"] == 10
     assert Store(tmp_path).models() == {"svc-a": a, "svc-b": b}
@@ -335,3 +341,83 @@ def test_a_write_re_encodes_only_what_changed_and_reads_never_reparse(
         assert len(store.models()) == 50 and store.get("svc-7") == record("svc-7")
     store.put(record("svc-7", state=State.RUNNING))
     assert [d["model_key"] for d in encoded if isinstance(d, dict)] == ["svc-7"]  # not the 49
+
+
+# --- the journal -------------------------------------------------------------------------
+
+
+def test_a_change_to_one_record_of_many_appends_one_line(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many(record(f"svc-{i:03d}") for i in range(200))
+    base = (tmp_path / STATE_FILE).read_bytes()
+    store.put(record("svc-007", state=State.RUNNING))
+    with store.batch():
+        store.delete("svc-008")
+        store.set_meta(tick=3)
+    assert (tmp_path / STATE_FILE).read_bytes() == base  # not rewritten
+    lines = (tmp_path / JOURNAL_FILE).read_bytes().splitlines()
+    assert len(lines) == 2 and all(len(line) < 2000 for line in lines)
+    assert json.loads(lines[1])["models"] == {"svc-008": None}
+    again = Store(tmp_path)
+    assert again.models() == store.models() and again.meta() == {"tick": 3}
+    assert again.get("svc-007") == record("svc-007", state=State.RUNNING)
+    assert again.get("svc-008") is None
+
+
+def test_the_journal_is_compacted_when_it_outgrows_its_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "JOURNAL_MIN_BYTES", 4000)
+    store = Store(tmp_path)
+    store.put_many(record(f"svc-{i}") for i in range(3))
+    epoch = json.loads((tmp_path / STATE_FILE).read_bytes())["epoch"]
+    journal, sizes = tmp_path / JOURNAL_FILE, []
+    for n in range(12):
+        store.put(record("svc-1", spec={"n": n}))
+        sizes.append(journal.stat().st_size if journal.exists() else 0)
+    assert max(sizes) <= 4000 and 0 in sizes  # appended, compacted, appended...
+    assert json.loads((tmp_path / STATE_FILE).read_bytes())["epoch"] != epoch
+    assert Store(tmp_path).get("svc-1") == record("svc-1", spec={"n": 11})
+
+
+def test_a_torn_last_line_is_dropped_and_the_next_write_compacts(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many([record("svc-a"), record("svc-b")])
+    store.put(record("svc-a", state=State.RUNNING))
+    journal = tmp_path / JOURNAL_FILE
+    good = journal.read_bytes()
+    journal.write_bytes(good + b'{"epoch": "x", "models": {"svc-b": {"mod')  # killed midway
+    store = Store(tmp_path)
+    assert store.get("svc-a") == record("svc-a", state=State.RUNNING)  # the complete line
+    assert store.get("svc-b") == record("svc-b")
+    store.set_meta(tick=1)
+    assert not journal.exists()  # compacted: nothing appended after a torn line
+    assert Store(tmp_path).models() == store.models()
+
+
+def test_a_damaged_line_before_the_last_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(record("svc-a"))
+    store.put(record("svc-a", state=State.RUNNING))
+    store.put(record("svc-a", state=State.FAILED))
+    journal = tmp_path / JOURNAL_FILE
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"{not json\n" + lines[1])
+    with pytest.raises(StateFileError) as info:
+        Store(tmp_path)
+    assert info.value.path == journal and "line 1" in str(info.value)
+
+
+def test_journal_lines_of_another_base_are_ignored(tmp_path: Path) -> None:
+    """A compaction killed after renaming the new base, before removing the
+    journal: the old lines must not be replayed over the newer base."""
+    store = Store(tmp_path)
+    store.put(record("svc-a"))
+    store.put(record("svc-a", state=State.RUNNING))
+    stale = (tmp_path / JOURNAL_FILE).read_bytes()
+    store.put(record("svc-a", state=State.FAILED))
+    store._rewrite()  # a compaction (journal removed), then the stale journal is back
+    (tmp_path / JOURNAL_FILE).write_bytes(stale)
+    again = Store(tmp_path)
+    assert again.get("svc-a") == record("svc-a", state=State.FAILED)
+    again.set_meta(tick=1)
+    assert not (tmp_path / JOURNAL_FILE).exists()
