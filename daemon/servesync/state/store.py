@@ -84,6 +84,37 @@ class StateFileError(ServesyncError):
             "file, or move it aside to start afresh (see servesync.state.store)."
         )
         self.path = path
+        self.reason = reason
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The state file's tables ({} when there is no file); StateFileError if unreadable."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise StateFileError(path, str(e)) from e
+    try:
+        data = json.loads(blob)
+    except ValueError as e:
+        raise StateFileError(path, f"not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+        raise StateFileError(path, "not a mapping of tables")
+    return data
+
+
+def read_models(state_dir: Path) -> list[ModelRecord]:
+    """The model records of ``state_dir``, read without opening a :class:`Store`
+    (which may create the folder and set modes): for ``servesync validate``,
+    which writes nothing. [] when there is no state file; StateFileError when
+    it cannot be read (e.g. it belongs to the daemon's user: 0600)."""
+    path = Path(state_dir) / STATE_FILE
+    data = _read(path)
+    try:
+        return [ModelRecord.from_json(dict(doc)) for doc in data.get("models", {}).values()]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise StateFileError(path, f"bad record: {type(e).__name__}: {e}") from e
 
 
 def encode_json(data: Any) -> str:
@@ -121,18 +152,7 @@ class Store:
 
     def _load(self) -> None:
         """Parse the file once, at open, so damage shows at start, not mid-tick."""
-        try:
-            blob = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            raise StateFileError(self.path, str(e)) from e
-        try:
-            data = json.loads(blob)
-        except ValueError as e:
-            raise StateFileError(self.path, f"not valid JSON: {e}") from e
-        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
-            raise StateFileError(self.path, "not a mapping of tables")
+        data = _read(self.path)
         try:
             for doc in data.get("models", {}).values():  # keyed by model key, or tinydb's ids
                 rec = ModelRecord.from_json(dict(doc))
