@@ -13,26 +13,28 @@ or autoscaling's ``max_replicas``) and its GPUs (GPUs per replica, from
 :func:`~servesync.desired.specs.replica_gpus`, x those replicas); nothing at
 all when ``enabled: false``.
 
-The order (stable: it never changes between ticks while the records and
-files do not): a user's models are counted one by one, each against what
-the ones before it left,
+The count (stable: the verdicts do not change between ticks while the
+records and the files do not), per user:
 
-1. first the models already admitted (recorded), oldest admission first
-   (``created_at``, then the model key, both fixed at admission);
-2. then the new ones, by file path, then by document order in the file.
+1. first what runs: each admitted (recorded) model still declared counts
+   what it keeps of its recorded version, the lesser of that and its new
+   spec in each quota; a held model (its file has errors) counts its whole
+   recorded version; a model stopped or being deleted counts nothing;
+2. then, one by one, each admitted model's growth beyond that, oldest
+   admission first (``created_at``, then the model key, both fixed at
+   admission), and then each new model, by file path, then document order;
+   each must fit in what the ones before it left.
 
-So a new model never displaces an admitted one. A model is refused when, in
-some quota, it asks more than is left *and* more than its recorded version
-already takes: a model keeps what it was admitted with, so an admitted model
-that does not grow (unchanged, scaled down, only its engine_kwargs edited)
-stays valid even when the operator lowers the quota below what is in use;
-only growth and new models must fit. A refused document gets one 422 per
-quota it exceeds (naming the quota, the ask and what is left, on the field's
-line) and is no longer valid: a new model is not deployed; a recorded one is
-held at its last good version, like any invalid document, and that version
-counts in its place (as does every held model's). Only the refused model is
-held (:attr:`~servesync.desired.specs.DocumentResult.quota_refused`), not the
-rest of its file. Every other user, and this user's models that fit, are
+So a model only needs room for what it adds; a new model never displaces an
+admitted one; and lowering a quota below what is in use stops nothing: what
+runs keeps running, edits that do not grow a model apply, growth and new
+models are refused. A refused document gets one 422 per quota it exceeds
+(naming the quota, the ask and what is left for it, on the field's line) and
+is no longer valid: a new model is not deployed; a recorded one is held at
+its last good version, like any invalid document, and that version counts.
+Only the refused model is held
+(:attr:`~servesync.desired.specs.DocumentResult.quota_refused`), not the rest
+of its file. Every other user, and this user's models that fit, are
 untouched.
 """
 
@@ -69,6 +71,15 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.models + other.models, self.replicas + other.replicas,
                      self.gpus + other.gpus)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.models - other.models, self.replicas - other.replicas,
+                     self.gpus - other.gpus)
+
+    def least(self, other: Usage) -> Usage:
+        """The smaller of the two in each quota."""
+        return Usage(min(self.models, other.models), min(self.replicas, other.replicas),
+                     min(self.gpus, other.gpus))
 
 
 def usage(serving: Mapping[str, Any], *, enabled: bool) -> Usage:
@@ -122,19 +133,17 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
         if not quota.limited:
             continue
         ledger = _Ledger(user, quota)
+        asks: list[_Ask] = []
         for a in recorded.get(user, ()):
             if a.name in where:
-                fi, di = where[a.name]
-                issues = ledger.ask(_spec(desired, fi, di), a.usage if a.running else Usage(),
-                                    serving=a.running)
-                if issues:
-                    refused[(fi, di)] = issues
+                asks.append(ledger.keep(_spec(desired, *where[a.name]), a))
             elif a.name not in desired.revoked and desired.holds(a.name, a.source_file):
                 ledger.used += a.usage  # held at its last good version: it keeps running
-        for spec in new.get(user, ()):
-            issues = ledger.ask(spec, Usage(), serving=False)
+        asks += [ledger.keep(spec, None) for spec in new.get(user, ())]
+        for ask in asks:
+            issues = ledger.grow(ask)
             if issues:
-                refused[where[spec.name]] = issues
+                refused[where[ask.spec.name]] = issues
     return _refuse(desired, refused) if refused else desired
 
 
@@ -144,30 +153,51 @@ def _spec(desired: DesiredState, fi: int, di: int) -> ModelSpec:
     return spec
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    spec: ModelSpec
+    want: Usage  # what its spec takes
+    held: Usage  # what its recorded version takes (nothing: new, or not running)
+    floor: Usage  # counted already: the lesser of the two, in each quota
+    per_replica: int  # GPUs per replica, for the message
+    serving: bool  # its recorded version runs (and keeps running if refused)
+
+
 class _Ledger:
-    """One user's running total, in the order the models are counted."""
+    """One user's total: first what runs (each admitted model at the lesser of
+    its recorded and its new spec, :meth:`keep`), then each model's growth in
+    order (:meth:`grow`), so a model only needs room for what it adds."""
 
     def __init__(self, user: str, quota: Quota) -> None:
         self.user, self.quota, self.used = user, quota, Usage()
 
-    def ask(self, spec: ModelSpec, held: Usage, *, serving: bool) -> tuple[Issue, ...]:
-        """Count ``spec`` if it fits (or does not grow beyond ``held``, what its
-        recorded version takes) and return no issue; else count ``held`` (the
-        last good version keeps running) and return a 422 per exceeded quota."""
+    def keep(self, spec: ModelSpec, recorded: Admitted | None) -> _Ask:
+        """Count what ``spec`` keeps of its recorded version; its ask for later."""
         serving_json = spec.serving_json()
         want = usage(serving_json, enabled=spec.enabled)
+        serving = recorded is not None and recorded.running
+        held = recorded.usage if recorded is not None and serving else Usage()
+        floor = want.least(held)
+        self.used += floor
+        return _Ask(spec, want, held, floor, replica_gpus(serving_json), serving)
+
+    def grow(self, ask: _Ask) -> tuple[Issue, ...]:
+        """Count the rest of ``ask`` if it fits and return no issue; else count
+        its recorded version (which keeps running) and return a 422 per quota
+        it exceeds."""
         issues = []
         for dim in DIMENSIONS:
             limit: int | None = getattr(self.quota, dim)
-            asked, kept, used = getattr(want, dim), getattr(held, dim), getattr(self.used, dim)
-            if limit is not None and asked > kept and used + asked > limit:
-                issues.append(self._issue(dim, spec, want, replica_gpus(serving_json), limit,
-                                          max(0, limit - used), serving=serving))
-        self.used += held if issues else want
+            if limit is None or getattr(ask.want, dim) <= getattr(ask.held, dim):
+                continue  # no limit, or it does not grow here
+            left = limit - (getattr(self.used, dim) - getattr(ask.floor, dim))  # for this model
+            if getattr(ask.want, dim) > left:
+                issues.append(self._issue(dim, ask, limit, max(0, left)))
+        self.used += (ask.held if issues else ask.want) - ask.floor
         return tuple(issues)
 
-    def _issue(self, dim: str, spec: ModelSpec, want: Usage, per_replica: int, limit: int,
-               left: int, *, serving: bool) -> Issue:
+    def _issue(self, dim: str, ask: _Ask, limit: int, left: int) -> Issue:
+        spec, want = ask.spec, ask.want
         auto = spec.autoscaling is not None
         replicas = f"{want.replicas} replica{'s' if want.replicas != 1 else ''}" + \
             (" (autoscaling max_replicas)" if auto else "")
@@ -176,12 +206,12 @@ class _Ledger:
             "replicas": ("/autoscaling/max_replicas" if auto else "/num_replicas", "replica",
                          replicas),
             "gpus": ("/gpus_per_replica", "GPU",
-                     f"{want.gpus} GPUs ({replicas} x {per_replica})"),
+                     f"{want.gpus} GPUs ({replicas} x {ask.per_replica})"),
         }[dim]
-        outcome = "its last good version keeps serving" if serving else "not deployed"
+        outcome = "its last good version keeps serving" if ask.serving else "not deployed"
         return Issue(IssueCode.UNPROCESSABLE, spec.source_file, spec.line_of(pointer), pointer,
                      f"over user {self.user!r}'s {what} quota (serving.quotas): asks {asked}; "
-                     f"{left} of {limit} left after the models counted before it; {outcome}")
+                     f"{left} of {limit} left for it; {outcome}")
 
 
 def _refuse(desired: DesiredState, refused: Mapping[tuple[int, int], tuple[Issue, ...]]
