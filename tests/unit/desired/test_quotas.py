@@ -267,7 +267,8 @@ def test_held_models_count_at_their_recorded_spec_deleted_and_stopped_ones_do_no
     (root / "users/alice/gone.yaml").unlink()  # being deleted: counts nothing
     write(root, {"alice/held.yaml": model("held", replicas=2, extra="typo: 1\n"),  # a 400
                  "alice/new.yaml": model("new", replicas=2)})
-    (root / "users/alice/stopped.yaml").write_text(model("stopped", replicas=2, extra="enabled: false\n"))
+    off = model("stopped", replicas=2, extra="enabled: false\n")
+    (root / "users/alice/stopped.yaml").write_text(off)
     state = judge(root, cfg, recorded)
     # held keeps 2 running; stopped and gone count nothing: 1 left for new
     assert refusals(state) == [("users/alice/new.yaml", 4, "/gpus_per_replica")]
