@@ -143,7 +143,8 @@ def _add_validate(sub: Any) -> None:
         help="check a desired-state tree (exit 0 valid, 1 invalid, 2 usage error)",
         description="Check every users/<user_id>/**/*.yaml file of a desired-state tree "
         "as the daemon would: YAML, schema, model_source paths, allow-lists, the "
-        "platform's GPUs and duplicate model_ids. Any other *.yaml/*.yml file "
+        "platform's GPUs, duplicate model_ids and the config's per-user quotas (counted "
+        "after the models recorded in its state_dir, if readable). Any other *.yaml/*.yml file "
         "(dot-files and dot-folders aside) is an error, and so is a tree without "
         "users/, which the daemon refuses. Prints one line per error "
         "(path:line: <code> <json-pointer>: message) and a summary on stderr. "
@@ -152,7 +153,8 @@ def _add_validate(sub: Any) -> None:
     p.add_argument("path", nargs="?", metavar="PATH",
                    help="the tree holding users/ (default: the config's source root)")
     p.add_argument("--config", metavar="FILE",
-                   help="daemon config to judge by: platform, storage_root, allow and deny lists "
+                   help="daemon config to judge by: platform, storage_root, allow and deny lists, "
+                   "quotas "
                    f"(default: ${config.CONFIG_ENV}, else {config.DEFAULT_CONFIG_PATH} "
                    "if it exists, else built-in GPU defaults)")
     p.add_argument("--format", choices=("text", "json"), default="text",
@@ -174,6 +176,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         state = validating.validate_tree(root, cfg)
     except SourceError as e:
         return _error(str(e))
+    state = _with_quotas(state, cfg)
     # the daemon's own refusal (DirectorySource); the files are still checked, so
     # a model file put beside users/ rather than in it is reported too
     problem = loading.users_dir_problem(root)
@@ -186,6 +189,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(_summary(state, problem), file=sys.stderr)
     return 0 if state.ok and problem is None else 1
+
+
+def _with_quotas(state: DesiredState, cfg: config.Config) -> DesiredState:
+    """``state`` judged by the config's quotas as the daemon judges it: in the
+    admission order of the models recorded in its state dir, read-only (a note
+    on stderr when the state file can't be read, e.g. it is the daemon's, 0600:
+    quotas are then judged as if nothing were admitted yet)."""
+    if not cfg.serving.quotas.active:
+        return state
+    from servesync.converge.reconciling import admissions
+    from servesync.desired import quotas
+    from servesync.state.store import StateFileError, read_models
+
+    try:
+        records = read_models(Path(cfg.state_dir))
+    except StateFileError as e:
+        records = []
+        print(f"servesync: note: cannot read {e.path} ({e.reason}): quotas are judged as if "
+              "no model were admitted yet; `servesync plan` beside the daemon judges them "
+              "with its records", file=sys.stderr)
+    return quotas.apply(state, admissions(records), cfg.serving.quotas)
 
 
 def _tree_issue(problem: str) -> Issue:

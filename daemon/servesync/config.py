@@ -83,6 +83,45 @@ class RayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Quota:
+    """Limits on the sum over one user's enabled models; None is no limit
+    (README, Quotas)."""
+
+    gpus: int | None = None  # GPUs per replica x replicas (autoscaling: max_replicas)
+    replicas: int | None = None  # num_replicas, or autoscaling's max_replicas
+    models: int | None = None  # enabled models
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.gpus, self.replicas, self.models))
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """``serving.quotas``: the default quota and the per-user ones, each already
+    merged over the default (a key a user's entry leaves out keeps the default's)."""
+
+    default: Quota = field(default_factory=Quota)
+    users: Mapping[str, Quota] = field(default_factory=dict)
+
+    def for_user(self, user_id: str) -> Quota:
+        return self.users.get(user_id, self.default)
+
+    @property
+    def active(self) -> bool:
+        """Does any user have a limit? (No: the quota pass is skipped.)"""
+        return self.default.limited or any(q.limited for q in self.users.values())
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Quotas:
+        """From the schema-valid ``serving.quotas`` mapping."""
+        default = dict(data.get("default") or {})
+        users = {user: Quota(**{**default, **dict(entry or {})})
+                 for user, entry in (data.get("users") or {}).items()}
+        return cls(default=Quota(**default), users=users)
+
+
+@dataclass(frozen=True, slots=True)
 class ServingConfig:
     accelerator_type: str = "gpu"  # "cpu", "gpu" (any GPU), or a Ray accelerator type e.g. "H20"
     http_host: str = "0.0.0.0"
@@ -106,6 +145,7 @@ class ServingConfig:
     # the other); 1 on a tiny cluster.
     gateway_replicas: int = 2
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
+    quotas: Quotas = field(default_factory=Quotas)  # per-user caps (README, Quotas)
 
     def __post_init__(self) -> None:
         """The schema refuses never-allowed keys in a config file; this refuses
@@ -173,6 +213,8 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
             serving[key] = tuple(serving[key])
     if "replica_env" in serving:
         serving["replica_env"] = dict(serving["replica_env"])
+    if "quotas" in serving:
+        serving["quotas"] = Quotas.from_mapping(serving["quotas"])
     if "git_url" in src and "path" not in src:
         src["path"] = None
     for key in ("path", "git_url", "trusted_keys_file"):

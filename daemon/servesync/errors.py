@@ -36,7 +36,7 @@ class IssueCode(IntEnum):
     INVALID = 400  # invalid YAML / schema: parse error, missing or unknown field, wrong type
     FORBIDDEN = 403  # path escape, another user's folder, engine key or env name not allowed
     CONFLICT = 409  # two documents of one user declare the same model_id
-    UNPROCESSABLE = 422  # replicas/GPUs out of range, min > max, GPUs on a cpu platform
+    UNPROCESSABLE = 422  # replicas/GPUs out of range, min > max, GPUs on a cpu platform, quota
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,7 @@ from servesync.converge.ports import (
     TickReport,
 )
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
-from servesync.desired import validating
+from servesync.desired import quotas, validating
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
 from servesync.errors import PermanentError, TransientError
@@ -84,9 +84,14 @@ class Reconciler:
                                            revision=snapshot.revision, cache=self.validation)
         # A model held at its last-known-good spec runs from its recorded source:
         # check that one too, so a broken file can't shield a swapped folder.
-        recorded = (((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))
-                    for r in self.store.models().values())
+        records = self.store.models().values()
+        recorded = [((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))
+                    for r in records]
         desired = validating.recheck_held(desired, recorded, self.config)
+        # quotas span files and count in admission order: a pass over the records
+        checked = quotas.apply(desired, admissions(records), self.config.serving.quotas)
+        if checked is not desired:  # a refused recorded model is now held: recheck its source
+            desired = validating.recheck_held(checked, recorded, self.config)
         try:
             observed = self.applier.observe()
         except TransientError as e:
@@ -252,6 +257,17 @@ class Reconciler:
                                          in_flight=in_flight or not gateway_ok)
         return TickResult(tick, snapshot.revision, actions, settled, converged, requeue,
                           tuple(errors))
+
+
+def admissions(records: Iterable[ModelRecord]) -> tuple[quotas.Admitted, ...]:
+    """The recorded models as the quota pass counts them: in admission order,
+    each with the spec it keeps running while held (``servesync validate``
+    reads them from the state file the same way)."""
+    return tuple(
+        quotas.Admitted(name=(r.user_id, r.suffix), source_file=r.source_file,
+                        order=(r.created_at, r.model_key), spec=r.spec,
+                        running=r.enabled and r.state not in (State.STOPPED, State.DELETING))
+        for r in records)
 
 
 def _outcome(result: TickResult, snapshot: Snapshot, observed: Observed, *,

@@ -59,6 +59,8 @@ class ModelSpec:
     enabled: bool = True
     source_file: str = ""  # relative to the desired-state root
     line: int = 1  # line of the document's first key
+    # lines of the fields a cross-document check (quotas) names: JSON pointer -> line
+    field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
@@ -78,6 +80,11 @@ class ModelSpec:
             "engine_kwargs": dict(self.engine_kwargs),
             "env": dict(self.env),
         }
+
+    def line_of(self, pointer: str) -> int:
+        """The line of ``pointer`` as written (kept for :data:`LINED_FIELDS`),
+        else the document's first line."""
+        return self.field_lines.get(pointer, self.line)
 
     def spec_hash(self) -> str:
         """Stable hash of :meth:`serving_json`; equal hashes mean nothing to redeploy.
@@ -100,15 +107,35 @@ class ModelSpec:
         return out
 
 
+LINED_FIELDS = ("/model_id", "/num_replicas", "/autoscaling/max_replicas", "/gpus_per_replica")
+"""The fields whose lines a :class:`ModelSpec` keeps (``field_lines``): those a
+quota refusal points at."""
+
+
+def replica_gpus(serving: Mapping[str, Any]) -> int:
+    """GPUs one replica of a model takes, from its serving JSON
+    (:meth:`ModelSpec.serving_json`, or a record's ``spec``, which holds it).
+
+    The one place that says how many: quotas count a model's GPUs as this x
+    its replicas. Today ``gpus_per_replica``; a replica spanning several GPUs
+    another way (tensor x pipeline parallelism) is counted here."""
+    return int(serving.get("gpus_per_replica") or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentResult:
-    """One YAML document of a file: its spec if valid, else its issues."""
+    """One YAML document of a file: its spec if valid, else its issues.
+
+    ``quota_refused``: the document was valid, but its model does not fit its
+    user's quota (:mod:`servesync.desired.quotas`); its issues say why. Its
+    name is known, so only that model is held, not the whole file."""
 
     index: int  # 0-based position in the file
     line: int
     model_id: str | None  # the suffix as written, when readable
     issues: tuple[Issue, ...] = ()
     spec: ModelSpec | None = None
+    quota_refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -132,6 +159,16 @@ class FileResult:
     @property
     def ok(self) -> bool:
         return not self.issues and all(d.ok for d in self.documents)
+
+    @property
+    def holds_all(self) -> bool:
+        """Must every model recorded from this file stay as it is? Yes when the
+        file has an error whose model cannot be named for sure (a file-level
+        issue, or an invalid document: its model_id may be the error). A
+        document refused only by a quota names its model: that one is held
+        (``DesiredState.held_names``), the file's others are not."""
+        return bool(self.issues) or any(not d.ok and not d.quota_refused
+                                        for d in self.documents)
 
     def all_issues(self) -> tuple[Issue, ...]:
         return self.issues + tuple(i for d in self.documents for i in d.issues)
@@ -166,7 +203,7 @@ class DesiredState:
 
     @property
     def held_files(self) -> frozenset[str]:
-        return frozenset(f.path for f in self.files if not f.ok)
+        return frozenset(f.path for f in self.files if f.holds_all)
 
     @property
     def held_names(self) -> frozenset[ModelName]:

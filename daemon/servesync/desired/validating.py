@@ -71,6 +71,7 @@ from servesync.config import Config
 from servesync.desired import allowlists, loading, model_dirs, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
+    LINED_FIELDS,
     Autoscaling,
     DesiredState,
     DocumentResult,
@@ -248,6 +249,12 @@ def recheck_held(desired: DesiredState, recorded: Iterable[RecordedSource],
             revoked[name] = f"model_source {source} (as last deployed; {source_file} " \
                             f"has errors): {got.message}"
     return desired if revoked == desired.revoked else replace(desired, revoked=revoked)
+
+
+def cap_issues(result: FileResult) -> FileResult:
+    """``result`` with at most :data:`MAX_FILE_ISSUES` issues shown, as every
+    file: for a pass that adds issues after validation (quotas)."""
+    return _capped(result, cut=False, first=set())
 
 
 def _capped(result: FileResult, *, cut: bool, first: set[int]) -> FileResult:
@@ -564,4 +571,5 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         enabled=bool(data.get("enabled", _default("enabled"))),
         source_file=file.path,
         line=doc.line,
+        field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
     )

@@ -105,6 +105,19 @@ class StateFileError(ServesyncError):
             "file, or move it aside to start afresh (see servesync.state.store)."
         )
         self.path = path
+        self.reason = reason
+
+
+def read_models(state_dir: Path) -> list[ModelRecord]:
+    """The model records of ``state_dir`` (its base file and journal), read
+    without opening a :class:`Store` (which may create the folder and set
+    modes): for ``servesync validate``, which writes nothing. [] when there
+    is no state file; StateFileError when it cannot be read (e.g. it belongs
+    to the daemon's user: 0600)."""
+    reader = Store.__new__(Store)
+    reader._init_memory(Path(state_dir))
+    reader._load()
+    return list(reader._models.values())
 
 
 def encode_json(data: Any) -> str:
@@ -126,12 +139,16 @@ class Store:
         state_dir.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         with contextlib.suppress(PermissionError):  # a dir someone else owns: their choice
             os.chmod(state_dir, dir_mode)
-        self.path = state_dir / STATE_FILE
-        self.journal = state_dir / JOURNAL_FILE
+        self._init_memory(state_dir)
         remove_temps(state_dir, STATE_FILE)  # left by a writer killed mid-write
         for path in (self.path, self.journal):
             with contextlib.suppress(FileNotFoundError):  # written 0644 by an older servesync
                 os.chmod(path, STATE_FILE_MODE)
+        self._load()
+
+    def _init_memory(self, state_dir: Path) -> None:
+        self.path = state_dir / STATE_FILE
+        self.journal = state_dir / JOURNAL_FILE
         self._disk_writes = 0
         self._epoch: str | None = None  # the base file's; None: no base file yet
         self._base_bytes = 0
@@ -146,7 +163,6 @@ class Store:
         self._meta: dict[str, Any] | None = None
         self._dirty = False  # memory differs from the file
         self._depth = 0  # nesting of batch()
-        self._load()
 
     def _load(self) -> None:
         """Parse the files once, at open, so damage shows at start, not mid-tick."""

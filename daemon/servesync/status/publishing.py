@@ -135,11 +135,13 @@ def publish(
     if known != memo.known:
         memo.known, memo.inputs = known, {}
     docs = {}
+    problems = model_issues(desired) if desired is not None else {}
     for key, rec in sorted(records.items()):
         if not _SAFE_KEY.match(key):
             log.error("not publishing model %r: unsafe as a file name", key)
             continue
-        docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo)
+        docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo,
+                                   problems.get((rec.user_id, rec.suffix), ()))
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
@@ -171,14 +173,17 @@ def publish(
 
 
 def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Observed,
-                   serving: ServingConfig, memo: Memo) -> dict[str, Any]:
+                   serving: ServingConfig, memo: Memo,
+                   issues: tuple[Issue, ...] = ()) -> dict[str, Any]:
     """Write one model's file if its content changed; returns its index line.
-    Not rebuilt at all when its record and observation are those of last time."""
-    inputs = (rec, observed.apps.get(rec.app_name), observed.reachable, observed.error)
+    Not rebuilt at all when its record, observation and document errors are
+    those of last time."""
+    inputs = (rec, observed.apps.get(rec.app_name), observed.reachable, observed.error, issues)
     last = memo.inputs.get(key)
     if last is not None and last[0] is rec and last[1:] == inputs[1:]:
         return memo.summaries[key]
-    doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url),
+    doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url,
+                                     issues=issues),
                         memo.known or ())
     data = dump(doc)
     if key not in memo.written:  # no fsync: a power cut's damage is repaired here at start
@@ -198,8 +203,24 @@ def unmanaged_apps(records: Mapping[str, ModelRecord], observed: Observed) -> li
     return sorted(set(observed.apps) - ours)
 
 
-def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict[str, Any]:
-    """One model's status document (schema ``status-model``)."""
+def model_issues(desired: DesiredState) -> dict[tuple[str, str], tuple[Issue, ...]]:
+    """The errors of the documents that declare each model (user, model_id), for
+    the models whose documents have any (a 422 over the user's quota, ...)."""
+    out: dict[tuple[str, str], tuple[Issue, ...]] = {}
+    for f in desired.files:
+        if f.user_id is None or f.ok:
+            continue
+        for d in f.documents:
+            if d.issues and d.model_id is not None:
+                name = (f.user_id, d.model_id)
+                out[name] = out.get(name, ()) + d.issues
+    return out
+
+
+def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
+                 issues: tuple[Issue, ...] = ()) -> dict[str, Any]:
+    """One model's status document (schema ``status-model``); ``issues``: its
+    document's validation errors this tick."""
     spec = rec.spec
     gpus = int(spec.get("gpus_per_replica") or 0)
     replicas = _replicas(rec, observed)
@@ -237,6 +258,7 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str) -> dict
         "autoscaling": spec.get("autoscaling"),
         "engine_kwargs": redact(spec.get("engine_kwargs") or {}),
         "env_names": sorted(spec.get("env") or {}),
+        "validation_errors": [issue_json(i) for i in issues],
         "events": [e.to_json() for e in rec.events],
     }
 

@@ -421,3 +421,13 @@ def test_journal_lines_of_another_base_are_ignored(tmp_path: Path) -> None:
     assert again.get("svc-a") == record("svc-a", state=State.FAILED)
     again.set_meta(tick=1)
     assert not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_read_models_sees_the_journal_and_writes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_many([record("svc-a"), record("svc-b")])
+    store.put(record("svc-a", state=State.RUNNING))  # a journal line
+    store.delete("svc-b")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir())
+    assert store_module.read_models(tmp_path) == [record("svc-a", state=State.RUNNING)]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before

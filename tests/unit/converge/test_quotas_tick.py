@@ -1,0 +1,166 @@
+"""Quotas through whole ticks: the reconciler, the fake Ray, a real store and real
+status files. A refused model is never deployed, an admitted one refused an update
+keeps serving its last good version, other users never notice, and the status files
+and metrics say why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from servesync import schemas
+from servesync.config import Config, Quota, Quotas, ServingConfig
+from servesync.converge.reconciling import Reconciler
+from servesync.converge.records import ModelRecord, State
+from servesync.desired.sources import Snapshot
+from tests.support.clock import FakeClock
+from tests.support.fakeray import FakeRay, make_reconciler
+from tests.unit.converge.plancases import at
+from tests.unit.status.test_metrics import read, value
+
+
+def model(suffix: str, replicas: int) -> str:
+    return (f"model_id: {suffix}\nmodel_source: $HOME/common/hf/tiny\n"
+            f"num_replicas: {replicas}\ngpus_per_replica: 1\n")
+
+
+class Cluster:
+    """A GPU cluster config with quotas, a desired tree, the fake Ray and a reconciler."""
+
+    def __init__(self, tmp_path: Path, storage_root: Path, desired_tree: Path,
+                 quotas: Quotas) -> None:
+        self.root = desired_tree
+        self.config = Config(state_dir=str(tmp_path / "state"),
+                             status_dir=str(tmp_path / "status"),
+                             storage_root=str(storage_root),
+                             serving=ServingConfig(accelerator_type="gpu", quotas=quotas))
+        self.ray = FakeRay()
+        self.clock = FakeClock(at(0), step_s=5)  # every reading 5 s on: settle windows pass
+        self.rec: Reconciler = make_reconciler(self.config, self.ray, self.clock)
+        self.revision = 0
+
+    def write(self, rel: str, text: str | None) -> None:
+        path = self.root / "users" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            path.unlink()
+        else:
+            path.write_text(text)
+
+    def commit(self) -> Snapshot:
+        self.revision += 1
+        return self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(root=self.root, revision=f"r{self.revision}", error=None, watch_paths=())
+
+    def converge(self) -> None:
+        for _ in range(8):
+            result = self.rec.tick(self.snapshot())
+            self.ray.settle()
+            if result.settled and not result.actions:
+                return
+        raise AssertionError(f"not settled: {self.rec.store.models()}")
+
+    def records(self) -> dict[str, ModelRecord]:
+        return {r.suffix: r for r in self.rec.store.models().values()}
+
+    def index(self) -> dict[str, object]:
+        data: dict[str, object] = json.loads(
+            (Path(self.config.status_dir) / "index.json").read_text())
+        return data
+
+    def status(self, suffix: str) -> dict[str, object]:
+        key = self.records()[suffix].model_key
+        data: dict[str, object] = json.loads(
+            (Path(self.config.status_dir) / "models" / f"{key}.json").read_text())
+        return data
+
+
+def test_over_quota_models_are_refused_and_the_rest_keep_converging(
+        tmp_path: Path, storage_root: Path, desired_tree: Path) -> None:
+    c = Cluster(tmp_path, storage_root, desired_tree,
+                Quotas(default=Quota(gpus=3), users={"bob": Quota(gpus=8)}))
+    c.write("alice/a.yaml", model("a", 2))
+    c.write("bob/x.yaml", model("x", 4))  # over the default, within bob's own quota
+    c.commit()
+    c.converge()
+    assert {s: r.state for s, r in c.records().items()} == {"a": State.RUNNING,
+                                                           "x": State.RUNNING}
+    bob_before = c.records()["x"]
+
+    # alice adds b: 2 GPUs, 1 left. Refused; a and bob untouched.
+    c.write("alice/b.yaml", model("b", 2))
+    c.commit()
+    c.ray.calls.clear()
+    c.converge()
+    assert set(c.records()) == {"a", "x"} and c.ray.calls == []
+    (error,) = c.index()["errors"]  # type: ignore[misc]
+    assert error == {"path": "users/alice/b.yaml", "line": 4, "code": 422,
+                     "pointer": "/gpus_per_replica",
+                     "message": "over user 'alice''s GPU quota (serving.quotas): asks 2 GPUs "
+                                "(2 replicas x 1); 1 of 3 left for it; not deployed"}
+    samples = read(c.config.status_dir)
+    assert value(samples, "servesync_validation_errors", code="422") == 1
+    assert value(samples, "servesync_ticks_total", outcome="degraded") >= 1
+
+    # a grows to 3 and b goes: fits, a is updated
+    c.write("alice/b.yaml", None)
+    c.write("alice/a.yaml", model("a", 3))
+    c.commit()
+    c.converge()
+    a = c.records()["a"]
+    assert a.state is State.RUNNING and a.spec["num_replicas"] == 3
+    assert c.index()["errors"] == [] and c.status("a")["validation_errors"] == []
+
+    # a grows to 4: refused, a keeps serving its 3 replicas, its status file says why
+    c.write("alice/a.yaml", model("a", 4))
+    c.commit()
+    c.ray.calls.clear()
+    c.converge()
+    assert c.ray.calls == []
+    assert c.records()["a"] == a  # held: not a field changed
+    status = c.status("a")
+    Draft202012Validator(schemas.load("status-model")).validate(status)
+    assert status["state"] == "RUNNING" and status["num_replicas"] == 3
+    (error,) = status["validation_errors"]  # type: ignore[misc]
+    assert (error["code"], error["line"], error["pointer"]) == (422, 4, "/gpus_per_replica")
+    assert "asks 4 GPUs (4 replicas x 1); 3 of 3 left for it; its last good version keeps " \
+        "serving" in error["message"]
+    assert c.records()["x"] == bob_before  # the other user never noticed
+
+    # idle ticks: the same verdict, nothing to do, nothing written
+    writes = c.rec.store.disk_writes
+    for _ in range(3):
+        result = c.rec.tick(c.snapshot())
+        assert result.actions == () and len(result.errors) == 1
+    assert c.rec.store.disk_writes == writes
+
+
+def test_a_lowered_quota_keeps_what_runs_and_refuses_new_models(
+        tmp_path: Path, storage_root: Path, desired_tree: Path) -> None:
+    c = Cluster(tmp_path, storage_root, desired_tree, Quotas(default=Quota(gpus=4)))
+    c.write("alice/a.yaml", model("a", 2))
+    c.write("alice/b.yaml", model("b", 2))
+    c.commit()
+    c.converge()
+    before = c.records()
+    assert {r.state for r in before.values()} == {State.RUNNING}
+
+    # the operator lowers the quota (SIGHUP builds a new reconciler on the same state)
+    c.config = replace(c.config, serving=replace(c.config.serving,
+                                                 quotas=Quotas(default=Quota(gpus=1))))
+    c.rec = make_reconciler(c.config, c.ray, c.clock)
+    c.converge()
+    assert c.records() == before and c.index()["errors"] == []
+
+    c.write("alice/c.yaml", model("c", 1))
+    c.write("alice/b.yaml", model("b", 1))  # a scale-down still applies
+    c.commit()
+    c.converge()
+    assert set(c.records()) == {"a", "b"}
+    assert c.records()["b"].spec["num_replicas"] == 1
+    assert [e["path"] for e in c.index()["errors"]] == ["users/alice/c.yaml"]  # type: ignore[attr-defined]
