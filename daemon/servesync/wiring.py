@@ -10,10 +10,9 @@ in-process (``ray.address: local``) ends with the process.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import shutil
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from servesync.state.store import (
     STATE_DIR_MODE_TRAVERSABLE,
     STATE_FILE,
     Store,
+    read_consistent,
 )
 from servesync.status.publishing import StatusFiles
 
@@ -98,13 +98,15 @@ def plan(config: Config) -> int:
     """Print what a tick would do. Exit 0 nothing to do, 1 changes.
 
     The daemon's state dir is only read: its ``state.json`` and journal are
-    copied (a journal of a newer base is ignored: a consistent view) into a
+    copied (as of one moment: ``read_consistent``) into a
     temporary state dir, which also holds this run's git clone and keyring."""
     with tempfile.TemporaryDirectory(prefix="servesync-plan-") as tmp:
-        for name in (STATE_FILE, JOURNAL_FILE):  # the base first: see servesync.state.store
-            recorded = Path(config.state_dir) / name
-            with contextlib.suppress(FileNotFoundError):
-                shutil.copyfile(recorded, Path(tmp) / name)
+        base, journal = read_consistent(Path(config.state_dir))
+        for name, data in ((STATE_FILE, base), (JOURNAL_FILE, journal)):
+            if data is not None:
+                fd = os.open(Path(tmp) / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
         scratch = dataclasses.replace(config, state_dir=tmp, status_dir=str(Path(tmp) / "status"))
         source = open_source(scratch)
         with reconciler(scratch, lock=False) as rec:

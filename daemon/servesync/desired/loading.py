@@ -51,6 +51,7 @@ What it does, per file:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -358,7 +359,7 @@ def load_file(root: Path, rel: str, *, is_symlink: bool = False,
         return _file_issue(rel, IssueCode.INVALID, f"folder {quote(parts[1])} is not a valid "
                            f"user id (^[a-z0-9][a-z0-9_-]{{0,31}}$)")
     try:
-        text = _text(os.path.join(root, rel), rel, reads)
+        text = _text(os.fspath(root), rel, reads)
     except _Unreadable as e:
         return _file_issue(rel, IssueCode.INVALID, str(e))
     except UnicodeDecodeError as e:
@@ -373,9 +374,15 @@ class _Unreadable(Exception):
     """The file can't be read as a desired-state file (size, type)."""
 
 
-def _text(path: str, rel: str, reads: Reads | None) -> str:
+def _text(root: str, rel: str, reads: Reads | None) -> str:
     """The file's text (UTF-8, BOM dropped), refusing non-regular files and
-    reading at most the limit + 1 bytes; from ``reads`` when its stamp holds."""
+    reading at most the limit + 1 bytes; from ``reads`` when its stamp holds.
+
+    What is read must be the very file the ``lstat`` saw (same device and
+    inode) and lie where the walk found it: a folder of the path swapped for
+    a symlink meanwhile (a tenant racing a plain-folder source) would
+    otherwise let servesync read, and keep, another file under this name."""
+    path = os.path.join(root, rel)
     info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
         raise _Unreadable("not a regular file")
@@ -390,15 +397,32 @@ def _text(path: str, rel: str, reads: Reads | None) -> str:
     # Not following a link nor blocking on a FIFO swapped in since the lstat.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             raise _Unreadable("not a regular file")
+        if (opened.st_dev, opened.st_ino) != stamp[:2] or not _opened_at(fd, root, rel):
+            raise OSError(errno.EAGAIN, "it changed while being read (read again next pass)")
         data = f.read(MAX_FILE_BYTES + 1)
+        stamp = (opened.st_dev, opened.st_ino, opened.st_size, opened.st_mtime_ns,
+                 opened.st_ctime_ns)
     if len(data) > MAX_FILE_BYTES:
         raise _Unreadable(f"file is over the {MAX_FILE_BYTES} byte limit")
     text = data.decode("utf-8-sig")
     if reads is not None:
         reads.put(rel, stamp, text, read_ns)
     return text
+
+
+def _opened_at(fd: int, root: str, rel: str) -> bool:
+    """Whether ``fd`` is the file ``rel`` of ``root`` reached with no symlink
+    on the way (the walk refuses linked folders under ``users/``): the
+    kernel's name for it (``/proc/self/fd``) is the real root joined with
+    ``rel``. True where ``/proc`` is missing (nothing to compare)."""
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    return name == os.path.join(os.path.realpath(root), rel)
 
 
 def load_tree(root: Path, *, parse: Parser = _parse,

@@ -116,8 +116,45 @@ def read_models(state_dir: Path) -> list[ModelRecord]:
     to the daemon's user: 0600)."""
     reader = Store.__new__(Store)
     reader._init_memory(Path(state_dir))
-    reader._load()
+    base, journal = read_consistent(Path(state_dir))
+    if base is not None:
+        reader._load_base(base)
+    if journal is not None:
+        reader._load_journal(journal)
     return list(reader._models.values())
+
+
+def read_consistent(state_dir: Path, tries: int = 5) -> tuple[bytes | None, bytes | None]:
+    """The base file's and the journal's bytes (None: absent), as of one
+    moment, while the daemon may write: base, journal, then the base's
+    identity again; a compaction in between (a new base) means read again.
+    For readers that do not hold the state lock (``plan``, ``validate``)."""
+    path, journal = Path(state_dir) / STATE_FILE, Path(state_dir) / JOURNAL_FILE
+    for _ in range(tries):
+        before, base = _identity(path), _read_or_none(path)
+        lines = _read_or_none(journal)
+        if _identity(path) == before:
+            return base, lines
+    raise StateFileError(path, f"it kept changing while being read ({tries} tries)")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StateFileError(path, str(e)) from e
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StateFileError(path, str(e)) from e
 
 
 def encode_json(data: Any) -> str:
@@ -212,17 +249,15 @@ class Store:
             self._compact = True  # a base without an epoch: no journal line can follow it
 
     def _load_journal(self, blob: bytes) -> None:
+        """Replay the journal's lines. Only a last line without its newline is a
+        torn write (killed midway: no Ray call followed it) and is dropped; a
+        complete line that is not JSON is damage (StateFileError)."""
         lines = blob.split(b"\n")
         tail = lines.pop()  # b"" when the last line is complete
         for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
             except ValueError as e:
-                if number == len(lines) and not tail:
-                    log.warning("%s: its last line was torn (a write killed midway); "
-                                "dropped: that write never completed", self.journal)
-                    self._compact = True
-                    return
                 raise StateFileError(self.journal, f"line {number} is not JSON: {e}") from e
             try:
                 self._replay(entry)
@@ -302,7 +337,11 @@ class Store:
                                                                   self._base_bytes // 2):
             self._rewrite()
         else:
-            self._append(line)
+            try:
+                self._append(line)
+            except BaseException:
+                self._cut_journal()
+                raise
         self._dirty, self._compact = False, False
         self._changed, self._gateway_changed, self._meta_changed = {}, False, False
         self._disk_writes += 1
@@ -336,6 +375,20 @@ class Store:
         if created:
             fsync_dir(self.path.parent)
         self._journal_bytes += len(line)
+
+    def _cut_journal(self) -> None:
+        """After a failed append (disk full, EIO): cut the journal back to its
+        last complete line, so the next line is not glued to a fragment; if
+        even that fails, the next write compacts instead of appending."""
+        try:
+            fd = os.open(self.journal, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, self._journal_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self._compact = True
 
     def _rewrite(self) -> None:
         """Compaction: the whole state as a new base under a new epoch, then no journal."""

@@ -192,10 +192,10 @@ class Metrics:
     def write(self) -> None:
         """Replace ``metrics.prom`` (and ``metrics-models.prom`` when a per-model
         series changed) atomically, 0644 whatever the umask."""
+        _write(self.path, self.registry)  # first: its timestamps are the liveness signal
         if self._models_dirty:
             _write(self.models_path, self.models_registry)
             self._models_dirty = False
-        _write(self.path, self.registry)
 
 
 def _write(path: Path, registry: CollectorRegistry) -> None:

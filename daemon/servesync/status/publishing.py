@@ -108,7 +108,7 @@ class StatusFiles:
         try:
             self._metrics.write()
         except OSError as e:
-            log.warning("could not write %s: %s", self._metrics.path, e)
+            log.warning("could not write the metrics files in %s: %s", self.status_dir, e)
 
 
 def publish(

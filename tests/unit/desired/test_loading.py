@@ -435,3 +435,33 @@ def test_a_file_swapped_for_a_symlink_after_the_stat_is_not_followed(
     monkeypatch.setattr(loading.os, "lstat", lstat_then_swap)
     got = loading.load_file(root, "users/a/f.yaml")
     assert got.documents == () and "cannot read" in got.issues[0].message
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_stat_is_not_read_nor_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lstat saw alice's file; before the open her folder becomes a link to
+    bob's (same file name): the read is refused, and nothing is kept under
+    her file's stamp, so the next pass reads her own file."""
+    root = _write(tmp_path, {"users/alice/sub/a.yaml": GOOD,
+                             "users/bob/sub/a.yaml": "model_id: bobs\nmodel_source: org/x\n"})
+    real_lstat = os.lstat
+    swapped = []
+
+    def lstat_then_swap(path: str | os.PathLike[str]) -> os.stat_result:
+        st = real_lstat(path)
+        if str(path).endswith("users/alice/sub/a.yaml") and not swapped:
+            os.rename(root / "users/alice/sub", root / "users/alice/kept")
+            os.symlink(root / "users/bob/sub", root / "users/alice/sub")
+            swapped.append(True)
+        return st
+
+    reads = loading.Reads()
+    reads.now_ns = lambda: time.time_ns() + 10 * loading.RACY_NS
+    monkeypatch.setattr(loading.os, "lstat", lstat_then_swap)
+    got = loading.load_file(root, "users/alice/sub/a.yaml", reads=reads)
+    assert got.documents == () and "changed while being read" in got.issues[0].message
+    monkeypatch.undo()
+    os.unlink(root / "users/alice/sub")
+    os.rename(root / "users/alice/kept", root / "users/alice/sub")
+    again = loading.load_file(root, "users/alice/sub/a.yaml", reads=reads)
+    assert again.documents[0].data["model_id"] == "m"

@@ -431,3 +431,62 @@ def test_read_models_sees_the_journal_and_writes_nothing(tmp_path: Path) -> None
     before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir())
     assert store_module.read_models(tmp_path) == [record("svc-a", state=State.RUNNING)]
     assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before
+
+
+def test_a_failed_append_is_cut_back_so_no_line_is_glued_to_a_fragment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full midway through a journal line: the fragment is cut off, the
+    error ends the write, and the next write's line is whole."""
+    store = Store(tmp_path)
+    store.put_many([record("svc-a"), record("svc-b")])
+    store.put(record("svc-a", state=State.RUNNING))
+    journal = tmp_path / JOURNAL_FILE
+    good = journal.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        store.put(record("svc-b", state=State.RUNNING))
+    monkeypatch.undo()
+    assert journal.read_bytes() == good
+    store.put(record("svc-c"))  # the retry carries svc-b's change too
+    again = Store(tmp_path)
+    assert again.models() == store.models()
+    assert again.get("svc-b") == record("svc-b", state=State.RUNNING)
+
+
+def test_a_complete_line_that_is_not_json_is_damage_not_a_torn_write(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(record("svc-a"))
+    store.put(record("svc-a", state=State.RUNNING))
+    journal = tmp_path / JOURNAL_FILE
+    journal.write_bytes(journal.read_bytes() + b'{"epoch": "x", "mod{"epoch"}\n')
+    with pytest.raises(StateFileError) as info:
+        Store(tmp_path)
+    assert "line 2" in str(info.value)
+
+
+def test_read_consistent_reads_again_when_a_compaction_lands_in_between(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    store.put(record("svc-a"))
+    store.put(record("svc-a", state=State.RUNNING))  # in the journal
+    real = store_module._read_or_none
+    calls: list[Path] = []
+
+    def compact_after_the_base(path: Path) -> bytes | None:
+        calls.append(path)
+        data = real(path)
+        if len(calls) == 1:
+            store._rewrite()  # the daemon compacts right after we read the old base
+        return data
+
+    monkeypatch.setattr(store_module, "_read_or_none", compact_after_the_base)
+    base, journal = store_module.read_consistent(tmp_path)
+    assert len(calls) == 4  # the first base and journal were read again
+    assert journal is None and base is not None
+    assert b'"RUNNING"' in base
