@@ -4,14 +4,23 @@ and the status learns an alias is routed only once the gateway has settled."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from servesync import schemas
+from servesync.config import Config
 from servesync.converge import naming
 from servesync.converge.actions import Action, Deploy, Kind, RecordOnly, UpdateGateway
 from servesync.converge.observed import AppStatus, Observed
 from servesync.converge.planning import plan
+from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import GatewayRecord, ModelRecord, State
+from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
+from tests.support.clock import FakeClock
+from tests.support.fakeray import FakeRay, make_reconciler
 from tests.unit.converge.plancases import at, desired, observed, record, spec
 
 GW = naming.GATEWAY_APP
@@ -163,3 +172,76 @@ def test_describe_names_the_aliases() -> None:
 
     (gateway,) = only(run(desired(A_CHAT), (RA,), gw(RA)), UpdateGateway)
     assert "aliases [alice-chat]" in describe(gateway)
+
+
+# --- through the reconciler: real files, a real store and status files, the fake Ray ---
+
+MODEL = "model_id: {m}\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
+
+
+def write(root: Path, m: str, extra: str = "") -> None:
+    (root / "users" / "alice" / f"{m}.yaml").write_text(MODEL.format(m=m) + extra)
+
+
+def settle(rec: Reconciler, ray: FakeRay, snap: Snapshot) -> None:
+    for _ in range(8):
+        result = rec.tick(snap)
+        ray.settle()
+        if result.settled and not result.actions:
+            return
+    raise AssertionError(f"not settled: {rec.store.models()}")
+
+
+def status(config: Config, rec: ModelRecord) -> dict[str, Any]:
+    path = Path(config.status_dir) / "models" / f"{rec.model_key}.json"
+    doc: dict[str, Any] = json.loads(path.read_text())
+    schemas.validator("status-model").validate(doc)
+    return doc
+
+
+def test_aliases_through_the_tick(cpu_config: Config, desired_tree: Path) -> None:
+    """Add an alias to a RUNNING model: one gateway call, no deploy, the status
+    lists it routed once the gateway settled; a second model taking it is
+    refused (409, both files) and the first keeps it; a broken file keeps it."""
+    ray = FakeRay()
+    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    write(desired_tree, "a")
+    settle(rec, ray, snap)
+    (a,) = rec.store.models().values()
+    assert a.state is State.RUNNING and status(cpu_config, a)["endpoint"]["aliases"] == []
+
+    ray.calls.clear()
+    write(desired_tree, "a", "aliases: [chat]\n")
+    first = rec.tick(snap)
+    assert [str(x.kind) for x in first.actions] == ["record", "gateway"]
+    assert ray.calls == [("gateway", a.public_id)]  # the gateway only: no replica touched
+    assert ray.aliases == (("alice-chat", a.public_id),)
+    assert rec.store.gateway().aliases == ray.aliases
+    doc = status(cpu_config, rec.store.models()[a.model_key])
+    assert doc["aliases"] == ["chat"] and doc["endpoint"]["aliases"] == []  # not yet routed
+    ray.settle()
+    settle(rec, ray, snap)
+    assert [c[0] for c in ray.calls] == ["gateway"]
+    now = rec.store.models()[a.model_key]
+    assert now.spec_hash == a.spec_hash and now.state is State.RUNNING
+    assert now.routed_aliases == ("alice-chat",)
+    assert status(cpu_config, now)["endpoint"]["aliases"] == ["alice-chat"]
+
+    # a second model of alice takes the same alias: 409 on both, the first keeps it
+    write(desired_tree, "b", "aliases: [chat]\n")
+    ray.calls.clear()
+    result = rec.tick(snap)
+    assert result.actions == () and ray.calls == []
+    index = json.loads((Path(cpu_config.status_dir) / "index.json").read_text())
+    conflicts = sorted((e["path"], e["line"], e["code"]) for e in index["errors"])
+    assert conflicts == [("users/alice/a.yaml", 4, 409), ("users/alice/b.yaml", 4, 409)]
+    assert [r.suffix for r in rec.store.models().values()] == ["a"]
+    assert rec.store.gateway().aliases == (("alice-chat", a.public_id),)
+
+    # a broken file holds its model with its last good aliases
+    (desired_tree / "users" / "alice" / "b.yaml").unlink()
+    write(desired_tree, "a", "aliases: [chat, Other]\n")
+    assert rec.tick(snap).actions == ()
+    assert rec.store.gateway().aliases == (("alice-chat", a.public_id),)
+    assert status(cpu_config, rec.store.models()[a.model_key])["aliases"] == ["chat"]
