@@ -297,3 +297,60 @@ def test_gitops_lifecycle(world: World, client: OpenAI, applier: RayApplier) -> 
     world.converge("reconcile: restore A after serve.delete")
     assert world.model("a").public_id == a.public_id
     assert ask(client, a.public_id).strip()
+
+
+def test_an_alias_answers_and_adding_it_restarts_nothing(
+        world: World, client: OpenAI, applier: RayApplier) -> None:
+    """Issue 10's aliases on the running A of the lifecycle above (loaded here
+    if this test runs alone): adding ``aliases: [chat]`` keeps A's replica and
+    the gateway's (same actor ids) while a client loops on A; ``alice-chat``
+    then answers the real ``openai`` client and is listed on /v1/models; a
+    second model of alice taking the same alias is refused with 409 on both
+    files and A keeps it."""
+    path = world.root / "users" / "alice" / "a.yaml"
+    if not path.exists():
+        world.write("alice", "a", model_yaml("a", replicas=1))
+    text = path.read_text()
+    world.converge("aliases: A running")
+    a = world.model("a")
+    assert a.state is State.RUNNING
+    a_replicas = applier.replica_actor_ids(a.app_name)
+    gateway_replicas = applier.replica_actor_ids(GATEWAY_APP)
+    alias = "alice-chat"
+
+    with requests_to(client, a.public_id) as loop:
+        world.write("alice", "a", text + "aliases: [chat]\n")
+        added = time.monotonic()
+        world.until("aliases: the status lists alice-chat routed",
+                    lambda: world.model_file(a.model_key)["endpoint"]["aliases"] == [alias])
+        TIMINGS["aliases: commit → status lists the alias routed"] = \
+            f"{time.monotonic() - added:.1f} s"
+        assert ask(client, alias).strip()  # callable as soon as the status says so
+        time.sleep(1.0)
+    TIMINGS["aliases: requests to A while adding an alias"] = loop.summary()
+    assert loop.failures == [] and loop.ok > 0
+    assert applier.replica_actor_ids(a.app_name) == a_replicas  # no replica restarted
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_replicas  # reconfigured in place
+    now = world.model("a")
+    assert now.spec_hash == a.spec_hash and now.routed_aliases == (alias,)
+    assert {a.public_id, alias} <= listed(client)
+    reply = client.chat.completions.create(
+        model=alias, messages=[{"role": "user", "content": "Hello!"}], max_tokens=4)
+    assert reply.model == a.public_id  # the answer names the model that served it
+    doc = world.model_file(a.model_key)
+    assert doc["aliases"] == ["chat"] and doc["endpoint"]["aliases"] == [alias]
+
+    # a second model of alice taking the same alias: 409 on both files, A keeps it
+    world.write("alice", "c", model_yaml("c", replicas=1) + "aliases: [chat]\n")
+    result = world.tick()
+    assert result.actions == () and not result.converged
+    errors = world.index()["errors"]
+    assert isinstance(errors, list)
+    assert sorted((e["path"], e["code"]) for e in errors) == [
+        ("users/alice/a.yaml", 409), ("users/alice/c.yaml", 409)]
+    assert all("alias 'chat' of user 'alice'" in e["message"] for e in errors)
+    assert [r.suffix for r in world.reconciler.store.models().values()] == ["a"]
+    assert ask(client, alias).strip()
+    assert applier.replica_actor_ids(a.app_name) == a_replicas
+    (world.root / "users" / "alice" / "c.yaml").unlink()
+    assert world.converge("aliases: the conflicting file removed").converged

@@ -32,6 +32,7 @@ class FakeRay:
         self.apps: dict[str, AppStatus] = {}
         self.replicas: dict[str, int] = {}  # a RUNNING/UNHEALTHY app's replicas (default 1)
         self.calls: list[tuple[str, str]] = []
+        self.aliases: tuple[tuple[str, str], ...] = ()  # the gateway's last (alias, public id)s
         self.batches: list[int] = []  # the size of each deploy_models call
         self.fail_next: Exception | None = None
         self.reachable = True
@@ -74,8 +75,10 @@ class FakeRay:
         self.replicas[app_name] = spec.num_replicas if spec.num_replicas is not None else \
             auto.min_replicas if auto else 0
 
-    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
+    def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
+                       aliases: Sequence[tuple[str, str]] = ()) -> None:
         self.calls.append(("gateway", ",".join(m[0] for m in members)))
+        self.aliases = tuple(aliases)
         if members:
             self.apps[GATEWAY_APP] = AppStatus.DEPLOYING
         else:

@@ -100,7 +100,8 @@ class FileRay:
         time.sleep(self.answer_delay_s)
         return {}
 
-    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
+    def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
+                       aliases: Sequence[tuple[str, str]] = ()) -> None:
         data = self.load()
         if members:
             data["apps"][GATEWAY_APP] = {"status": "DEPLOYING", "public_id": "",

@@ -50,11 +50,13 @@ class DeleteApp:
 
 @dataclass(frozen=True, slots=True)
 class UpdateGateway:
-    """Redeploy the gateway with exactly these (public model id, app name) members."""
+    """Route exactly these (public model id, app name) members, and these
+    (alias name, public model id) aliases, each to a member."""
 
     members: tuple[tuple[str, str], ...]
     reason: str
     kind: Kind = Kind.GATEWAY
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +91,10 @@ def describe(action: Action) -> str:
             return f"{kind:<8} {rec.public_id} ({rec.model_key}): {reason}"
         case DeleteApp(kind=kind, record=rec, reason=reason):
             return f"{kind:<8} {rec.public_id} ({rec.model_key}): {reason}"
-        case UpdateGateway(members=members, reason=reason):
+        case UpdateGateway(members=members, reason=reason, aliases=aliases):
             names = ", ".join(m[0] for m in members) or "(no models)"
-            return f"gateway  [{names}]: {reason}"
+            also = f" + aliases [{', '.join(a[0] for a in aliases)}]" if aliases else ""
+            return f"gateway  [{names}]{also}: {reason}"
         case RecordOnly(record=rec, reason=reason):
             return f"record   {rec.public_id} -> {rec.state}: {reason}"
         case Forget(public_id=pid, model_key=key, reason=reason):

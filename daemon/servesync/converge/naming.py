@@ -3,6 +3,12 @@
 * public model id (what clients send as ``model``):
   ``<user_id>-<YYYYMMDDHHMM>-<suffix>``; the prefix is fixed when the model
   is first admitted and kept for its whole life (restarts, stop/start).
+* alias name (what clients may send instead, :func:`alias_name`):
+  ``<user_id>-<alias>``, for each of the model's ``aliases``; stable across
+  deleting and re-adding the model. The schema keeps an alias from looking
+  like a ``<YYYYMMDDHHMM>`` part; where two names still meet (user ids may
+  hold '-'), a public id wins over an alias and the first admitted model
+  over a later one (:func:`servesync.converge.planning.plan`).
 * ``model_key`` (status file name and Serve application name):
   ``svc-<user_id>-<YYYYMMDD>-<HHMMSS>-<4 hex>``, the hex derived from the
   user, suffix and admission time so that it is stable and testable.
@@ -25,3 +31,8 @@ def model_key(user_id: str, suffix: str, admitted_at: datetime) -> str:
     stamp = f"{admitted_at:%Y%m%d-%H%M%S}"
     digest = hashlib.sha256(f"{user_id}/{suffix}/{admitted_at.isoformat()}".encode()).hexdigest()
     return f"svc-{user_id}-{stamp}-{digest[:4]}"
+
+
+def alias_name(user_id: str, alias: str) -> str:
+    """The name clients call a model's ``alias`` by: ``<user_id>-<alias>``."""
+    return f"{user_id}-{alias}"

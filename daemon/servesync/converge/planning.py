@@ -30,12 +30,22 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   without it has settled. It is recorded RUNNING only once a client can call
   it: the settled gateway routes it (``Clock.routed``); until then it stays
   DEPLOYING, waiting for the gateway.
+* A model's aliases ride with its route: the gateway routes ``<user>-<alias>``
+  to the model exactly while it routes the model, for the aliases of its
+  recorded spec (the last good one while its file is held). Changing aliases
+  is a gateway update and a record of the new aliases, never a deploy: they
+  are not part of the spec hash. Where two names meet (user ids may hold
+  '-'), a recorded public id wins over an alias, and among aliases the model
+  admitted first (``created_at``, then ``model_key``) keeps it. The record's
+  ``routed_aliases`` lists the aliases the gateway surely routes: those of a
+  settled gateway, like RUNNING for the model itself (``Clock.routed_aliases``).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from servesync.converge import naming
@@ -81,6 +91,8 @@ class Clock:
     deploy_timeout_s: float
     serving_hash: str = ""  # the cluster serving config every deploy is made with
     routed: frozenset[str] = frozenset()  # app names a client can call through the gateway
+    routed_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # by app name:
+    # the alias names a client can call through the gateway
 
     @property
     def stamp(self) -> str:
@@ -110,9 +122,14 @@ def plan(
     if not observed.reachable:
         return ()
     clock = Clock(now, deploy_timeout_s, serving_hash)
-    clock = replace(clock, routed=_routed(recorded, observed, gateway, clock))
+    routed = _routed(recorded, observed, gateway, clock)
+    clock = replace(clock, routed=routed, routed_aliases=_routed_aliases(
+        recorded, gateway, routed, settled=_gateway_settled(observed, gateway, clock)))
     specs = {s.name: s for s in desired.specs}
-    by_name = {(r.user_id, r.suffix): r for r in recorded.values()}
+    # every record with its spec's aliases and what the gateway routes of them: the
+    # actions below carry these, and a record no action touches is stored as such
+    folded = {k: _fold(r, specs.get((r.user_id, r.suffix)), clock) for k, r in recorded.items()}
+    by_name = {(r.user_id, r.suffix): r for r in folded.values()}
     per_model: list[Action] = []
     for name, spec in sorted(specs.items()):
         rec = by_name.get(name)
@@ -134,8 +151,12 @@ def plan(
         if action is not None:
             per_model.append(action)
     declared = set(specs) | set(desired.revoked)
-    per_model.extend(_deletions(recorded, declared, per_model, observed, gateway, clock))
-    final = _final_records(recorded, per_model)
+    per_model.extend(_deletions(folded, declared, per_model, observed, gateway, clock))
+    touched = {_key(a) for a in per_model}
+    per_model.extend(RecordOnly(rec, _fold_reason(recorded[key], rec))
+                     for key, rec in sorted(folded.items())
+                     if rec is not recorded[key] and key not in touched)
+    final = _final_records(folded, per_model)
     gateway_action = _gateway(final, observed, gateway)
     ordered: list[Action] = [a for a in per_model if isinstance(a, RecordOnly | Forget)]
     ordered += [gateway_action] if gateway_action else []
@@ -146,6 +167,28 @@ def plan(
 
 def _held(rec: ModelRecord, name: ModelName, desired: DesiredState) -> bool:
     return desired.holds(name, rec.source_file)
+
+
+def _fold(rec: ModelRecord, spec: ModelSpec | None, clock: Clock) -> ModelRecord:
+    """``rec`` with the aliases of its valid ``spec`` (None: held, revoked or
+    undeclared: its recorded ones stay) and the alias names the gateway surely
+    routes to it now; ``rec`` itself when neither changed."""
+    spec_json = rec.spec
+    if spec is not None and rec.spec.get("aliases", []) != list(spec.aliases):
+        spec_json = {**rec.spec, "aliases": list(spec.aliases)}
+    routed = clock.routed_aliases.get(rec.app_name, ()) if rec.app_name in clock.routed else ()
+    if spec_json is rec.spec and routed == rec.routed_aliases:
+        return rec
+    return replace(rec, spec=spec_json, routed_aliases=routed)
+
+
+def _fold_reason(old: ModelRecord, new: ModelRecord) -> str:
+    parts = []
+    if old.spec.get("aliases", []) != new.spec.get("aliases", []):
+        parts.append(f"aliases now {new.spec.get('aliases')}")
+    if old.routed_aliases != new.routed_aliases:
+        parts.append(f"the gateway routes aliases {list(new.routed_aliases)}")
+    return "; ".join(parts)
 
 
 def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) -> Event:
@@ -192,7 +235,7 @@ def _record(rec: ModelRecord, clock: Clock, kind: EventKind, message: str, reaso
 def _change_kind(rec: ModelRecord, spec: ModelSpec) -> Kind:
     old, new = rec.spec, spec.to_json()
     differing = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    differing -= {"source_file", "line", "enabled"}
+    differing -= {"source_file", "line", "enabled", "aliases"}
     return Kind.SCALE if differing and differing <= set(_SCALE_FIELDS) else Kind.UPDATE
 
 
@@ -418,6 +461,26 @@ def _routed(recorded: Mapping[str, ModelRecord], observed: Observed, gateway: Ga
                      and r.submitted_at is not None and since <= r.submitted_at)
 
 
+def _routed_aliases(recorded: Mapping[str, ModelRecord], gateway: GatewayRecord,
+                    routed: frozenset[str], *, settled: bool) -> dict[str, tuple[str, ...]]:
+    """Alias names a client can call now, by application: a settled gateway's
+    aliases. Before it settles, only those a model's record already counted
+    routed that the gateway still lists (an alias added waits for the
+    settle, one removed is not counted from the update on)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    if settled:
+        app_of = dict(gateway.members)
+        for alias, public_id in gateway.aliases:
+            if public_id in app_of:
+                out[app_of[public_id]].append(alias)
+    else:
+        listed = set(gateway.aliases)
+        for r in recorded.values():
+            if r.app_name in routed:
+                out[r.app_name] = [a for a in r.routed_aliases if (a, r.public_id) in listed]
+    return {app: tuple(sorted(names)) for app, names in out.items() if names}
+
+
 def _key(action: Action) -> str | None:
     if isinstance(action, Forget):
         return action.model_key
@@ -465,16 +528,34 @@ def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
             # status waits for the gateway, then fails at the deadline).
             routed.setdefault(r.public_id, r)
     members = tuple(sorted((r.public_id, r.app_name) for r in routed.values()))
+    aliases = _gateway_aliases(routed.values(), {r.public_id for r in final.values()})
     status = observed.status(naming.GATEWAY_APP)
-    if members != gateway.members:
+    if members != gateway.members or aliases != gateway.aliases:
         old, new = set(gateway.members), set(members)
         change = [f"+{m[0]}" for m in sorted(new - old)] + [f"-{m[0]}" for m in sorted(old - new)]
-        return UpdateGateway(members, " ".join(change))
+        was, now = set(gateway.aliases), set(aliases)
+        change += [f"+alias {a}" for a, _ in sorted(now - was)]
+        change += [f"-alias {a}" for a, _ in sorted(was - now)]
+        return UpdateGateway(members, " ".join(change), aliases=aliases)
     if members and status is AppStatus.MISSING:
-        return UpdateGateway(members, "gateway application missing from Ray")
+        return UpdateGateway(members, "gateway application missing from Ray", aliases=aliases)
     if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
         return UpdateGateway((), "no model to serve")
     return None
+
+
+def _gateway_aliases(routed: Iterable[ModelRecord],
+                     public_ids: Set[str]) -> tuple[tuple[str, str], ...]:
+    """(alias name, public id) for the aliases of the ``routed`` models, given
+    in admission order: the first one keeps a name two claim, and no alias
+    takes a recorded model's public id (both only where user ids hold '-', or
+    while a held file keeps an alias another file now lists)."""
+    taken: dict[str, str] = {}
+    for r in routed:
+        for name in r.alias_names:
+            if name not in public_ids:
+                taken.setdefault(name, r.public_id)
+    return tuple(sorted(taken.items()))
 
 
 def requeue_after(records: Mapping[str, ModelRecord], *, now: datetime,

@@ -50,7 +50,13 @@ class Applier(Protocol):
         Raises (Transient/Permanent) only when nothing could be submitted."""
         ...
 
-    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None: ...
+    def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
+                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+        """Route exactly ``(public model id, app name)`` ``members`` and
+        ``(alias name, public model id)`` ``aliases`` (each to a member), in
+        place; no members deletes the gateway."""
+        ...
+
     def delete_app(self, app_name: str) -> None: ...
 
     def serving_hash(self) -> str:

@@ -169,8 +169,9 @@ class Reconciler:
         for action in calls:
             try:
                 if isinstance(action, act.UpdateGateway):
-                    self.applier.deploy_gateway(action.members)
-                    gateway = GatewayRecord(members=action.members, deployed_at=stamp(now))
+                    self.applier.deploy_gateway(action.members, aliases=action.aliases)
+                    gateway = GatewayRecord(members=action.members, deployed_at=stamp(now),
+                                            aliases=action.aliases)
                 else:
                     self.applier.delete_app(action.record.app_name)
                     done.append(_submitted(action.record, now, "application deletion accepted"))

@@ -96,12 +96,22 @@ class ModelRecord:
     retry_at: str | None = None  # QUEUED after a transient error: not before this
     attempts: int = 0  # consecutive transient failures (backoff exponent)
     unhealthy_since: str | None = None  # RUNNING but short of replicas since (the grace's base)
+    routed_aliases: tuple[str, ...] = ()  # alias names (<user>-<alias>) the gateway surely
+    # routes to this model now: set by the planner once the gateway with them has settled
     events: tuple[Event, ...] = ()
 
     @property
     def public_id(self) -> str:
         """The model name clients send: ``<user_id>-<YYYYMMDDHHMM>-<suffix>``."""
         return f"{self.prefix}-{self.suffix}"
+
+    @property
+    def alias_names(self) -> tuple[str, ...]:
+        """The names clients may call the model by besides its public id,
+        ``<user_id>-<alias>``, for the aliases of the recorded spec (its last
+        good one while its file is held)."""
+        aliases = self.spec.get("aliases") or ()
+        return tuple(f"{self.user_id}-{a}" for a in aliases if isinstance(a, str))
 
     @property
     def asked_replicas(self) -> int:
@@ -128,6 +138,7 @@ class ModelRecord:
             "updated_at": self.updated_at, "submitted_at": self.submitted_at,
             "retry_at": self.retry_at, "attempts": self.attempts,
             "serving_hash": self.serving_hash, "unhealthy_since": self.unhealthy_since,
+            "routed_aliases": list(self.routed_aliases),
             "events": [e.to_json() for e in self.events],
         }
 
@@ -136,6 +147,7 @@ class ModelRecord:
         d = dict(d)
         d["state"] = State(d["state"])
         d["events"] = tuple(Event.from_json(e) for e in d.get("events", ()))
+        d["routed_aliases"] = tuple(d.get("routed_aliases", ()))  # absent before aliases
         return cls(**d)
 
 
@@ -145,11 +157,17 @@ class GatewayRecord:
 
     members: tuple[tuple[str, str], ...] = ()  # sorted (public model id, app_name)
     deployed_at: str | None = None
+    aliases: tuple[tuple[str, str], ...] = ()  # sorted (alias name, public model id of a member)
 
     def to_json(self) -> dict[str, Any]:
-        return {"members": [list(m) for m in self.members], "deployed_at": self.deployed_at}
+        out: dict[str, Any] = {"members": [list(m) for m in self.members],
+                               "deployed_at": self.deployed_at}
+        if self.aliases:  # a state file without aliases reads as before them
+            out["aliases"] = [list(a) for a in self.aliases]
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> GatewayRecord:
         return cls(members=tuple((m[0], m[1]) for m in d.get("members", ())),
-                   deployed_at=d.get("deployed_at"))
+                   deployed_at=d.get("deployed_at"),
+                   aliases=tuple((a[0], a[1]) for a in d.get("aliases", ())))

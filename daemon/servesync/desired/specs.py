@@ -57,6 +57,7 @@ class ModelSpec:
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
+    aliases: tuple[str, ...] = ()  # extra names, as written; clients call <user_id>-<alias>
     source_file: str = ""  # relative to the desired-state root
     line: int = 1  # line of the document's first key
     # lines of the fields a cross-document check (quotas) names: JSON pointer -> line
@@ -90,7 +91,8 @@ class ModelSpec:
         """Stable hash of :meth:`serving_json`; equal hashes mean nothing to redeploy.
 
         ``enabled`` is not part of it: stopping and starting a model is a state
-        change, not a new spec.
+        change, not a new spec. Nor are ``aliases``: they live in the gateway's
+        routes, never in a replica, so changing them restarts nothing.
         """
         if not self._hash:  # a spec is frozen: its hash is worked out once (the planner
             # asks every tick, and a validation cache hands it the same specs)
@@ -102,6 +104,7 @@ class ModelSpec:
         out = self.serving_json()
         out["model_source_written"] = self.model_source
         out["enabled"] = self.enabled
+        out["aliases"] = list(self.aliases)
         out["source_file"] = self.source_file
         out["line"] = self.line
         return out

@@ -9,8 +9,8 @@ the JSON Schema ``serving-model`` (the single source of truth for structure)
 runs, then the semantic rules: ``model_source`` location (:mod:`paths`),
 ``min_replicas <= max_replicas``, GPUs against the platform, the config's
 allow and deny lists for ``engine_kwargs`` and ``env`` (:mod:`allowlists`),
-and finally duplicate ``model_id`` per user across the tree. A document with
-no issue becomes a :class:`~servesync.specs.ModelSpec`.
+and finally duplicate ``model_id``s and ``aliases`` per user across the tree.
+A document with no issue becomes a :class:`~servesync.specs.ModelSpec`.
 
 Revocation (``DesiredState.revoked``): a document refused *only* by a 403 on
 its ``model_source`` (the path rules, the folder walk included) names a model
@@ -31,9 +31,14 @@ every other keyword (``required``, ``additionalProperties``,
 Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
--> 422; the same ``model_id`` twice for one user -> 409 on every document
-that declares it (naming the first :data:`MAX_PLACES` other places and how
-many more).
+-> 422; the same ``model_id`` twice for one user, or the same alias in two
+documents of one user -> 409 on every document that declares it (naming the
+first :data:`MAX_PLACES` other places and how many more). Both documents are
+refused, as for a duplicate ``model_id``: which model keeps the alias is then
+decided by what runs, not by file order: a recorded model held at its last
+good spec keeps its aliases, a new one is not admitted (an alias's shape,
+including that it never looks like a public id's ``<YYYYMMDDHHMM>``, is the
+schema's: 400).
 
 Bounded work per file: a file shows at most :data:`MAX_FILE_ISSUES` issues,
 then one "and N more" issue; a document is checked only until the file has
@@ -196,7 +201,8 @@ def validate_loaded(
                 cache.checked += len(f.documents)
                 cache._put(f, tuple(checked[(f.path, d.index)] for d in f.documents))
     conflicted = set()
-    for key, issue in _conflicts(files, checked):
+    for key, issue in itertools.chain(_conflicts(files, checked),
+                                      _alias_conflicts(files, checked)):
         checked[key].issues.append(issue)
         conflicted.add(key[0])
     revoked = {(f.user_id, c.model_id): c.revocation
@@ -295,6 +301,8 @@ def _capped(result: FileResult, *, cut: bool, first: set[int]) -> FileResult:
 @dataclass(slots=True)
 class _Checked:
     model_id: str | None
+    aliases: tuple[tuple[int, str], ...] = ()  # (index in the list, alias): every string
+    # the document lists, valid or not (a 409 is decided on what is written)
     issues: list[Issue] = field(default_factory=list)
     spec: ModelSpec | None = None
     source_refusal: tuple[str, Issue] | None = None  # (model_source, its 403 path issue)
@@ -320,7 +328,10 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
     """The document's issues (at most ``limit``, then ``cut``) and spec."""
     data = doc.data
     model_id = data.get("model_id") if isinstance(data, dict) else None
-    out = _Checked(model_id=model_id if isinstance(model_id, str) else None)
+    aliases = data.get("aliases") if isinstance(data, dict) else None
+    out = _Checked(model_id=model_id if isinstance(model_id, str) else None,
+                   aliases=tuple((i, a) for i, a in enumerate(aliases)
+                                 if isinstance(a, str)) if isinstance(aliases, list) else ())
     if doc.issues or file.user_id is None:
         out.issues.extend(doc.issues)
         return out
@@ -385,7 +396,8 @@ def _explain(error: Any) -> Iterable[tuple[str, str]]:
     if keyword == "not" and isinstance(value, dict):
         fields = value.get("required") or []
         where = f"{pointer}/{loading.escape(fields[-1])}" if fields else pointer
-        return [(where, schemas.message(error))]
+        shown = f"{quote(instance)}: " if isinstance(instance, str) else ""
+        return [(where, shown + schemas.message(error))]
     if keyword == "type" and not pointer:
         return [(pointer, f"a document must be a mapping of fields (field: value), "
                           f"not a {kind(instance)} (not shown)")]
@@ -531,6 +543,44 @@ def _conflicts(
                 f"{', '.join(others)}{tail}")
 
 
+def _alias_conflicts(
+    files: tuple[LoadedFile, ...], checked: dict[tuple[str, int], _Checked]
+) -> Iterator[tuple[tuple[str, int], Issue]]:
+    """409 for every document of a user that lists an alias another document of
+    that user lists too (``uniqueItems`` refuses it twice in one list)."""
+    seen: dict[tuple[str, str], list[tuple[LoadedFile, RawDocument, int]]] = defaultdict(list)
+    for f in files:
+        if f.user_id is None:
+            continue
+        for d in f.documents:
+            first: dict[str, int] = {}  # a repeat in one list is the schema's 400, not a 409
+            for index, alias in checked[(f.path, d.index)].aliases:
+                first.setdefault(alias, index)
+            for alias, index in first.items():
+                seen[(f.user_id, alias)].append((f, d, index))
+    for (user, alias), where in seen.items():
+        if len(where) < 2:
+            continue
+        places = [(f"{f.path}:{d.line_of(f'/aliases/{i}')}", _declared(checked, f, d))
+                  for f, d, i in where[:MAX_PLACES + 1]]
+        for f, d, i in where:
+            pointer = f"/aliases/{i}"
+            here = f"{f.path}:{d.line_of(pointer)}"
+            others = [f"{p} ({what})" for p, what in places if p != here][:MAX_PLACES]
+            more = len(where) - 1 - len(others)
+            tail = f" and {more} more place{'s' if more > 1 else ''}" if more > 0 else ""
+            yield (f.path, d.index), Issue(
+                IssueCode.CONFLICT, f.path, d.line_of(pointer), pointer,
+                f"alias {quote(alias)} of user {user!r} is also declared at "
+                f"{', '.join(others)}{tail}; each document is refused until one drops it "
+                f"(a model already serving keeps its last good aliases)")
+
+
+def _declared(checked: dict[tuple[str, int], _Checked], f: LoadedFile, d: RawDocument) -> str:
+    model_id = checked[(f.path, d.index)].model_id
+    return f"model_id {quote(model_id)}" if model_id is not None else "a document"
+
+
 # --- building -----------------------------------------------------------------------
 
 
@@ -569,6 +619,7 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         engine_kwargs=dict(data.get("engine_kwargs", {})),
         env=dict(data.get("env", {})),
         enabled=bool(data.get("enabled", _default("enabled"))),
+        aliases=tuple(data.get("aliases", ())),
         source_file=file.path,
         line=doc.line,
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},

@@ -284,19 +284,21 @@ class RayApplier:
                 failed[app_name] = e
         return failed
 
-    def deploy_gateway(self, members: Sequence[tuple[str, str]]) -> None:
-        """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs;
-        no members deletes the gateway application.
+    def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
+                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+        """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs,
+        with ``(alias name, public model id)`` aliases; no members deletes the
+        gateway application.
 
-        The deployment's code version never depends on the members: they are
-        its ``user_config``, which Serve hands to the running replicas'
-        ``reconfigure`` in place (no replica restarts; measured in
+        The deployment's code version never depends on the members or their
+        aliases: they are its ``user_config``, which Serve hands to the running
+        replicas' ``reconfigure`` in place (no replica restarts; measured in
         tests/e2e/test_applier_e2e.py). Returns once Serve accepted it."""
         self._ensure_reachable()
         if not members:
             self.delete_app(GATEWAY_APP)
             return
-        config = gateway.user_config(llmconfigs.gateway_routes(members))
+        config = gateway.user_config(llmconfigs.gateway_routes(members, aliases))
         replicas = self._config.serving.gateway_replicas
 
         def submit() -> None:

@@ -8,6 +8,13 @@ Serve applies a changed ``user_config`` to the running replicas by calling
 :meth:`reconfigure` on each, in place: no replica restarts when a model joins
 or leaves (docs/ARCHITECTURE.md, "The Serve layout").
 
+A route may carry aliases (the model's ``<user_id>-<alias>`` names): each is
+listed on ``/v1/models`` with a card of its own and answered by the same
+handle, the request's ``model`` rewritten to the public id on the way (vLLM
+answers only to the name it serves, and the answer names it). Aliases ride
+in the same ``user_config``, so changing them restarts no replica, neither
+the gateway's nor the model's.
+
 Built by :mod:`servesync.rayserve.applier` (``deploy_gateway``) and run inside
 Ray's replica processes, which need not have servesync installed: the applier
 ships this module to them by value (cloudpickle), so it imports only the
@@ -17,11 +24,11 @@ and unit-tested without Ray; :func:`ingress_class` imports Ray Serve LLM.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-1"
+CODE_ID = "servesync-gateway-2"  # 2: routes carry aliases
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
 
@@ -34,12 +41,14 @@ class Route:
     app: str  # the model's Serve application
     deployment: str  # its LLMServer deployment inside that application
     card: Mapping[str, Any]  # the fields of Ray's ModelCard, listed on /v1/models
+    aliases: tuple[str, ...] = ()  # other names clients may send for the same model
 
 
 def user_config(routes_: list[Route]) -> dict[str, Any]:
     """The gateway deployment's ``user_config`` for these routes (JSON data)."""
     return {"routes": [
-        {"model": r.model, "app": r.app, "deployment": r.deployment, "card": dict(r.card)}
+        {"model": r.model, "app": r.app, "deployment": r.deployment, "card": dict(r.card),
+         **({"aliases": sorted(r.aliases)} if r.aliases else {})}
         for r in sorted(routes_, key=lambda r: r.model)
     ]}
 
@@ -67,12 +76,49 @@ def routes(config: Mapping[str, Any] | None) -> dict[str, Route]:
         if not isinstance(card, Mapping) or card.get("id") != fields["model"]:
             raise ValueError(f"gateway user_config: the card of {fields['model']} must "
                              f"carry its id")
+        names = entry.get("aliases", [])
+        if not isinstance(names, list) or not all(isinstance(a, str) and a for a in names):
+            raise ValueError(f"gateway user_config: the aliases of {fields['model']} must "
+                             f"be a list of names")
         route = Route(model=str(fields["model"]), app=str(fields["app"]),
-                      deployment=str(fields["deployment"]), card=dict(card))
+                      deployment=str(fields["deployment"]), card=dict(card),
+                      aliases=tuple(names))
         if route.model in out:
             raise ValueError(f"gateway user_config: {route.model} routed twice")
         out[route.model] = route
+    aliases(out)  # no name routed twice, alias or not
     return out
+
+
+def aliases(routes_: Mapping[str, Route]) -> dict[str, str]:
+    """Alias name → the public model id it stands for. Raises ``ValueError``
+    when an alias is also a model id or another route's alias."""
+    out: dict[str, str] = {}
+    for route in routes_.values():
+        for name in route.aliases:
+            if name in routes_ or name in out:
+                raise ValueError(f"gateway user_config: {name} routed twice")
+            out[name] = route.model
+    return out
+
+
+def cards(routes_: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
+    """What ``/v1/models`` lists, by name: each route's card, and for each of
+    its aliases a copy with the alias as ``id`` and ``metadata.alias_of``
+    naming the public id."""
+    out: dict[str, dict[str, Any]] = {}
+    for model, route in routes_.items():
+        out[model] = dict(route.card)
+        metadata = route.card.get("metadata")
+        for name in route.aliases:
+            out[name] = {**route.card, "id": name, "metadata": {
+                **(metadata if isinstance(metadata, Mapping) else {}), "alias_of": model}}
+    return out
+
+
+def resolve(aliases_: Mapping[str, str], model: object) -> object:
+    """The ``model`` a request is sent on with: an alias's public id, else as sent."""
+    return aliases_.get(model, model) if isinstance(model, str) else model
 
 
 def changed(old: Mapping[str, Route], new: Mapping[str, Route]) -> set[str]:
@@ -97,6 +143,7 @@ def ingress_class() -> type:
         def __init__(self) -> None:
             super().__init__(llm_deployments={}, model_cards={})
             self._routes: dict[str, Route] = {}
+            self._aliases: dict[str, str] = {}
 
         def reconfigure(self, config: dict[str, Any] | None) -> None:
             """Serve calls this on each running replica with the new ``user_config``
@@ -110,13 +157,31 @@ def ingress_class() -> type:
                                                        _check_exists=False)
                            if m in fresh else self._default_serve_handles[m])
                        for m, r in new.items()}
-            cards = {m: ModelCard(**dict(r.card)) for m, r in new.items()}
+            listed = {name: ModelCard(**card) for name, card in cards(new).items()}
             # Whole-dict swaps: a request in flight sees the old routes or the new.
             self._configured_serve_handles = {
                 m: h for m, h in self._configured_serve_handles.items()
                 if m in new and m not in fresh}
             self._default_serve_handles = handles
-            self._model_cards = cards
+            self._aliases = aliases(new)
+            self._model_cards = listed
             self._routes = new
+
+        async def _get_model_id(self, model: str | None) -> str:
+            """As Ray's (no model: the only one), counting models, not aliases."""
+            if model is None and len(self._routes) == 1:
+                model = next(iter(self._routes))
+            return await super()._get_model_id(model)
+
+        async def _get_response(  # type: ignore[override]  # Ray's return type, loosened
+                self, *, body: Any, call_method: str,
+                raw_request: Any = None) -> AsyncIterator[Any]:
+            """Ray's, with an alias in ``body.model`` replaced by its public id."""
+            model = resolve(self._aliases, body.model)
+            if model != body.model:
+                body = body.model_copy(update={"model": model})
+            async for response in super()._get_response(
+                    body=body, call_method=call_method, raw_request=raw_request):
+                yield response
 
     return make_fastapi_ingress(ServesyncGateway)  # type: ignore[no-any-return]

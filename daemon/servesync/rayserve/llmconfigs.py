@@ -113,11 +113,17 @@ def gateway_version(code_id: str) -> str:
     return _version("gateway", {"code": code_id})
 
 
-def gateway_routes(members: Sequence[tuple[str, str]]) -> list[Route]:
-    """The gateway's routes for ``(public model id, app name)`` members."""
+def gateway_routes(members: Sequence[tuple[str, str]],
+                   aliases: Sequence[tuple[str, str]] = ()) -> list[Route]:
+    """The gateway's routes for ``(public model id, app name)`` members, each
+    with its names among ``(alias name, public model id)`` aliases."""
     cards = gateway_model_cards([public_id for public_id, _ in members])
+    names: dict[str, list[str]] = {}
+    for alias, public_id in sorted(aliases):
+        names.setdefault(public_id, []).append(alias)
     return [Route(model=public_id, app=app_name,
-                  deployment=server_deployment_name(public_id), card=cards[public_id])
+                  deployment=server_deployment_name(public_id), card=cards[public_id],
+                  aliases=tuple(names.get(public_id, ())))
             for public_id, app_name in sorted(members)]
 
 

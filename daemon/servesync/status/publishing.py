@@ -241,8 +241,10 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
         "total_gpus": replicas * gpus,
         "state": published_state(rec, observed),
         "enabled": rec.enabled,
-        "endpoint": ({"openai_base_url": base_url, "model": rec.public_id}
+        "endpoint": ({"openai_base_url": base_url, "model": rec.public_id,
+                      "aliases": list(rec.routed_aliases)}
                      if _callable(rec, obs) else None),
+        "aliases": [a for a in spec.get("aliases") or () if isinstance(a, str)],
         "error_summary": rec.error_summary,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,

@@ -114,13 +114,30 @@ def test_model_file_content(tmp_path: Path) -> None:
     assert b["endpoint"] is None  # FAILED, never ran: nothing a client can call
     a = read(tmp_path / "models" / "svc-alice-a.json")  # RUNNING: routed by the gateway
     assert a["endpoint"] == {"openai_base_url": "http://127.0.0.1:8123/v1",
-                             "model": a["model_id"]}
+                             "model": a["model_id"], "aliases": []}
+    assert a["aliases"] == []  # a record from before aliases reads as none
     assert b["serve_status"] == {"app_name": "svc-alice-b", "app_status": "DEPLOY_FAILED",
                                  "message": "oom", "running_replicas": 0}
     assert b["autoscaling"]["max_replicas"] == 3
     assert (b["num_replicas"], b["total_gpus"]) == (0, 0)  # autoscaling: what runs
     assert b["model_source"] == "$STORAGE/alice/llama"
     assert b["events"][0]["kind"] == "RUNNING"
+
+
+def test_aliases_show_as_declared_and_as_routed(tmp_path: Path) -> None:
+    """``aliases``: the recorded spec's, as written; ``endpoint.aliases``: only
+    the names the gateway surely routes (the record's ``routed_aliases``)."""
+    a = record("svc-alice-a", spec={"aliases": ["chat", "prod"]},
+               routed_aliases=("alice-chat",))
+    b = record("svc-alice-b", spec={"aliases": ["coder"]}, routed_aliases=("alice-coder",),
+               state=State.STOPPED, enabled=False)
+    run(tmp_path, records={"svc-alice-a": a, "svc-alice-b": b})
+    a_doc = read(tmp_path / "models" / "svc-alice-a.json")
+    schemas.validator("status-model").validate(a_doc)
+    assert a_doc["aliases"] == ["chat", "prod"]
+    assert a_doc["endpoint"]["aliases"] == ["alice-chat"]  # prod: not routed yet
+    b_doc = read(tmp_path / "models" / "svc-alice-b.json")
+    assert b_doc["aliases"] == ["coder"] and b_doc["endpoint"] is None  # stopped: not callable
 
 
 def test_ray_unreachable_shows_unknown_status(tmp_path: Path) -> None:
