@@ -31,7 +31,8 @@ every other keyword (``required``, ``additionalProperties``,
 Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
--> 422; the same ``model_id`` twice for one user -> 409 on every document
+-> 422; issue 10's resource and rollout knobs (:mod:`knobs`: memory, GPU
+type and capability, rollout bounds) -> 403 or 422; the same ``model_id`` twice for one user -> 409 on every document
 that declares it (naming the first :data:`MAX_PLACES` other places and how
 many more).
 
@@ -68,7 +69,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, loading, model_dirs, model_paths
+from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     Autoscaling,
@@ -368,6 +369,8 @@ def _explain(error: Any) -> Iterable[tuple[str, str]]:
     keyword, value, instance = error.validator, error.validator_value, error.instance
     if pointer == "/env" or pointer.startswith("/env/"):
         return _explain_env(pointer, keyword, value, instance, error)
+    if keyword == "pattern" and (pointer == "/labels" or pointer.startswith("/labels/")):
+        return [_explain_label(pointer, instance, name=pointer == "/labels")]
     if keyword == "required" and isinstance(instance, dict):
         return ((f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
                 for k in value if k not in instance)
@@ -401,6 +404,19 @@ def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
     if keyword == "type":
         return [(pointer, f"expected {value}, got {kind(instance)} (value not shown)")]
     return [(pointer, f"invalid ({keyword}); value not shown")]
+
+
+def _explain_label(pointer: str, instance: Any, *, name: bool) -> tuple[str, str]:
+    """A label name (``propertyNames``: the error is on ``/labels``; pointed at
+    the name) or value refused by its pattern, in words rather than the regex."""
+    if name:
+        return (f"{pointer}/{loading.escape(str(instance))}",
+                f"label name {quote(instance)} is not in Kubernetes label syntax: at most 63 "
+                "letters, digits, '-', '_', '.', starting and ending with a letter or digit, "
+                "optionally behind a DNS-subdomain prefix and '/' (example.com/team)")
+    return (pointer, f"label value {quote(instance)} is not in Kubernetes label syntax: "
+                     "empty, or at most 63 letters, digits, '-', '_', '.', starting and "
+                     "ending with a letter or digit")
 
 
 def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
@@ -481,6 +497,8 @@ def _semantic_issues(
     if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
         yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
+    for code, pointer, message in knobs.issues(data, serving, flagged):
+        yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -547,7 +565,6 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
                 "target_ongoing_requests", _default("autoscaling", "target_ongoing_requests"))),
             idle_timeout_s=None if idle is None else float(idle),
         )
-    gpus_default = 0 if config.serving.cpu_platform else 1
     return ModelSpec(
         user_id=str(file.user_id),
         suffix=data["model_id"],
@@ -556,11 +573,11 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         num_replicas=None if scaling else int(data.get("num_replicas",
                                                        _default("num_replicas"))),
         autoscaling=scaling,
-        gpus_per_replica=int(data.get("gpus_per_replica", gpus_default)),
         cpus_per_replica=float(data.get("cpus_per_replica", _default("cpus_per_replica"))),
         engine_kwargs=dict(data.get("engine_kwargs", {})),
         env=dict(data.get("env", {})),
         enabled=bool(data.get("enabled", _default("enabled"))),
         source_file=file.path,
         line=doc.line,
+        **knobs.spec_fields(data, config.serving),
     )

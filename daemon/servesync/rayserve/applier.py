@@ -231,7 +231,8 @@ class RayApplier:
             try:
                 plans.append((d.app_name, llmconfigs.llm_config_kwargs(
                     d.spec, public_id=d.public_id, serving=serving),
-                    llmconfigs.scaling_options(d.spec),
+                    {**llmconfigs.scaling_options(d.spec),
+                     **llmconfigs.rollout_options(d.spec, serving=serving)},
                     llmconfigs.code_version(d.spec, public_id=d.public_id, serving=serving)))
             except (ValueError, TypeError) as e:
                 failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: {e}")
@@ -241,12 +242,11 @@ class RayApplier:
             from ray.serve.llm import LLMConfig, build_llm_deployment
 
             apps = []
-            for app_name, kwargs, scaling, version in chunk:
+            for app_name, kwargs, options, version in chunk:
                 try:
                     app = build_llm_deployment(
                         LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
-                        override_serve_options={
-                            **scaling, "max_surge_percent": serving.max_surge_percent})
+                        override_serve_options=options)
                     apps.append((app_name, _with_version(app, version)))
                 except Exception as e:  # classified per model, by type
                     error = classify(e, what=f"build application {app_name!r}")
