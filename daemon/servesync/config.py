@@ -326,7 +326,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     if first is not None:
         pointer = "/" + "/".join(str(p) for p in first.absolute_path)
         raise ConfigError(f"{chosen}: {pointer}: {_message(first)}")
-    return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
+    try:
+        return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
+    except ConfigError as e:  # a rule across fields (ServingConfig.__post_init__)
+        raise ConfigError(f"{chosen}: {e}") from None
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:

@@ -25,7 +25,7 @@ type by name and for several by node label.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from servesync.config import ServingConfig, capability
 from servesync.desired.specs import Parallelism, Rollout
@@ -42,7 +42,7 @@ def issues(data: Mapping[str, Any], serving: ServingConfig,
     schema already refused, left alone)."""
     memory = data.get("memory_gb_per_replica")
     cap = serving.max_memory_gb_per_replica
-    if _number(memory) and cap is not None and memory > cap \
+    if cap is not None and _number(memory) and memory > cap \
             and "/memory_gb_per_replica" not in flagged:
         yield (IssueCode.UNPROCESSABLE, "/memory_gb_per_replica",
                f"memory_gb_per_replica {memory:g} is above this cluster's limit of {cap:g} GiB "
@@ -157,5 +157,5 @@ def _text(cap: tuple[int, int]) -> str:
     return f"{cap[0]}.{cap[1]}"
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -32,9 +32,9 @@ Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
 -> 422; issue 10's resource and rollout knobs (:mod:`knobs`: memory, GPU
-type and capability, rollout bounds) -> 403 or 422; the same ``model_id`` twice for one user -> 409 on every document
-that declares it (naming the first :data:`MAX_PLACES` other places and how
-many more).
+type and capability, rollout bounds) -> 403 or 422; the same ``model_id``
+twice for one user -> 409 on every document that declares it (naming the
+first :data:`MAX_PLACES` other places and how many more).
 
 Bounded work per file: a file shows at most :data:`MAX_FILE_ISSUES` issues,
 then one "and N more" issue; a document is checked only until the file has

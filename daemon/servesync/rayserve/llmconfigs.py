@@ -57,7 +57,8 @@ stages on several nodes); ``STRICT_PACK`` would make a T x P replica wait for
 one node with T x P GPUs."""
 
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
-"""The node label Ray sets from the accelerator it detects (``ray._raylet.RAY_NODE_ACCELERATOR_TYPE_KEY``)."""
+"""The node label Ray sets from the accelerator it detects
+(``ray._raylet.RAY_NODE_ACCELERATOR_TYPE_KEY``)."""
 
 GIB = 1024 ** 3
 """``memory_gb_per_replica`` is in GiB; Ray's ``memory`` resource is in bytes."""
