@@ -62,7 +62,14 @@ def issues(data: Mapping[str, Any], serving: ServingConfig,
 def _accelerator_issues(data: Mapping[str, Any], serving: ServingConfig,
                         flagged: set[str]) -> Iterator[Problem]:
     named = data.get("accelerator_type")
-    minimum = capability(data.get("min_compute_capability"))
+    written = data.get("min_compute_capability")
+    minimum = capability(written)
+    if written is not None and minimum is None and "/min_compute_capability" not in flagged:
+        # a YAML number the schema's pattern (strings only) let through: 8.25, .nan
+        yield (IssueCode.INVALID, "/min_compute_capability",
+               f"{quote(written)} is not a compute capability: major.minor, quoted "
+               "(\"8.0\", \"8.9\")")
+        return
     named_ok = isinstance(named, str) and "/accelerator_type" not in flagged
     min_ok = minimum is not None and "/min_compute_capability" not in flagged
     if serving.cpu_platform:

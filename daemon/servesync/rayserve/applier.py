@@ -170,7 +170,7 @@ class RayApplier:
             apps[name] = AppObservation(
                 name=name,
                 status=_app_status(app.status),
-                message=app.message or "",
+                message=app_message(app),
                 running_replicas=running,
             )
         return Observed(apps=apps, reachable=True)
@@ -395,6 +395,16 @@ def _serve_details() -> dict[str, Any]:
         return {}
     details: dict[str, Any] = client.get_serve_details()
     return details
+
+
+def app_message(app: Any) -> str:
+    """What Ray says of an application: its own message, else its deployments'
+    (Serve puts a replica it cannot place there, not on the application:
+    "... taken more than 30s to be scheduled ... Resources required for each
+    replica: ..., total resources available: ...")."""
+    if app.message:
+        return str(app.message)
+    return "; ".join(str(dep.message) for dep in app.deployments.values() if dep.message)
 
 
 def _app_status(value: Any) -> AppStatus:

@@ -78,6 +78,12 @@ REFUSED = [
      "/min_compute_capability", "does not match"),
     ("capability of three parts", "min_compute_capability: '8.0.1'", GPU_CLUSTER, E400,
      "/min_compute_capability", "does not match"),
+    ("capability a number of three decimals", "min_compute_capability: 8.125", GPU_CLUSTER,
+     E400, "/min_compute_capability", "8.125 is not a compute capability"),
+    ("capability not a number", "min_compute_capability: .nan", GPU_CLUSTER,
+     E400, "/min_compute_capability", "NaN"),
+    ("capability a list", "min_compute_capability: [8, 0]", GPU_CLUSTER,
+     E400, "/min_compute_capability", "got a list"),
     # parallelism
     ("both spellings", "gpus_per_replica: 2\nparallelism: {tensor: 2}", GPU_CLUSTER, E400,
      "/gpus_per_replica", "exclude each other"),

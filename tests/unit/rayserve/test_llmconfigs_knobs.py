@@ -283,3 +283,18 @@ def test_the_shorthand_and_its_parallelism_are_one_replica() -> None:
 def test_the_cluster_max_unavailable_joins_the_serving_hash_only_once_set() -> None:
     assert serving_hash(GPU) == serving_hash(replace(GPU, accelerator_types={"H100": "9.0"}))
     assert serving_hash(GPU) != serving_hash(replace(GPU, max_unavailable_percent=20))
+
+
+def test_an_unplaceable_replica_is_explained_by_its_deployment() -> None:
+    """Serve says why a replica waits (e.g. more memory than any node has free)
+    on the deployment, not the application: the observation takes it from there."""
+    applier = pytest.importorskip("servesync.rayserve.applier")
+    pending = "has 1 replicas that have taken more than 30s to be scheduled"
+
+    def app(message: str, *deployments: str) -> Any:
+        deps = {f"d{i}": types.SimpleNamespace(message=m) for i, m in enumerate(deployments)}
+        return types.SimpleNamespace(message=message, deployments=deps)
+
+    assert applier.app_message(app("", "", pending)) == pending
+    assert applier.app_message(app("app failed", pending)) == "app failed"
+    assert applier.app_message(app("", "", "")) == ""
