@@ -8,7 +8,12 @@ deploys. Rules (level-based: every tick re-reads the whole state):
 * A valid spec not yet recorded is admitted (name fixed now) and deployed, or
   recorded STOPPED when ``enabled: false``.
 * A changed spec hash is deployed at once, superseding a QUEUED, DEPLOYING or
-  FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
+  FAILED one: as SCALE (replicas only), RECONFIGURE (and rollout options:
+  Serve restarts nothing) or UPDATE (a new code version: Serve rolls the
+  replicas). Description, labels and the deploy deadline are not in the hash:
+  a change of them is only recorded (riding along with the tick's action).
+  A deploy is FAILED at the model's own ``rollout.deploy_timeout_s``, else the
+  cluster's. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
   deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
   redeployed (drift), FAILED waits for a new spec.
 * A RUNNING model that shows fewer RUNNING replicas than asked
