@@ -15,6 +15,7 @@ snippet of it, which may hold a secret of ``serving.replica_env`` or a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,44 @@ class RayConfig:
     namespace: str = "serve"
 
 
+CAPABILITY_RE = re.compile(r"^(0|[1-9][0-9]?)\.(0|[1-9][0-9]?)(?!\n)$")
+"""A compute capability, ``major.minor`` (``8.0``, ``8.9``, ``10.0``)."""
+
+
+def capability(value: object) -> tuple[int, int] | None:
+    """``"8.9"`` (or the YAML number ``8.9``) as ``(8, 9)``; None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = f"{value:.1f}" if isinstance(value, int) else str(value)
+    match = CAPABILITY_RE.match(text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The range a model file's override may take (both ends included)."""
+
+    min: float
+    max: float
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int | float) and self.min <= value <= self.max
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutBounds:
+    """What a model file's ``rollout`` may ask (``serving.rollout_bounds``)."""
+
+    deploy_timeout_s: Bounds = Bounds(60, 3600)
+    max_surge_percent: Bounds = Bounds(0, 100)
+    max_unavailable_percent: Bounds = Bounds(1, 100)
+
+    def items(self) -> tuple[tuple[str, Bounds], ...]:
+        return (("deploy_timeout_s", self.deploy_timeout_s),
+                ("max_surge_percent", self.max_surge_percent),
+                ("max_unavailable_percent", self.max_unavailable_percent))
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     """Limits on the sum over one user's enabled models; None is no limit
@@ -146,15 +185,53 @@ class ServingConfig:
     gateway_replicas: int = 2
     replica_env: dict[str, str] = field(default_factory=dict)  # operator-set env for every replica
     quotas: Quotas = field(default_factory=Quotas)  # per-user caps (README, Quotas)
+    # Ray Serve's rolling_update_percentage, as a percent: how many replicas an
+    # update replaces at a time (None: Ray's default, 20 %).
+    max_unavailable_percent: int | None = None
+    # Host memory a model file may reserve per replica (GiB); None: no cap.
+    max_memory_gb_per_replica: float | None = None
+    # The GPU types the cluster offers (Ray accelerator type names) -> their
+    # compute capability ("8.0"): what model files may ask for by name or by
+    # min_compute_capability.
+    accelerator_types: dict[str, str] = field(default_factory=dict)
+    rollout_bounds: RolloutBounds = RolloutBounds()
 
     def __post_init__(self) -> None:
-        """The schema refuses never-allowed keys in a config file; this refuses
-        them in a ServingConfig built in code too (tests, tools)."""
+        """The schema refuses never-allowed keys and bad values in a config
+        file; this refuses them in a ServingConfig built in code too (tests,
+        tools), and checks what a schema cannot: the fields against each other."""
         for key in self.engine_kwargs_allowed:
             reason = NEVER_ALLOWED_ENGINE_KWARGS.get(key)
             if reason is not None:
                 raise ConfigError(f"serving.engine_kwargs_allowed: {key!r} can never be "
                                   f"allowed: it {reason}")
+        for name, cap in self.accelerator_types.items():
+            if capability(cap) is None:
+                raise ConfigError(f"serving.accelerator_types: {name}: {quote(cap)} is not a "
+                                  "compute capability (major.minor, e.g. \"8.0\")")
+        if self.accelerator_types and self.cpu_platform:
+            raise ConfigError("serving.accelerator_types: this cluster has no GPUs "
+                              "(serving.accelerator_type cpu): leave it empty")
+        if self.accelerator_types and not self.generic_accelerator \
+                and self.accelerator_type not in self.accelerator_types:
+            raise ConfigError(f"serving.accelerator_type {self.accelerator_type!r} is not in "
+                              "serving.accelerator_types: list the cluster's default type "
+                              "there too")
+        for name, bounds in self.rollout_bounds.items():
+            if bounds.min > bounds.max:
+                raise ConfigError(f"serving.rollout_bounds.{name}: min {bounds.min:g} is "
+                                  f"greater than max {bounds.max:g}")
+
+    @property
+    def generic_accelerator(self) -> bool:
+        """``accelerator_type`` names a platform ("cpu", "gpu"), not a GPU type."""
+        return self.accelerator_type.lower() in ("cpu", "gpu")
+
+    def offered_accelerators(self) -> tuple[str, ...]:
+        """The GPU types a model file may name: ``accelerator_types``, and the
+        cluster's default type when it is a specific one."""
+        default = () if self.generic_accelerator else (self.accelerator_type,)
+        return tuple(dict.fromkeys((*self.accelerator_types, *default)))
 
     @property
     def cpu_platform(self) -> bool:
@@ -215,6 +292,16 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
         serving["replica_env"] = dict(serving["replica_env"])
     if "quotas" in serving:
         serving["quotas"] = Quotas.from_mapping(serving["quotas"])
+    if "accelerator_types" in serving:
+        serving["accelerator_types"] = {
+            str(k): v if isinstance(v, str) else f"{v:.1f}" if isinstance(v, int) else str(v)
+            for k, v in serving["accelerator_types"].items()}
+    if "rollout_bounds" in serving:
+        defaults = dict(RolloutBounds().items())
+        serving["rollout_bounds"] = RolloutBounds(**{
+            name: Bounds(min=limits.get("min", defaults[name].min),
+                         max=limits.get("max", defaults[name].max))
+            for name, limits in serving["rollout_bounds"].items()})
     if "git_url" in src and "path" not in src:
         src["path"] = None
     for key in ("path", "git_url", "trusted_keys_file"):
@@ -281,7 +368,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     if first is not None:
         pointer = "/" + "/".join(str(p) for p in first.absolute_path)
         raise ConfigError(f"{chosen}: {pointer}: {_message(first)}")
-    return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
+    try:
+        return from_mapping(data, base_dir=chosen.parent.resolve(), path=str(chosen))
+    except ConfigError as e:  # a rule across fields (ServingConfig.__post_init__)
+        raise ConfigError(f"{chosen}: {e}") from None
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:

@@ -54,3 +54,13 @@ def test_readme_layout_lists_every_module_of_the_package() -> None:
     modules = {str(p.relative_to(package)) for p in package.rglob("*.py")
                if p.name not in ("__init__.py", "__main__.py")}
     assert sorted(listed) == sorted(modules)  # each once
+
+
+def test_readme_model_table_documents_every_field() -> None:
+    """Every field of the model-file schema has its row in README's table."""
+    from servesync import schemas
+
+    table = README.read_text().split("## Writing a model file", 1)[1].split("Unknown fields", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z_]+)`", table, flags=re.M))
+    fields = set(schemas.load("serving-model")["properties"]) - {"apiVersion", "kind"}
+    assert fields <= rows, sorted(fields - rows)

@@ -19,6 +19,7 @@ class Kind(StrEnum):
     CREATE = "create"  # first deploy of a newly admitted model
     UPDATE = "update"  # spec changed (source, engine kwargs, env, resources)
     SCALE = "scale"  # only replicas / autoscaling changed
+    RECONFIGURE = "reconfigure"  # only rollout options changed: Serve restarts no replica
     START = "start"  # enabled again after a stop
     RETRY = "retry"  # a transient error's backoff is over
     REDEPLOY = "redeploy"  # drift: Ray lost the application

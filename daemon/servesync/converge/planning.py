@@ -8,7 +8,12 @@ deploys. Rules (level-based: every tick re-reads the whole state):
 * A valid spec not yet recorded is admitted (name fixed now) and deployed, or
   recorded STOPPED when ``enabled: false``.
 * A changed spec hash is deployed at once, superseding a QUEUED, DEPLOYING or
-  FAILED one. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
+  FAILED one: as SCALE (replicas only), RECONFIGURE (and rollout options:
+  Serve restarts nothing) or UPDATE (a new code version: Serve rolls the
+  replicas). Description, labels and the deploy deadline are not in the hash:
+  a change of them is only recorded (riding along with the tick's action).
+  A deploy is FAILED at the model's own ``rollout.deploy_timeout_s``, else the
+  cluster's. Same hash: DEPLOYING follows Ray (RUNNING / DEPLOY_FAILED /
   deadline), QUEUED waits for its backoff, RUNNING missing from Ray is
   redeployed (drift), FAILED waits for a new spec.
 * A RUNNING model that shows fewer RUNNING replicas than asked
@@ -47,6 +52,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from servesync.converge import naming
 from servesync.converge.actions import (
@@ -67,7 +73,7 @@ from servesync.converge.records import (
     State,
     stamp,
 )
-from servesync.desired.specs import DesiredState, ModelName, ModelSpec
+from servesync.desired.specs import METADATA_FIELDS, DesiredState, ModelName, ModelSpec
 
 SETTLE_S = 2.0  # Ray needs a moment to show a submitted change in serve.status()
 MISSING_GRACE_S = 15.0  # a just-submitted app may not be listed yet
@@ -77,6 +83,9 @@ BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 300.0
 _FAILED_STATUSES = (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY)
 _SCALE_FIELDS = ("num_replicas", "autoscaling")
+_LIGHT_FIELDS = ("rollout",)  # Serve applies a change of these to the running replicas
+# where a spec is written, and what never reaches Ray (recorded, not deployed)
+_UNDEPLOYED_FIELDS = ("source_file", "line", "enabled", "aliases", *METADATA_FIELDS)
 
 
 WAIT_GATEWAY = "application RUNNING; waiting for the gateway to route it"
@@ -235,12 +244,50 @@ def _record(rec: ModelRecord, clock: Clock, kind: EventKind, message: str, reaso
 def _change_kind(rec: ModelRecord, spec: ModelSpec) -> Kind:
     old, new = rec.spec, spec.to_json()
     differing = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    differing -= {"source_file", "line", "enabled", "aliases"}
-    return Kind.SCALE if differing and differing <= set(_SCALE_FIELDS) else Kind.UPDATE
+    differing -= set(_UNDEPLOYED_FIELDS)
+    if differing and differing <= set(_SCALE_FIELDS):
+        return Kind.SCALE
+    if differing and differing <= {*_SCALE_FIELDS, *_LIGHT_FIELDS}:
+        return Kind.RECONFIGURE
+    return Kind.UPDATE
+
+
+def _metadata_changed(rec: ModelRecord, spec: ModelSpec) -> bool:
+    """Has a field that never reaches Ray (description, labels, the deploy
+    deadline) changed since the record's spec?"""
+    new = spec.metadata_json()
+    return any(rec.spec.get(k) != new.get(k) for k in METADATA_FIELDS)
+
+
+def _with_metadata(action: Action | None, rec: ModelRecord, spec: ModelSpec) -> Action | None:
+    """``action`` (None: nothing else to do) with the record's spec brought up
+    to date with ``spec``'s metadata: recorded (and so shown) at once, with no
+    Ray call and no restart of its own."""
+    if not _metadata_changed(rec, spec):
+        return action
+    if action is None:
+        return RecordOnly(replace(rec, spec=_respec(rec.spec, spec)),
+                          "description, labels or deploy deadline changed")
+    if isinstance(action, RecordOnly | Deploy):
+        return replace(action, record=replace(action.record,
+                                              spec=_respec(action.record.spec, spec)))
+    return action
+
+
+def _respec(recorded: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """``recorded`` (a record's spec) with ``spec``'s metadata instead of its own."""
+    out = {k: v for k, v in recorded.items() if k not in METADATA_FIELDS}
+    out.update(spec.metadata_json())
+    return out
 
 
 def _converge(rec: ModelRecord, spec: ModelSpec, revision: str | None, observed: Observed,
               clock: Clock) -> Action | None:
+    return _with_metadata(_converge_spec(rec, spec, revision, observed, clock), rec, spec)
+
+
+def _converge_spec(rec: ModelRecord, spec: ModelSpec, revision: str | None,
+                   observed: Observed, clock: Clock) -> Action | None:
     status = observed.status(rec.app_name)
     if not spec.enabled:
         return _stop(rec, status, clock)
@@ -346,9 +393,10 @@ def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: st
     if status is AppStatus.MISSING and age >= MISSING_GRACE_S:
         return _deploy(rec, spec, Kind.REDEPLOY, "submitted application not in Ray",
                        rec.attempted_revision, clock)
-    if age >= clock.deploy_timeout_s:
-        return _failed(rec, clock, f"not RUNNING after {clock.deploy_timeout_s:.0f} s "
-                                   f"(Ray: {status})")
+    deadline = spec.deploy_timeout_s or clock.deploy_timeout_s  # the model's, else the cluster's
+    if age >= deadline:
+        reason = f" ({message})" if message else ""
+        return _failed(rec, clock, f"not RUNNING after {deadline:.0f} s (Ray: {status}{reason})")
     return None
 
 

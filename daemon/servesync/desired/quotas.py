@@ -205,7 +205,7 @@ class _Ledger:
             "models": ("/model_id", "model", "1 more model"),
             "replicas": ("/autoscaling/max_replicas" if auto else "/num_replicas", "replica",
                          replicas),
-            "gpus": ("/gpus_per_replica", "GPU",
+            "gpus": ("/parallelism" if spec.parallelism else "/gpus_per_replica", "GPU",
                      f"{want.gpus} GPUs ({replicas} x {ask.per_replica})"),
         }[dim]
         outcome = "its last good version keeps serving" if ask.serving else "not deployed"

@@ -39,6 +39,48 @@ class Autoscaling:
 
 
 @dataclass(frozen=True, slots=True)
+class Parallelism:
+    """How one replica is split: ``tensor`` GPUs (workers) per pipeline stage,
+    ``pipeline`` stages; a replica has ``tensor * pipeline`` workers."""
+
+    tensor: int = 1
+    pipeline: int = 1
+
+    @property
+    def workers(self) -> int:
+        return self.tensor * self.pipeline
+
+    def to_json(self) -> dict[str, int]:
+        return {"tensor": self.tensor, "pipeline": self.pipeline}
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A model's own rollout settings; None: the cluster's default."""
+
+    max_surge_percent: int | None = None
+    max_unavailable_percent: int | None = None
+    deploy_timeout_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in (("max_surge_percent", self.max_surge_percent),
+                                  ("max_unavailable_percent", self.max_unavailable_percent),
+                                  ("deploy_timeout_s", self.deploy_timeout_s))
+                if v is not None}
+
+    def serve_options(self) -> dict[str, Any]:
+        """The fields Ray Serve applies (lightweight: no replica restarts)."""
+        out = self.to_json()
+        out.pop("deploy_timeout_s", None)
+        return out
+
+
+METADATA_FIELDS = ("description", "labels", "deploy_timeout_s")
+"""Fields of :meth:`ModelSpec.to_json` that never reach Ray: changing them is
+recorded, nothing is submitted."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """One valid, resolved model document.
 
@@ -62,15 +104,41 @@ class ModelSpec:
     line: int = 1  # line of the document's first key
     # lines of the fields a cross-document check (quotas) names: JSON pointer -> line
     field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # Issue 10's knobs; each left out of serving_json() when unset, so a file
+    # without them hashes (and deploys) exactly as before they existed.
+    parallelism: Parallelism | None = None  # None: tensor = GPUs per replica, pipeline 1
+    memory_gb_per_replica: float | None = None  # host memory Ray reserves (GiB)
+    accelerator_type: str | None = None  # as written
+    min_compute_capability: str | None = None  # "8.0", as normalised
+    # The GPU types the replica may run on, resolved against the cluster's list
+    # (one: asked by name; several: any of them; none: the cluster's default)
+    accelerators: tuple[str, ...] = ()
+    rollout: Rollout = Rollout()
+    description: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
     def name(self) -> ModelName:
         return (self.user_id, self.suffix)
 
+    @property
+    def tensor_parallel(self) -> int:
+        return self.parallelism.tensor if self.parallelism else max(self.gpus_per_replica, 1)
+
+    @property
+    def pipeline_parallel(self) -> int:
+        return self.parallelism.pipeline if self.parallelism else 1
+
+    @property
+    def deploy_timeout_s(self) -> float | None:
+        """This model's deploy deadline, or None for the cluster's."""
+        return self.rollout.deploy_timeout_s
+
     def serving_json(self) -> dict[str, Any]:
-        """The fields that decide what runs in Ray (not where it was written)."""
-        return {
+        """The fields that decide what runs in Ray (not where it was written, nor
+        the :data:`METADATA_FIELDS`). Issue 10's fields appear only when set."""
+        out: dict[str, Any] = {
             "user_id": self.user_id,
             "model_id": self.suffix,
             "model_source": self.resolved_source,
@@ -81,6 +149,25 @@ class ModelSpec:
             "engine_kwargs": dict(self.engine_kwargs),
             "env": dict(self.env),
         }
+        optional = (("parallelism", self.parallelism.to_json() if self.parallelism else None),
+                    ("memory_gb_per_replica", self.memory_gb_per_replica),
+                    ("accelerator_type", self.accelerator_type),
+                    ("min_compute_capability", self.min_compute_capability),
+                    ("accelerators", list(self.accelerators) or None),
+                    ("rollout", self.rollout.serve_options() or None))
+        out.update((k, v) for k, v in optional if v is not None)
+        return out
+
+    def metadata_json(self) -> dict[str, Any]:
+        """The :data:`METADATA_FIELDS` that are set: shown and recorded, never sent to Ray."""
+        out: dict[str, Any] = {}
+        if self.description is not None:
+            out["description"] = self.description
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        if self.rollout.deploy_timeout_s is not None:
+            out["deploy_timeout_s"] = self.rollout.deploy_timeout_s
+        return out
 
     def line_of(self, pointer: str) -> int:
         """The line of ``pointer`` as written (kept for :data:`LINED_FIELDS`),
@@ -102,6 +189,7 @@ class ModelSpec:
 
     def to_json(self) -> dict[str, Any]:
         out = self.serving_json()
+        out.update(self.metadata_json())
         out["model_source_written"] = self.model_source
         out["enabled"] = self.enabled
         out["aliases"] = list(self.aliases)
@@ -110,7 +198,8 @@ class ModelSpec:
         return out
 
 
-LINED_FIELDS = ("/model_id", "/num_replicas", "/autoscaling/max_replicas", "/gpus_per_replica")
+LINED_FIELDS = ("/model_id", "/num_replicas", "/autoscaling/max_replicas", "/gpus_per_replica",
+                "/parallelism")
 """The fields whose lines a :class:`ModelSpec` keeps (``field_lines``): those a
 quota refusal points at."""
 
@@ -120,8 +209,8 @@ def replica_gpus(serving: Mapping[str, Any]) -> int:
     (:meth:`ModelSpec.serving_json`, or a record's ``spec``, which holds it).
 
     The one place that says how many: quotas count a model's GPUs as this x
-    its replicas. Today ``gpus_per_replica``; a replica spanning several GPUs
-    another way (tensor x pipeline parallelism) is counted here."""
+    its replicas. ``gpus_per_replica``, which the spec sets to tensor x
+    pipeline when the file gives ``parallelism``."""
     return int(serving.get("gpus_per_replica") or 0)
 
 

@@ -31,14 +31,15 @@ every other keyword (``required``, ``additionalProperties``,
 Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
--> 422; the same ``model_id`` twice for one user, or the same alias in two
-documents of one user -> 409 on every document that declares it (naming the
-first :data:`MAX_PLACES` other places and how many more). Both documents are
-refused, as for a duplicate ``model_id``: which model keeps the alias is then
-decided by what runs, not by file order: a recorded model held at its last
-good spec keeps its aliases, a new one is not admitted (an alias's shape,
-including that it never looks like a public id's ``<YYYYMMDDHHMM>``, is the
-schema's: 400).
+-> 422; issue 10's resource and rollout knobs (:mod:`knobs`: memory, GPU
+type and capability, rollout bounds) -> 403 or 422; the same ``model_id``
+twice for one user, or the same alias in two documents of one user -> 409
+on every document that declares it (naming the first :data:`MAX_PLACES`
+other places and how many more). Both documents are refused, as for a
+duplicate ``model_id``: which model keeps the alias is then decided by what
+runs, not by file order: a recorded model held at its last good spec keeps
+its aliases, a new one is not admitted (an alias's shape, including that it
+never looks like a public id's ``<YYYYMMDDHHMM>``, is the schema's: 400).
 
 Bounded work per file: a file shows at most :data:`MAX_FILE_ISSUES` issues,
 then one "and N more" issue; a document is checked only until the file has
@@ -73,7 +74,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, loading, model_dirs, model_paths
+from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
@@ -387,6 +388,8 @@ def _explain(error: Any) -> Iterable[tuple[str, str]]:
     keyword, value, instance = error.validator, error.validator_value, error.instance
     if pointer == "/env" or pointer.startswith("/env/"):
         return _explain_env(pointer, keyword, value, instance, error)
+    if keyword == "pattern" and (pointer == "/labels" or pointer.startswith("/labels/")):
+        return [_explain_label(pointer, instance, name=pointer == "/labels")]
     if keyword == "required" and isinstance(instance, dict):
         return ((f"{pointer}/{loading.escape(k)}", f"missing required field {k!r}")
                 for k in value if k not in instance)
@@ -421,6 +424,19 @@ def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,
     if keyword == "type":
         return [(pointer, f"expected {value}, got {kind(instance)} (value not shown)")]
     return [(pointer, f"invalid ({keyword}); value not shown")]
+
+
+def _explain_label(pointer: str, instance: Any, *, name: bool) -> tuple[str, str]:
+    """A label name (``propertyNames``: the error is on ``/labels``; pointed at
+    the name) or value refused by its pattern, in words rather than the regex."""
+    if name:
+        return (f"{pointer}/{loading.escape(str(instance))}",
+                f"label name {quote(instance)} is not in Kubernetes label syntax: at most 63 "
+                "letters, digits, '-', '_', '.', starting and ending with a letter or digit, "
+                "optionally behind a DNS-subdomain prefix and '/' (example.com/team)")
+    return (pointer, f"label value {quote(instance)} is not in Kubernetes label syntax: "
+                     "empty, or at most 63 letters, digits, '-', '_', '.', starting and "
+                     "ending with a letter or digit")
 
 
 def _extras(instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
@@ -501,6 +517,8 @@ def _semantic_issues(
     if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
         yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
+    for code, pointer, message in knobs.issues(data, serving, flagged):
+        yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -605,7 +623,6 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
                 "target_ongoing_requests", _default("autoscaling", "target_ongoing_requests"))),
             idle_timeout_s=None if idle is None else float(idle),
         )
-    gpus_default = 0 if config.serving.cpu_platform else 1
     return ModelSpec(
         user_id=str(file.user_id),
         suffix=data["model_id"],
@@ -614,7 +631,6 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         num_replicas=None if scaling else int(data.get("num_replicas",
                                                        _default("num_replicas"))),
         autoscaling=scaling,
-        gpus_per_replica=int(data.get("gpus_per_replica", gpus_default)),
         cpus_per_replica=float(data.get("cpus_per_replica", _default("cpus_per_replica"))),
         engine_kwargs=dict(data.get("engine_kwargs", {})),
         env=dict(data.get("env", {})),
@@ -623,4 +639,5 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         source_file=file.path,
         line=doc.line,
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
+        **knobs.spec_fields(data, config.serving),
     )

@@ -170,7 +170,7 @@ class RayApplier:
             apps[name] = AppObservation(
                 name=name,
                 status=_app_status(app.status),
-                message=app.message or "",
+                message=app_message(app),
                 running_replicas=running,
             )
         return Observed(apps=apps, reachable=True)
@@ -231,7 +231,8 @@ class RayApplier:
             try:
                 plans.append((d.app_name, llmconfigs.llm_config_kwargs(
                     d.spec, public_id=d.public_id, serving=serving),
-                    llmconfigs.scaling_options(d.spec),
+                    {**llmconfigs.scaling_options(d.spec),
+                     **llmconfigs.rollout_options(d.spec, serving=serving)},
                     llmconfigs.code_version(d.spec, public_id=d.public_id, serving=serving)))
             except (ValueError, TypeError) as e:
                 failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: {e}")
@@ -241,12 +242,11 @@ class RayApplier:
             from ray.serve.llm import LLMConfig, build_llm_deployment
 
             apps = []
-            for app_name, kwargs, scaling, version in chunk:
+            for app_name, kwargs, options, version in chunk:
                 try:
                     app = build_llm_deployment(
                         LLMConfig(**kwargs), name_prefix=llmconfigs.SERVER_NAME_PREFIX,
-                        override_serve_options={
-                            **scaling, "max_surge_percent": serving.max_surge_percent})
+                        override_serve_options=options)
                     apps.append((app_name, _with_version(app, version)))
                 except Exception as e:  # classified per model, by type
                     error = classify(e, what=f"build application {app_name!r}")
@@ -397,6 +397,16 @@ def _serve_details() -> dict[str, Any]:
         return {}
     details: dict[str, Any] = client.get_serve_details()
     return details
+
+
+def app_message(app: Any) -> str:
+    """What Ray says of an application: its own message, else its deployments'
+    (Serve puts a replica it cannot place there, not on the application:
+    "... taken more than 30s to be scheduled ... Resources required for each
+    replica: ..., total resources available: ...")."""
+    if app.message:
+        return str(app.message)
+    return "; ".join(str(dep.message) for dep in app.deployments.values() if dep.message)
 
 
 def _app_status(value: Any) -> AppStatus:

@@ -14,6 +14,16 @@ Facts from Ray 2.60's source that shape the output:
   only ``tensor_parallel_size`` and (optionally) ``accelerator_type`` are set;
 * Serve LLM's default ``target_ongoing_requests`` is 1e9, so it is always
   set explicitly when autoscaling;
+* the replica actor's ``ray_actor_options`` (its CPUs, and ``memory``) are
+  added to the *first* placement bundle (``_merge_replica_actor_and_child_actor_bundles``),
+  so ``memory`` there reserves the model's host memory on the replica's node;
+* ``accelerator_type`` adds ``accelerator_type:<T>: 0.001`` to every GPU bundle
+  (one type only); a bundle label selector (``placement_group_bundle_label_selector``
+  in the deployment config, passed through untouched, one selector for all
+  bundles) with ``ray.io/accelerator-type: in(A,B)`` asks for any of several
+  (Ray labels every node with the type it detects);
+* the default placement strategy is ``PACK`` (a replica may span nodes:
+  needed for pipeline parallelism across nodes; ``STRICT_PACK`` would not);
 * the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
   the name ourselves so the gateway can address it (:func:`server_deployment_name`);
 * Serve restarts a deployment's replicas only when its code version (or its
@@ -40,6 +50,18 @@ SERVER_NAME_PREFIX = "LLMServer:"
 
 GENERIC_ACCELERATORS = ("gpu", "cpu")
 """``serving.accelerator_type`` values that name a platform, not a Ray accelerator type."""
+
+PLACEMENT_STRATEGY = "PACK"
+"""A replica's bundles as few nodes as possible, but more when it must (pipeline
+stages on several nodes); ``STRICT_PACK`` would make a T x P replica wait for
+one node with T x P GPUs."""
+
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+"""The node label Ray sets from the accelerator it detects
+(``ray._raylet.RAY_NODE_ACCELERATOR_TYPE_KEY``)."""
+
+GIB = 1024 ** 3
+"""``memory_gb_per_replica`` is in GiB; Ray's ``memory`` resource is in bytes."""
 
 VERSION_SCHEME = "servesync-1"
 """Salt of :func:`code_version` / :func:`gateway_version`; bump it when a change
@@ -76,11 +98,39 @@ def llm_config_kwargs(
     env = replica_env(spec, serving=serving)
     if env:
         kwargs["runtime_env"] = {"env_vars": env}
+    workers = spec.tensor_parallel * spec.pipeline_parallel
     if serving.cpu_platform:
-        kwargs["placement_group_config"] = {"bundles": [{"CPU": spec.cpus_per_replica}]}
-    elif serving.accelerator_type.lower() not in GENERIC_ACCELERATORS:
+        kwargs["placement_group_config"] = {"bundles": [{"CPU": spec.cpus_per_replica}]
+                                            * workers}
+        if workers > 1:
+            kwargs["placement_group_config"]["strategy"] = PLACEMENT_STRATEGY
+        return kwargs
+    if spec.pipeline_parallel > 1:  # stages may sit on other nodes: say so, don't rely
+        # on Ray's default (a single-node replica keeps it, and so its code version)
+        kwargs["placement_group_config"] = {"bundles": [{"GPU": 1}] * workers,
+                                            "strategy": PLACEMENT_STRATEGY}
+    if len(spec.accelerators) == 1:
+        kwargs["accelerator_type"] = spec.accelerators[0]
+    elif not spec.accelerators and serving.accelerator_type.lower() not in GENERIC_ACCELERATORS:
         kwargs["accelerator_type"] = serving.accelerator_type
     return kwargs
+
+
+def rollout_options(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]:
+    """The model deployment's rollout options, passed to Serve beside the
+    LLMConfig like :func:`scaling_options`: ``max_surge_percent`` and (when the
+    model or the cluster sets it) ``rolling_update_percentage``, the model's
+    value over the cluster's. Both are lightweight in Serve (a change restarts
+    no replica), so they stay out of :func:`code_version`."""
+    surge = spec.rollout.max_surge_percent
+    out: dict[str, Any] = {
+        "max_surge_percent": serving.max_surge_percent if surge is None else surge}
+    unavailable = spec.rollout.max_unavailable_percent
+    if unavailable is None:
+        unavailable = serving.max_unavailable_percent
+    if unavailable is not None:
+        out["rolling_update_percentage"] = unavailable / 100
+    return out
 
 
 def scaling_options(spec: ModelSpec) -> dict[str, Any]:
@@ -145,9 +195,18 @@ def _deployment_config(
     spec: ModelSpec, *, public_id: str, serving: ServingConfig
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"name": deployment_base_name(public_id)}
+    actor: dict[str, Any] = {}
     if not serving.cpu_platform:
         # On GPU the replica actor shares the first GPU bundle; give it the CPUs asked.
-        out["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica}
+        actor["num_cpus"] = spec.cpus_per_replica
+    if spec.memory_gb_per_replica is not None:
+        # Ray adds it to the first bundle: reserved on the replica's node
+        actor["memory"] = int(spec.memory_gb_per_replica * GIB)
+    if actor:
+        out["ray_actor_options"] = actor
+    if len(spec.accelerators) > 1:
+        out["placement_group_bundle_label_selector"] = [
+            {ACCELERATOR_LABEL: f"in({','.join(spec.accelerators)})"}]
     return out
 
 
@@ -163,8 +222,10 @@ def autoscaling_config(autoscaling: Autoscaling) -> dict[str, Any]:
 
 def _engine_kwargs(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]:
     out = dict(spec.engine_kwargs)
-    if not serving.cpu_platform and spec.gpus_per_replica > 0:
-        out["tensor_parallel_size"] = spec.gpus_per_replica
+    if (not serving.cpu_platform and spec.gpus_per_replica > 0) or spec.tensor_parallel > 1:
+        out["tensor_parallel_size"] = spec.tensor_parallel
+    if spec.pipeline_parallel > 1:
+        out["pipeline_parallel_size"] = spec.pipeline_parallel
     return out
 
 
@@ -189,9 +250,14 @@ def gateway_model_cards(public_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def serving_hash(serving: ServingConfig) -> str:
     """Hash of the cluster serving config that reaches every model's replicas
-    (platform, operator env, surge): when it changes, every model is updated."""
-    return _version("serving", {
+    (platform, operator env, surge, and the rolling update size once set):
+    when it changes, every model is updated. (``accelerator_types`` reaches a
+    model through its resolved spec, so its spec hash says when.)"""
+    inputs: dict[str, Any] = {
         "accelerator_type": serving.accelerator_type,
         "replica_env": dict(sorted(serving.replica_env.items())),
         "max_surge_percent": serving.max_surge_percent,
-    })
+    }
+    if serving.max_unavailable_percent is not None:  # absent: the hash of older configs
+        inputs["max_unavailable_percent"] = serving.max_unavailable_percent
+    return _version("serving", inputs)

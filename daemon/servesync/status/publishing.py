@@ -260,10 +260,31 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
             "running_replicas": obs.running_replicas if obs else 0,
         },
         "autoscaling": spec.get("autoscaling"),
+        **resources(spec),
+        "description": spec.get("description"),
+        "labels": dict(spec.get("labels") or {}),
         "engine_kwargs": redact(spec.get("engine_kwargs") or {}),
         "env_names": sorted(spec.get("env") or {}),
         "validation_errors": [issue_json(i) for i in issues],
         "events": [e.to_json() for e in rec.events],
+    }
+
+
+def resources(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a recorded spec asks of the cluster beyond replicas (issue 10's
+    knobs; null or empty when the file leaves them to the cluster)."""
+    gpus = int(spec.get("gpus_per_replica") or 0)
+    parallelism = spec.get("parallelism") or {"tensor": max(gpus, 1), "pipeline": 1}
+    rollout = dict(spec.get("rollout") or {})
+    if spec.get("deploy_timeout_s") is not None:
+        rollout["deploy_timeout_s"] = spec["deploy_timeout_s"]
+    return {
+        "parallelism": parallelism,
+        "memory_gb_per_replica": spec.get("memory_gb_per_replica"),
+        "accelerator_type": spec.get("accelerator_type"),
+        "min_compute_capability": spec.get("min_compute_capability"),
+        "accelerator_types": list(spec.get("accelerators") or []),
+        "rollout": rollout,
     }
 
 
@@ -302,7 +323,7 @@ def summary(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The index's line for one model, taken from its status document."""
     keys = ("model_key", "model_id", "user_id", "state", "num_replicas", "total_gpus",
             "error_summary", "source_file", "updated_at", "applied_revision",
-            "attempted_revision")
+            "attempted_revision", "description", "labels")
     return {k: doc[k] for k in keys}
 
 

@@ -313,3 +313,16 @@ def test_room_freed_by_a_scale_down_counts_in_the_same_commit(
     state = judge(root, cfg, recorded)
     assert names(state) == {"b"}
     assert "asks 3 replicas; 2 of 3 left for it" in state.issues()[0].message
+
+
+
+def test_parallelism_counts_tensor_times_pipeline_gpus(root: Path, storage_root: Path) -> None:
+    """A replica of parallelism {tensor: 2, pipeline: 2} takes 4 GPUs: over a
+    quota of 3, the 422 points at the parallelism field's line."""
+    write(root, {"alice/big.yaml": model("big", gpus=None,
+                                         extra="parallelism:\n  tensor: 2\n  pipeline: 2\n"),
+                 "alice/small.yaml": model("small", gpus=None,
+                                           extra="parallelism:\n  tensor: 3\n")})
+    state = judge(root, config(storage_root, Quota(gpus=3)))
+    assert refusals(state) == [("users/alice/big.yaml", 4, "/parallelism")]
+    assert names(state) == {"small"}
