@@ -594,16 +594,20 @@ def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
 
 def _gateway_aliases(routed: Iterable[ModelRecord],
                      public_ids: Set[str]) -> tuple[tuple[str, str], ...]:
-    """(alias name, public id) for the aliases of the ``routed`` models, given
-    in admission order: the first one keeps a name two claim, and no alias
-    takes a recorded model's public id (both only where user ids hold '-', or
-    while a held file keeps an alias another file now lists)."""
-    taken: dict[str, str] = {}
-    for r in routed:
+    """(alias name, public id) for the aliases of the ``routed`` models (given
+    in admission order). No alias takes a recorded model's public id. When
+    two models claim one name (only where user ids hold '-', or while a held
+    file keeps an alias another file now lists), it goes, in this order, to:
+    the longest user id (``alice-x-chat`` is in user ``alice-x``'s names,
+    never ``alice``'s alias ``x-chat``: no tenant takes another's name); the
+    model routing it now (a held model keeps its aliases); the first admitted."""
+    claims: dict[str, list[tuple[int, int, int, str]]] = {}
+    for order, r in enumerate(routed):
         for name in r.alias_names:
             if name not in public_ids:
-                taken.setdefault(name, r.public_id)
-    return tuple(sorted(taken.items()))
+                claims.setdefault(name, []).append(
+                    (-len(r.user_id), 0 if name in r.routed_aliases else 1, order, r.public_id))
+    return tuple(sorted((name, min(c)[3]) for name, c in claims.items()))
 
 
 def requeue_after(records: Mapping[str, ModelRecord], *, now: datetime,

@@ -565,7 +565,9 @@ def _alias_conflicts(
     files: tuple[LoadedFile, ...], checked: dict[tuple[str, int], _Checked]
 ) -> Iterator[tuple[tuple[str, int], Issue]]:
     """409 for every document of a user that lists an alias another document of
-    that user lists too (``uniqueItems`` refuses it twice in one list)."""
+    that user lists too (``uniqueItems`` refuses it twice in one list); 403
+    for an alias whose name ``<user>-<alias>`` lies in another user's names
+    (``alice``'s ``x-chat`` when a user ``alice-x`` has a folder)."""
     seen: dict[tuple[str, str], list[tuple[LoadedFile, RawDocument, int]]] = defaultdict(list)
     for f in files:
         if f.user_id is None:
@@ -576,7 +578,20 @@ def _alias_conflicts(
                 first.setdefault(alias, index)
             for alias, index in first.items():
                 seen[(f.user_id, alias)].append((f, d, index))
+    users = {f.user_id for f in files if f.user_id is not None}
     for (user, alias), where in seen.items():
+        name = f"{user}-{alias}"
+        owner = max((u for u in users if len(u) > len(user) and name.startswith(f"{u}-")),
+                    key=len, default=None)
+        if owner is not None:  # alice's "x-chat" would be alice-x-chat: user alice-x's name
+            for f, d, i in where:
+                pointer = f"/aliases/{i}"
+                yield (f.path, d.index), Issue(
+                    IssueCode.FORBIDDEN, f.path, d.line_of(pointer), pointer,
+                    f"alias {quote(alias)} of user {user!r} would be called {name!r}, a name "
+                    f"of user {owner!r} (every name starting {owner + '-'!r} is theirs): "
+                    "choose another alias")
+            continue
         if len(where) < 2:
             continue
         places = [(f"{f.path}:{d.line_of(f'/aliases/{i}')}", _declared(checked, f, d))

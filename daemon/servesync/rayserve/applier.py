@@ -234,8 +234,9 @@ class RayApplier:
                     {**llmconfigs.scaling_options(d.spec),
                      **llmconfigs.rollout_options(d.spec, serving=serving)},
                     llmconfigs.code_version(d.spec, public_id=d.public_id, serving=serving)))
-            except (ValueError, TypeError) as e:
-                failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: {e}")
+            except Exception as e:  # any one model's config: never the whole batch's tick
+                failed[d.app_name] = PermanentError(f"cannot build {d.app_name!r}: "
+                                                    f"{type(e).__name__}: {e}")
 
         def build(chunk: list[tuple[str, dict[str, Any], dict[str, Any], str]]
                   ) -> list[tuple[str, Any]]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,7 +202,7 @@ def _deployment_config(
         actor["num_cpus"] = spec.cpus_per_replica
     if spec.memory_gb_per_replica is not None:
         # Ray adds it to the first bundle: reserved on the replica's node
-        actor["memory"] = int(spec.memory_gb_per_replica * GIB)
+        actor["memory"] = max(1, math.ceil(spec.memory_gb_per_replica * GIB))
     if actor:
         out["ray_actor_options"] = actor
     if len(spec.accelerators) > 1:

@@ -245,3 +245,32 @@ def test_aliases_through_the_tick(cpu_config: Config, desired_tree: Path) -> Non
     assert rec.tick(snap).actions == ()
     assert rec.store.gateway().aliases == (("alice-chat", a.public_id),)
     assert status(cpu_config, rec.store.models()[a.model_key])["aliases"] == ["chat"]
+
+
+def test_a_longer_user_id_owns_its_names_whoever_was_admitted_first() -> None:
+    """User ``alice-x``'s alias ``chat`` and user ``alice``'s alias ``x-chat``
+    are both ``alice-x-chat``: it is alice-x's, even though alice's model is
+    older and claims it afterwards (no tenant takes another's name)."""
+    old = record(spec("old", user="alice"), admitted=at(-600))
+    theirs = replace(record(spec("m", user="alice-x", aliases=("chat",))),
+                     routed_aliases=("alice-x-chat",))
+    grab = spec("old", user="alice", aliases=("x-chat",))
+    current = gw(old, theirs, aliases=(("alice-x-chat", theirs.public_id),))
+    obs = observed((old, AppStatus.RUNNING), (theirs, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    actions = run(desired(grab, spec("m", user="alice-x", aliases=("chat",))),
+                  (old, theirs), current, obs)
+    assert not only(actions, UpdateGateway)  # alice-x-chat stays alice-x's
+
+
+def test_a_held_model_keeps_the_alias_it_routes_against_an_older_claimant() -> None:
+    """b's file breaks (held with its last good alias ``chat``, routed); a,
+    admitted earlier, now lists ``chat``: b keeps routing it."""
+    a = record(spec("a"), admitted=at(-600))
+    b = replace(record(spec("b", aliases=("chat",))), routed_aliases=("alice-chat",))
+    current = gw(a, b, aliases=(("alice-chat", b.public_id),))
+    obs = observed((a, AppStatus.RUNNING), (b, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
+    actions = run(desired(spec("a", aliases=("chat",)), bad_files=(b.source_file,)),
+                  (a, b), current, obs)
+    gateways = only(actions, UpdateGateway)
+    assert all(g.aliases == (("alice-chat", b.public_id),) for g in gateways
+               if isinstance(g, UpdateGateway))

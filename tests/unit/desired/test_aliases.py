@@ -128,3 +128,17 @@ def test_the_409_names_the_other_model(tmp_path: Path) -> None:
     assert "users/alice/b.yaml:3 (model_id 'b')" in by_file["users/alice/a.yaml"]
     assert "users/alice/a.yaml:3 (model_id 'a')" in by_file["users/alice/b.yaml"]
     assert "last good aliases" in by_file["users/alice/a.yaml"]
+
+
+def test_an_alias_in_another_users_names_is_403(tmp_path: Path) -> None:
+    """alice's ``x-chat`` would be called ``alice-x-chat``: with a user
+    ``alice-x`` on the cluster, every ``alice-x-*`` name is theirs."""
+    state = validate(tmp_path, {"users/alice/a.yaml": doc("[x-chat, mine]", "a"),
+                                "users/alice-x/b.yaml": doc("[chat]", "b")})
+    (issue,) = state.issues()
+    assert (issue.code, issue.file, issue.line, issue.pointer) == \
+        (IssueCode.FORBIDDEN, "users/alice/a.yaml", 3, "/aliases/0")
+    assert "'alice-x-chat'" in issue.message and "user 'alice-x'" in issue.message
+    assert {s.user_id for s in state.specs} == {"alice-x"}  # alice's model is held
+    alone = validate(tmp_path / "2", {"users/alice/a.yaml": doc("[x-chat]", "a")})
+    assert alone.issues() == () or list(alone.issues()) == []

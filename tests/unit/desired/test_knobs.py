@@ -50,6 +50,8 @@ REFUSED = [
      "/memory_gb_per_replica", "-4"),
     ("memory above the cluster's limit", "memory_gb_per_replica: 512", GPU_CLUSTER, E422,
      "/memory_gb_per_replica", "serving.max_memory_gb_per_replica"),
+    ("memory beyond any cluster (no cap set)", "memory_gb_per_replica: 1.0e+300", PLAIN_GPU,
+     E422, "/memory_gb_per_replica", "1048576"),
     ("memory not a number", "memory_gb_per_replica: lots", GPU_CLUSTER, E400,
      "/memory_gb_per_replica", "number"),
     # accelerator_type

@@ -118,3 +118,17 @@ def test_a_big_batch_goes_in_chunks(submitted: list[list[str]]) -> None:
     assert [len(run) for run in submitted] == [applier_module.BATCH_MAX,
                                               applier_module.BATCH_MAX, 5]
     assert [n for run in submitted for n in run] == [d.app_name for d in batch]
+
+
+def test_a_config_that_cannot_even_be_built_fails_only_its_model(
+        submitted: list[list[str]]) -> None:
+    """Any exception building one model's config (here an OverflowError from
+    a memory no float multiplication survives) fails that model, never the
+    batch (which would stall every tenant's deploys tick after tick)."""
+    from dataclasses import replace
+    huge = replace(deploy("huge"), spec=replace(deploy("huge").spec,
+                                                memory_gb_per_replica=1.0e308))
+    failed = applier().deploy_models([deploy("a"), huge])
+    assert list(failed) == ["svc-alice-huge"]
+    assert "OverflowError" in str(failed["svc-alice-huge"])
+    assert submitted == [["svc-alice-a"]]
