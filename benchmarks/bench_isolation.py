@@ -18,7 +18,8 @@ During each change a client (the ``openai`` client) loops on A. Printed
 side by side: whether A's replicas, and the ingress (single) / gateway
 (servesync) replica, were restarted (Serve's actor ids before and after),
 A's requests that failed or took more than 10 s, A's p50/p99 during the
-changes, the time from the change until B's first completion,
+changes, the time from the change until B's first completion (for servesync
+also from B's application RUNNING in Serve until B answers: the route change),
 and the gateway hop (p50 of a short completion through servesync's gateway
 vs the single application's ingress, measured idle before the change).
 
@@ -187,6 +188,31 @@ class FirstAnswer:
         return self.after_s
 
 
+class FirstRunning:
+    """Reads ``serve.status()`` every 0.25 s on a thread until application ``app``
+    is RUNNING in Serve; notes when (servesync routes a model only after that)."""
+
+    def __init__(self, app: str, since: float) -> None:
+        self.app, self.since = app, since
+        self.after_s: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"running-{app}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from ray import serve
+
+        while time.monotonic() - self.since < DEADLINE_S:
+            app = serve.status().applications.get(self.app)
+            if app is not None and str(getattr(app.status, "value", app.status)) == "RUNNING":
+                self.after_s = time.monotonic() - self.since
+                return
+            time.sleep(0.25)
+
+    def wait(self) -> float:
+        self._thread.join(timeout=DEADLINE_S)
+        return float("nan") if self.after_s is None else self.after_s
+
+
 def hop_p50(client: OpenAI, model: str, n: int) -> float:
     """p50 seconds of a 1-token completion, sequential, after 3 warm-ups."""
     for _ in range(3):
@@ -209,6 +235,7 @@ class Result:
     ingress_kept_on_add: bool = False
     requests: list[Request] = field(default_factory=list)
     b_answers_s: float = float("nan")
+    b_running_s: float = float("nan")  # servesync: B's own application RUNNING in Serve
     add_settled_s: float = float("nan")
     remove_settled_s: float = float("nan")
     idle_p50_s: float = float("nan")
@@ -333,7 +360,7 @@ def run_single(bench: Bench) -> Result:
         out.b_answers_s = first_b.wait()
         log(f"single: B added, settled {out.add_settled_s:.1f} s, answers {out.b_answers_s:.1f} s")
         after_add = settle_ids(a_ids)
-        out.ingress_kept_on_add = bool(ingress_before & deployment_actor_ids(SINGLE_APP))
+        out.ingress_kept_on_add = ingress_before <= deployment_actor_ids(SINGLE_APP)
         time.sleep(2.0)
         t1 = time.monotonic()
         log("single: serve.run([A])")
@@ -413,20 +440,25 @@ def run_servesync(bench: Bench) -> Result:
             log("servesync: B's file added")
             b_file = bench.write(root, "bob", "b")
             first_b: list[FirstAnswer] = []
+            b_running: list[FirstRunning] = []
 
             def probe_b() -> None:
                 b_id = public_id("b")
                 if not first_b and b_id is not None:
                     first_b.append(FirstAnswer(bench.client, b_id, t0))
+                    b_running.append(FirstRunning(app_name("b"), t0))
 
             converge(probe_b)
             out.add_settled_s = time.monotonic() - t0
             out.b_answers_s = first_b[0].wait()
+            out.b_running_s = b_running[0].wait()
             log(f"servesync: B added, settled {out.add_settled_s:.1f} s, "
                 f"answers {out.b_answers_s:.1f} s")
             after_add = settle_ids(a_ids)
-            out.ingress_kept_on_add = bool(
-                gateway_before & bench.applier.replica_actor_ids(GATEWAY_APP))
+            # Every gateway replica (serving.gateway_replicas, 2) kept: the
+            # route change is a user_config update, applied in place.
+            out.ingress_kept_on_add = gateway_before <= bench.applier.replica_actor_ids(
+                GATEWAY_APP)
             time.sleep(2.0)
             t1 = time.monotonic()
             log("servesync: B's file removed")
@@ -477,6 +509,8 @@ def table(results: list[Result]) -> str:
         ("A's p50 before the change (same loop)", lambda r: ms(r.idle_p50_s)),
         ("max request to A", lambda r: ms(max((x.seconds for x in r.requests), default=0.0))),
         ("change → B's first completion", lambda r: sec(r.b_answers_s)),
+        ("… of which B's application RUNNING → B answers (servesync: the routing)",
+         lambda r: sec(r.b_answers_s - r.b_running_s)),
         ("add B settled (serve.run returned / tick settled)", lambda r: sec(r.add_settled_s)),
         ("remove B settled (B gone from /v1/models)", lambda r: sec(r.remove_settled_s)),
         ("1-token completion p50, idle (the hop)", lambda r: ms(r.hop_p50_s)),

@@ -44,21 +44,37 @@ def ask(client: OpenAI, model: str) -> str:
     return reply.choices[0].message.content or ""
 
 
+def ask_counting_retries(client: OpenAI, model: str) -> tuple[str, int]:
+    """:func:`ask`, and how many times the client retried it (its ``max_retries``:
+    the ``openai`` default, 2, retries a 5xx, a 408/409/429 and a broken connection)."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8,
+        temperature=0,
+    )
+    return raw.parse().choices[0].message.content or "", raw.retries_taken
+
+
 @dataclass
 class Loop:
-    """Requests to one model, back to back, on a thread, until stopped."""
+    """Requests to one model, back to back, on a thread, until stopped.
+
+    ``retried`` counts the requests that succeeded only after the client retried
+    them (always 0 with ``max_retries=0``)."""
 
     client: OpenAI
     model: str
     ok: int = 0
+    retried: int = 0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                if ask(self.client, self.model):
+                answer, retries = ask_counting_retries(self.client, self.model)
+                if answer:
                     self.ok += 1
+                    self.retried += retries > 0
                 else:
                     self.failures.append("empty answer")
             except Exception as e:  # every failure counts, whatever it is
@@ -68,7 +84,8 @@ class Loop:
         self._stop.set()
 
     def summary(self) -> str:
-        return f"{self.ok} ok, {len(self.failures)} failed"
+        retried = f" ({self.retried} after a client retry)" if self.retried else ""
+        return f"{self.ok} ok{retried}, {len(self.failures)} failed"
 
 
 @contextmanager
