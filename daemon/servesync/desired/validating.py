@@ -188,7 +188,7 @@ def validate_loaded(
             if hit is not None and all(_same_source(c, d, f, config)
                                        for c, d in zip(hit, f.documents, strict=True)):
                 for c, d in zip(hit, f.documents, strict=True):
-                    checked[(f.path, d.index)] = replace(c, issues=list(c.issues))
+                    checked[(f.path, d.index)] = c  # shared: copied before any change below
                 reused.add(f.path)
                 continue
             found = len(f.issues)
@@ -204,7 +204,7 @@ def validate_loaded(
     conflicted = set()
     for key, issue in itertools.chain(_conflicts(files, checked),
                                       _alias_conflicts(files, checked)):
-        checked[key].issues.append(issue)
+        checked[key] = replace(checked[key], issues=[*checked[key].issues, issue])
         conflicted.add(key[0])
     revoked = {(f.user_id, c.model_id): c.revocation
                for f in files if f.user_id is not None and not f.issues
