@@ -1,13 +1,16 @@
-"""``metrics.prom`` and ``metrics-models.prom``: the operators' Prometheus metrics.
+"""``metrics.prom`` and ``metrics-models-<n>.prom``: the operators' Prometheus metrics.
 
 For node_exporter's textfile collector (``--collector.textfile.directory``
 pointed at the status dir), as Argo CD and Flux users scrape their GitOps
 controllers. Built with ``prometheus_client`` (a ``CollectorRegistry`` per
 file, ``write_to_textfile``), never formatted by hand. ``metrics.prom`` is
-rewritten after every tick (its timestamps are the liveness signal);
-``metrics-models.prom`` holds the per-model series and is rewritten only when
-one of them changed (at 1,000 models it is 2,000 lines: formatting it every
-idle tick was a third of the tick). Called by the reconciler
+rewritten after every tick (its timestamps are the liveness signal); the
+per-model series sit in 16 files ``metrics-models-0.prom`` ...
+``metrics-models-f.prom`` (by a hash of the user id), each rewritten only
+when one of its series changed (at 1,000 models they are 2,000 lines:
+formatting them every idle tick was a third of the tick, and all of them
+after one model's change was a third of that tick). node_exporter merges the
+files' families (same names, same help). Called by the reconciler
 through :meth:`servesync.status.publishing.StatusFiles.publish_metrics` with
 the tick's :class:`~servesync.converge.ports.TickReport`.
 
@@ -19,7 +22,7 @@ What it holds (all prefixed ``servesync_``):
   (a tick whose outcome is not ``error``), ``last_converged_timestamp_seconds``;
 * ``ray_reachable`` (0/1); ``models{state}`` (every state, zeros included);
   ``validation_errors{code}`` (400/403/409/422, zeros included);
-* in ``metrics-models.prom``: ``model_replicas_desired{user,model}`` and
+* in ``metrics-models-<n>.prom``: ``model_replicas_desired{user,model}`` and
   ``model_replicas_running{user,model}`` for every recorded model (``model``
   is the public id clients send): two series a model, 10,000 at 5,000
   models, no state label (a state change would start a new series); in
@@ -42,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import zlib
 from collections import Counter as Tally
 from pathlib import Path
 
@@ -57,7 +61,33 @@ from servesync.state.atomicio import fsync_dir, temp_name
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.prom"
-MODELS_METRICS_FILE = "metrics-models.prom"
+MODEL_SHARDS = 16
+"""The per-model series are spread over this many files by a hash of the user
+id, so a change rewrites one sixteenth of them."""
+
+
+def models_metrics_file(shard: int) -> str:
+    """``metrics-models-<hex digit>.prom``: the per-model series of one shard."""
+    return f"metrics-models-{shard:x}.prom"
+
+
+def shard_of(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % MODEL_SHARDS
+
+
+class _Shard:
+    """One ``metrics-models-<n>.prom``: its registry and whether it must be written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.desired = Gauge("servesync_model_replicas_desired",
+                             "Replicas a model asks for (num_replicas, or autoscaling's "
+                             "min_replicas; 0 when stopped).", ["user", "model"], registry=r)
+        self.running = Gauge("servesync_model_replicas_running",
+                             "Replicas Ray reports RUNNING for a model.", ["user", "model"],
+                             registry=r)
+        self.dirty = True  # every shard is written once, empty ones included
 METRICS_FILE_MODE = 0o644
 OUTCOMES: tuple[TickOutcome, ...] = ("converged", "progressing", "degraded", "error")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -65,13 +95,13 @@ _NO_APPLICATION = (State.STOPPED, State.DELETING)
 
 
 class Metrics:
-    """The registries of one servesync process, and their two files."""
+    """The registries of one servesync process, and their files."""
 
     def __init__(self, status_dir: Path) -> None:
         self.path = Path(status_dir) / METRICS_FILE
-        self.models_path = Path(status_dir) / MODELS_METRICS_FILE
+        self.shards = [_Shard(Path(status_dir) / models_metrics_file(n))
+                       for n in range(MODEL_SHARDS)]
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.models_registry = per_model = CollectorRegistry(auto_describe=True)
         self.duration = Histogram("servesync_tick_duration_seconds",
                                   "Duration of a reconcile tick.", buckets=DURATION_BUCKETS,
                                   registry=r)
@@ -94,13 +124,6 @@ class Metrics:
         self.invalid = Gauge("servesync_validation_errors",
                              "Validation errors of the desired state by class.", ["code"],
                              registry=r)
-        self.desired = Gauge("servesync_model_replicas_desired",
-                             "Replicas a model asks for (num_replicas, or autoscaling's "
-                             "min_replicas; 0 when stopped).", ["user", "model"],
-                             registry=per_model)
-        self.running = Gauge("servesync_model_replicas_running",
-                             "Replicas Ray reports RUNNING for a model.", ["user", "model"],
-                             registry=per_model)
         self.desired_total = Gauge("servesync_replicas_desired",
                                    "Replicas all models ask for.", registry=r)
         self.running_total = Gauge("servesync_replicas_running",
@@ -118,7 +141,6 @@ class Metrics:
         self._revision: str | None = None
         self._revision_known = False  # from the previous file, or a tick
         self._rows: dict[tuple[str, str], tuple[int, int]] | None = None  # per-model series
-        self._models_dirty = True  # metrics-models.prom must be (re)written
         self._restore()
 
     def _restore(self) -> None:
@@ -182,20 +204,25 @@ class Metrics:
         old = self._rows or {}
         for labels, (desired, running) in rows.items():
             if old.get(labels) != (desired, running):
-                self.desired.labels(*labels).set(desired)
-                self.running.labels(*labels).set(running)
+                shard = self.shards[shard_of(labels[0])]
+                shard.desired.labels(*labels).set(desired)
+                shard.running.labels(*labels).set(running)
+                shard.dirty = True
         for labels in old.keys() - rows.keys():
-            self.desired.remove(*labels)
-            self.running.remove(*labels)
-        self._rows, self._models_dirty = rows, True
+            shard = self.shards[shard_of(labels[0])]
+            shard.desired.remove(*labels)
+            shard.running.remove(*labels)
+            shard.dirty = True
+        self._rows = rows
 
     def write(self) -> None:
-        """Replace ``metrics.prom`` (and ``metrics-models.prom`` when a per-model
-        series changed) atomically, 0644 whatever the umask."""
+        """Replace ``metrics.prom`` (and each ``metrics-models-<n>.prom`` whose
+        per-model series changed) atomically, 0644 whatever the umask."""
         _write(self.path, self.registry)  # first: its timestamps are the liveness signal
-        if self._models_dirty:
-            _write(self.models_path, self.models_registry)
-            self._models_dirty = False
+        for shard in self.shards:
+            if shard.dirty:
+                _write(shard.path, shard.registry)
+                shard.dirty = False
 
 
 def _write(path: Path, registry: CollectorRegistry) -> None:

@@ -7,7 +7,7 @@
   (schema ``status-index``);
 * ``models/<model_key>.json``: one model in the MVP ServingModel shape plus
   what servesync knows of it (schema ``status-model``);
-* ``metrics.prom`` and ``metrics-models.prom``: the operators' Prometheus
+* ``metrics.prom`` and ``metrics-models-<n>.prom``: the operators' Prometheus
   metrics (:mod:`servesync.status.metrics`), through
   :meth:`StatusFiles.publish_metrics`.
 

@@ -45,8 +45,8 @@ def store_of(rec: Reconciler) -> Store:
 def status_files(config: Config) -> dict[Path, tuple[int, int]]:
     """The status files users read, with their identity. ``metrics.prom`` is
     left out: it is rewritten every tick by design (its last-tick time and tick
-    counters are the daemon's liveness signal); ``metrics-models.prom`` is not:
-    it is rewritten only when a model's numbers change."""
+    counters are the daemon's liveness signal); ``metrics-models-<n>.prom`` are
+    not: each is rewritten only when one of its models' numbers change."""
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns)
             for p in Path(config.status_dir).rglob("*")
             if p.is_file() and p.name != "metrics.prom"}
@@ -72,7 +72,7 @@ def test_an_idle_tick_writes_no_file(cpu_config: Config, snap: Snapshot) -> None
             break
     assert result.converged
     writes, files = store_of(rec).disk_writes, status_files(cpu_config)
-    assert len(files) == 5  # index.json, three model files, metrics-models.prom
+    assert len(files) == 20  # index.json, three model files, 16 metrics-models-<n>.prom
     for _ in range(3):
         assert rec.tick(snap).actions == ()
     assert store_of(rec).disk_writes == writes

@@ -1,5 +1,5 @@
-"""``metrics.prom`` and ``metrics-models.prom`` after real ticks (fake Ray, real
-store, real files), parsed back with prometheus_client's own parser."""
+"""``metrics.prom`` and ``metrics-models-<n>.prom`` after real ticks (fake Ray,
+real store, real files), parsed back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import State
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
-from servesync.status.metrics import METRICS_FILE, MODELS_METRICS_FILE, Metrics
+from servesync.status.metrics import (
+    METRICS_FILE,
+    MODEL_SHARDS,
+    Metrics,
+    models_metrics_file,
+    shard_of,
+)
 from tests.support.clock import FakeClock, at
 from tests.support.fakeray import FakeRay, make_reconciler
 from tests.unit.converge.plancases import record, spec
@@ -37,8 +43,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def read(status_dir: Path | str) -> Samples:
     """Every sample of both files: (name, sorted labels) -> value."""
-    text = "".join((Path(status_dir) / name).read_text()
-                   for name in (METRICS_FILE, MODELS_METRICS_FILE))
+    names = [METRICS_FILE, *(models_metrics_file(n) for n in range(MODEL_SHARDS))]
+    text = "".join((Path(status_dir) / name).read_text() for name in names)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -211,7 +217,8 @@ def test_five_thousand_models_are_written_quickly(tmp_path: Path) -> None:
     samples = read(tmp_path)
     assert sum(1 for k in samples if k[0] == "servesync_model_replicas_running") == 5000
     assert value(samples, "servesync_replicas_running") == 5000
-    size = (tmp_path / MODELS_METRICS_FILE).stat().st_size
+    size = sum((tmp_path / models_metrics_file(n)).stat().st_size
+               for n in range(MODEL_SHARDS))
     print(f"5,000 models: update+write {took:.3f} s, {size / 1e6:.2f} MB")
     assert took < 5.0
 
@@ -230,25 +237,30 @@ def test_stopped_models_ask_for_no_replicas(tmp_path: Path) -> None:
 
 
 def test_per_model_series_are_rewritten_only_when_they_change(world: World) -> None:
-    """An idle tick rewrites metrics.prom (its last-tick time) but not the
-    per-model file; a scale rewrites both; every file is 0644."""
+    """An idle tick rewrites metrics.prom (its last-tick time) but no
+    per-model file; a scale rewrites only the shard of its user; every file
+    is 0644."""
     status = Path(world.config.status_dir)
     world.write("a")
     world.converge()
+    alice = models_metrics_file(shard_of("alice"))
 
-    def identity(name: str) -> tuple[int, int]:
-        st = (status / name).stat()
-        return st.st_ino, st.st_mtime_ns
+    def identities() -> dict[str, tuple[int, int]]:
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in status.glob("*.prom")}
 
-    models, tick = identity(MODELS_METRICS_FILE), identity(METRICS_FILE)
+    before = identities()
+    assert len(before) == 1 + MODEL_SHARDS
     world.tick()
-    assert identity(MODELS_METRICS_FILE) == models
-    assert identity(METRICS_FILE) != tick
+    after = identities()
+    assert after[METRICS_FILE] != before[METRICS_FILE]
+    assert {k: v for k, v in after.items() if k != METRICS_FILE} == \
+        {k: v for k, v in before.items() if k != METRICS_FILE}
     world.write("a", replicas=3)
     samples = world.tick()
-    assert identity(MODELS_METRICS_FILE) != models
+    changed = {k for k, v in identities().items() if after[k] != v}
+    assert changed == {METRICS_FILE, alice}
     (model,) = world.rec.store.models().values()
     assert value(samples, "servesync_model_replicas_desired", user="alice",
                  model=model.public_id) == 3
-    for name in (METRICS_FILE, MODELS_METRICS_FILE):
-        assert stat.S_IMODE((status / name).stat().st_mode) == 0o644
+    for p in status.glob("*.prom"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
