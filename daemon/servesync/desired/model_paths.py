@@ -114,6 +114,23 @@ def resolve_model_source(
     check_realpath: bool = True,
 ) -> str | Rejection:
     """The resolved source (absolute path or hub id), or why it is refused."""
+    got = _by_text(source, user_id=user_id, storage_root=storage_root,
+                   allow_hub_ids=allow_hub_ids)
+    if isinstance(got, Rejection):
+        return got
+    kind, value = got
+    if kind == "hub":  # whether /<org> exists on the node is the file system's answer
+        return _hub_id_problem(value, storage_root=storage_root) or value
+    problem = _real_problem(value, user_id=user_id, storage_root=storage_root) \
+        if check_realpath else None
+    return problem if problem is not None else value
+
+
+@functools.lru_cache(maxsize=16_384)  # pure: what the text alone decides, asked every tick
+def _by_text(source: str, *, user_id: str, storage_root: str,
+             allow_hub_ids: bool) -> tuple[str, str] | Rejection:
+    """``("hub", id)``, ``("path", normalised absolute path)`` or the refusal
+    the text alone earns (syntax, macros, location)."""
     if not source.strip():
         return Rejection(IssueCode.INVALID, "model_source is empty")
     if _CONTROL_RE.search(source):
@@ -127,16 +144,14 @@ def resolve_model_source(
         if not allow_hub_ids:
             return Rejection(IssueCode.FORBIDDEN,
                              f"hub repo ids are not allowed on this cluster: {source!r}")
-        return _hub_id_problem(source, storage_root=storage_root) or source
+        return ("hub", source)
     path = expand(source, user_id=user_id, storage_root=storage_root)
     if not path.startswith("/"):
         return Rejection(IssueCode.INVALID, "model_source must be an absolute path, a $HOME "
                          "path or a hub repo id org/name")
     path = posixpath.normpath(path)
     problem = _location_problem(path, user_id=user_id, storage_root=storage_root)
-    if problem is None and check_realpath:
-        problem = _real_problem(path, user_id=user_id, storage_root=storage_root)
-    return problem if problem is not None else path
+    return problem if problem is not None else ("path", path)
 
 
 def _location_problem(path: str, *, user_id: str, storage_root: str) -> Rejection | None:
