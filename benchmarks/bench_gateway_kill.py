@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bench_isolation  # benchmarks/ is the script's sys.path[0]
 from openai import OpenAI
 
 REPLICA_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}  # as tests/e2e
@@ -54,21 +54,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, ready: Callable[[], bool], *, deadline_s: float = DEADLINE_S,
-             poll_s: float = 0.5) -> float:
-    start = time.monotonic()
-    while not ready():
-        if time.monotonic() - start > deadline_s:
-            raise TimeoutError(f"{what}: not within {deadline_s:.0f} s")
-        time.sleep(poll_s)
-    return time.monotonic() - start
+def wait_for(what: str, ready: Callable[[], bool], *, deadline_s: float = DEADLINE_S) -> float:
+    """bench_isolation's wait, with this benchmark's shorter deadline."""
+    return bench_isolation.wait_for(what, ready, deadline_s=deadline_s)
 
 
 @dataclass
@@ -177,7 +165,7 @@ def main() -> int:
     config = Config(
         ray=RayConfig(address="local", num_cpus=16, namespace="servesync-bench"),
         serving=ServingConfig(accelerator_type="cpu", http_host="127.0.0.1",
-                              http_port=free_port(), replica_env=dict(REPLICA_ENV)),
+                              http_port=bench_isolation.free_port(), replica_env=dict(REPLICA_ENV)),
     )
     spec = ModelSpec(user_id="bench", suffix="a", model_source=str(model),
                      resolved_source=str(model), num_replicas=1, autoscaling=None,
