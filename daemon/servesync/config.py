@@ -245,6 +245,29 @@ class ServingConfig:
         return f"http://{host}:{self.http_port}/v1"
 
 
+NOTIFY_EVENTS = ("QUEUED", "DEPLOYING", "RUNNING", "DEGRADED", "FAILED", "DELETING", "STOPPED")
+"""The states a sink may be told a model entered (the config schema's enum)."""
+DEFAULT_NOTIFY_EVENTS = ("FAILED", "DEGRADED", "RUNNING")
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSink:
+    """One webhook of ``notifications`` (README, Notifications). ``url`` may hold
+    a token: it is never logged nor shown (``repr`` leaves it out); code names a
+    sink by ``name``. The secret is read from ``secret_file`` when a body is
+    signed, never kept here."""
+
+    name: str
+    url: str = field(repr=False)
+    events: tuple[str, ...] = DEFAULT_NOTIFY_EVENTS
+    secret_file: str | None = None
+    timeout_s: float = 5.0
+    max_backoff_s: float = 60.0
+
+    def wants(self, state: str) -> bool:
+        return state in self.events
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -255,6 +278,10 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     tick_interval_s: float = 30.0
     path: str | None = None  # the file it was read from, if any
+    notifications: tuple[NotificationSink, ...] = ()  # webhook sinks, by name
+
+    def sink(self, name: str) -> NotificationSink | None:
+        return next((s for s in self.notifications if s.name == name), None)
 
     @property
     def source_root(self) -> Path:
@@ -315,6 +342,8 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
         top["status_dir"] = str(Path(top["state_dir"]) / "status")
     if "tick_interval_s" in data:
         top["tick_interval_s"] = float(data["tick_interval_s"])
+    if "notifications" in data:
+        top["notifications"] = _sinks(data["notifications"], base_dir)
     return Config(
         source=SourceConfig(**src),
         ray=RayConfig(**ray),
@@ -324,12 +353,40 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
     )
 
 
+def _sinks(entries: list[dict[str, Any]], base_dir: Path) -> tuple[NotificationSink, ...]:
+    """The schema-valid ``notifications`` as sinks: names unique, each
+    ``secret_file`` a readable, non-empty file (its content is never shown)."""
+    sinks: list[NotificationSink] = []
+    for i, entry in enumerate(entries):
+        where = f"/notifications/{i}"
+        if any(s.name == entry["name"] for s in sinks):
+            raise ConfigError(f"{where}/name: sink name {quote(entry['name'])} is used twice "
+                              "(sink names are unique: model files name them in notify)")
+        secret = _resolve(base_dir, entry.get("secret_file"))
+        if secret is not None:
+            try:
+                if not Path(secret).read_bytes().strip():
+                    raise ConfigError(f"{where}/secret_file: {secret} is empty")
+            except OSError as e:
+                raise ConfigError(f"{where}/secret_file: cannot read {secret}: "
+                                  f"{e.strerror or type(e).__name__}") from None
+        sinks.append(NotificationSink(
+            name=entry["name"], url=entry["url"],
+            events=tuple(entry.get("events", DEFAULT_NOTIFY_EVENTS)), secret_file=secret,
+            timeout_s=float(entry.get("timeout_s", 5.0)),
+            max_backoff_s=float(entry.get("max_backoff_s", 60.0))))
+    return tuple(sinks)
+
+
 def _message(error: Any) -> str:
     """The schema's message (values quoted only through :func:`schemas.message`),
     except: a key that can never be allowed says why (not the whole list);
     under ``serving.replica_env`` values are secrets more often than not, so
     say only what was expected."""
     where = list(error.absolute_path)[:2]
+    path = list(error.absolute_path)
+    if path[:1] == ["notifications"] and path[2:3] == ["url"]:  # may hold a token
+        return f"must be an http:// or https:// URL ({error.validator}; value not shown)"
     if where == ["serving", "engine_kwargs_allowed"] and error.validator == "not":
         return (f"{quote(error.instance)} can never be allowed: it "
                 f"{error.schema.get('description', 'is refused')}")

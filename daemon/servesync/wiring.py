@@ -25,6 +25,7 @@ from servesync.converge.ports import Applier
 from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.desired.sources import Source, open_source
 from servesync.state.locking import StateLock
+from servesync.state.outbox import Outbox
 from servesync.state.store import (
     JOURNAL_FILE,
     STATE_DIR_MODE,
@@ -33,6 +34,7 @@ from servesync.state.store import (
     Store,
     read_consistent,
 )
+from servesync.status.notifying import Notifier
 from servesync.status.publishing import StatusFiles
 
 log = logging.getLogger("servesync")
@@ -50,18 +52,26 @@ def _applier(config: Config) -> Applier:
 
 
 @contextmanager
-def reconciler(config: Config, *, lock: bool = True) -> Iterator[Reconciler]:
-    """A connected Reconciler holding the state lock (unless ``lock`` is False)."""
+def reconciler(config: Config, *, lock: bool = True, notify: bool = True) -> Iterator[Reconciler]:
+    """A connected Reconciler holding the state lock (unless ``lock`` is False),
+    with the notifications' outbox and delivery threads when the config has
+    sinks (unless ``notify`` is False: ``plan``)."""
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     Path(config.status_dir).mkdir(parents=True, exist_ok=True)
     with StateLock(state_dir) if lock else nullcontext(), \
             Store(state_dir, dir_mode=state_dir_mode(config)) as store:
+        notifier = Notifier(config, Outbox(state_dir)) \
+            if notify and config.notifications else None
         applier = _applier(config)
         try:
-            yield Reconciler(config, store=store, applier=applier,
+            if notifier is not None:
+                notifier.start()
+            yield Reconciler(config, store=store, applier=applier, notifier=notifier,
                              publisher=StatusFiles(Path(config.status_dir), config.serving))
         finally:
+            if notifier is not None:
+                notifier.stop()
             applier.shutdown()
 
 
@@ -109,7 +119,7 @@ def plan(config: Config) -> int:
                     f.write(data)
         scratch = dataclasses.replace(config, state_dir=tmp, status_dir=str(Path(tmp) / "status"))
         source = open_source(scratch)
-        with reconciler(scratch, lock=False) as rec:
+        with reconciler(scratch, lock=False, notify=False) as rec:
             desired, observed = rec.read(source.refresh())
             actions = rec.plan(desired, observed)
     for issue in desired.issues():

@@ -31,10 +31,12 @@ from servesync.converge.observed import AppStatus, Observed
 from servesync.converge.ports import (
     Applier,
     ModelDeploy,
+    Notifier,
     Publisher,
     RecordStore,
     TickOutcome,
     TickReport,
+    Transition,
 )
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
 from servesync.desired import quotas, validating
@@ -70,8 +72,10 @@ class Reconciler:
     """Holds the long-lived parts (store, applier, publisher, clock) and runs ticks."""
 
     def __init__(self, config: Config, *, store: RecordStore, applier: Applier,
-                 publisher: Publisher, clock: Callable[[], datetime] = utcnow) -> None:
+                 publisher: Publisher, clock: Callable[[], datetime] = utcnow,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier
         self.store = store
         self.applier = applier
         self.publisher = publisher
@@ -120,8 +124,10 @@ class Reconciler:
             log.info("%s", act.describe(action))
         # Recorded once per phase (an idle tick writes nothing): a crash loses at
         # most the Ray calls of the phase in flight, which the next tick repeats.
+        before = {key: r.state for key, r in self.store.models().items()}
         in_flight = self._apply(actions, tick, snapshot.revision, errors)
         recorded = self.store.models()
+        self._notify(before, recorded, tick, snapshot.revision)
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
         result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
@@ -134,6 +140,21 @@ class Reconciler:
                   tick, time.monotonic() - started, len(actions), result.converged,
                   result.requeue_after_s)
         return result
+
+    def _notify(self, before: Mapping[str, State], recorded: Mapping[str, ModelRecord],
+                tick: int, revision: str | None) -> None:
+        """Hand the notifier every model whose state this tick changed (its
+        records are stored by now). A notifier's failure never fails the tick."""
+        if self.notifier is None:
+            return
+        moved = [Transition(record=r, old=before.get(key), tick=tick, revision=revision)
+                 for key, r in recorded.items() if before.get(key) is not r.state]
+        if not moved:
+            return
+        try:
+            self.notifier.enqueue(moved)
+        except Exception:
+            log.exception("notifications of tick %d could not be queued", tick)
 
     def _apply(self, actions: tuple[act.Action, ...], tick: int, revision: str | None,
                errors: list[str]) -> bool:

@@ -517,7 +517,8 @@ def _semantic_issues(
     if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
         yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
-    for code, pointer, message in knobs.issues(data, serving, flagged):
+    for code, pointer, message in knobs.issues(data, serving, flagged,
+                                                 tuple(n.name for n in config.notifications)):
         yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):

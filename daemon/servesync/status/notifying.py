@@ -1,0 +1,235 @@
+"""Webhook notifications: a tick's state transitions → the outbox → HTTP POSTs.
+
+The reconciler hands :meth:`Notifier.enqueue` each tick's transitions once
+their records are stored; ``enqueue`` writes one fsynced outbox append
+(:mod:`servesync.state.outbox`) and returns: delivery never blocks a tick.
+One delivery thread per sink POSTs that sink's entries in order, each until
+it is delivered: a sink that is down holds its own queue (retried with
+exponential backoff, 1 s doubling up to the sink's ``max_backoff_s``) while
+the other sinks keep going. At least once: an entry is marked done only
+after a 2xx, so a crash between the POST and the mark sends it again, with
+the same ``X-Servesync-Delivery`` id, which receivers deduplicate on.
+
+What is sent (README, Notifications): a JSON body naming the model (public
+id, model key, user, model id), its old and new state, the revision and the
+error summary; headers ``X-Servesync-Delivery`` (the idempotency id),
+``X-Servesync-Event`` (the state entered) and, with a ``secret_file``,
+``X-Servesync-Signature: sha256=<hex HMAC-SHA256 of the body>``. Redirects
+are not followed (the head node calls only the operator's address). A 4xx
+other than 408 and 429 is the receiver refusing that body for good: logged,
+marked ``refused``, and the queue moves on.
+
+Secrets: the secret file's content and the sink's URL (which may hold a
+token) are never logged; a sink is named by its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from servesync.config import Config, NotificationSink
+from servesync.converge.ports import Transition
+from servesync.state.outbox import Entry, Outbox
+
+log = logging.getLogger("servesync.notify")
+
+BACKOFF_START_S = 1.0
+USER_AGENT = "servesync-notify/1"
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """``sha256=<hex>``: the HMAC-SHA256 of ``body`` with ``secret``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def backoff_s(attempts: int, max_backoff_s: float) -> float:
+    """The wait after the ``attempts``-th failure in a row: 1, 2, 4, ... s, capped."""
+    return float(min(max_backoff_s, BACKOFF_START_S * 2 ** max(attempts - 1, 0)))
+
+
+def payload(t: Transition) -> dict[str, Any]:
+    """The JSON body of one transition (the outbox adds its ``id``)."""
+    r = t.record
+    return {
+        "event": str(r.state),
+        "model": {"public_id": r.public_id, "model_key": r.model_key, "user_id": r.user_id,
+                  "model_id": r.suffix, "source_file": r.source_file},
+        "old_state": None if t.old is None else str(t.old),
+        "new_state": str(r.state),
+        "revision": r.attempted_revision or t.revision,
+        "error_summary": r.error_summary,
+        "at": r.updated_at,
+        "tick": t.tick,
+    }
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 3xx is then an HTTPError: not followed
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Counters of one sink since start (for ``metrics.prom``)."""
+
+    delivered: int = 0
+    failed: int = 0  # attempts that failed (each retried)
+    refused: int = 0  # entries the receiver refused for good (4xx)
+
+
+class Outcome:
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REFUSED = "refused"
+
+
+@dataclass
+class Notifier:
+    """Queues transitions for the sinks models opt into, and delivers them."""
+
+    config: Config
+    outbox: Outbox
+    sleep: Callable[[float], None] | None = None  # tests: a fake wait (default: the stop event)
+    stats: dict[str, SinkStats] = field(default_factory=dict)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self.stats = {s.name: SinkStats() for s in self.config.notifications}
+        known = {s.name for s in self.config.notifications}
+        for entry in self.outbox.pending():
+            if entry.sink not in known:  # the operator removed the sink
+                log.warning("notification %s dropped: sink %s is no longer configured",
+                            entry.id, entry.sink)
+                self.outbox.done(entry.id, "dropped")
+
+    def enqueue(self, transitions: Sequence[Transition]) -> None:
+        """One outbox append for every (transition, sink) the model opted into
+        and the sink's ``events`` select; wakes the delivery threads."""
+        items = []
+        for t in transitions:
+            names = t.record.spec.get("notify") or ()
+            for name in names:
+                sink = self.config.sink(str(name))
+                if sink is not None and sink.wants(str(t.record.state)):
+                    items.append((sink.name, payload(t)))
+        if not items:
+            return
+        for entry in self.outbox.add(items):
+            log.info("notification %s queued for sink %s", entry.id, entry.sink)
+        with self._wake:
+            self._wake.notify_all()
+
+    def start(self) -> None:
+        """One delivery thread per sink (daemon threads; :meth:`stop` ends them)."""
+        for sink in self.config.notifications:
+            thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
+                                      name=f"servesync-notify-{sink.name}")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """End the threads; what is not delivered stays in the outbox."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def _run(self, sink: NotificationSink) -> None:
+        attempts = 0
+        while not self._stop.is_set():
+            entry = self.outbox.first(sink.name)
+            if entry is None:
+                with self._wake:
+                    if self.outbox.first(sink.name) is None and not self._stop.is_set():
+                        self._wake.wait(timeout=5.0)
+                continue
+            try:
+                outcome = self.deliver(sink, entry)
+            except Exception:
+                log.exception("sink %s: delivery of %s failed", sink.name, entry.id)
+                outcome = Outcome.RETRY
+            if outcome == Outcome.RETRY:
+                attempts += 1
+                self._wait(backoff_s(attempts, sink.max_backoff_s))
+                continue
+            attempts = 0
+            self.outbox.done(entry.id, outcome)
+
+    def _wait(self, seconds: float) -> None:
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            self._stop.wait(seconds)
+
+    def deliver(self, sink: NotificationSink, entry: Entry) -> str:
+        """One POST of ``entry``: DELIVERED (2xx), REFUSED (a 4xx but 408/429),
+        or RETRY (anything else: down, timeout, 5xx, a redirect)."""
+        body = entry.body.encode()
+        event = _event(entry.body)
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Servesync-Delivery": entry.id, "X-Servesync-Event": event}
+        if sink.secret_file:
+            headers["X-Servesync-Signature"] = signature(_secret(sink), body)
+        request = urllib.request.Request(sink.url, data=body, headers=headers, method="POST")
+        stats = self.stats.setdefault(sink.name, SinkStats())
+        try:
+            with _OPENER.open(request, timeout=sink.timeout_s) as response:
+                response.read(65536)
+                code = int(response.status)
+        except urllib.error.HTTPError as e:
+            code = int(e.code)
+        except (urllib.error.URLError, HTTPException, OSError, ValueError) as e:
+            stats.failed += 1
+            reason = getattr(e, "reason", None)
+            log.warning("sink %s: notification %s not delivered (%s%s); will retry",
+                        sink.name, entry.id, type(e).__name__,
+                        f": {type(reason).__name__}" if reason is not None else "")
+            return Outcome.RETRY
+        if 200 <= code < 300:
+            stats.delivered += 1
+            log.info("sink %s: notification %s delivered (%s, HTTP %d)", sink.name, entry.id,
+                     event, code)
+            return Outcome.DELIVERED
+        if 400 <= code < 500 and code not in (408, 429):
+            stats.refused += 1
+            log.warning("sink %s: notification %s refused by the receiver (HTTP %d); "
+                        "not retried", sink.name, entry.id, code)
+            return Outcome.REFUSED
+        stats.failed += 1
+        log.warning("sink %s: notification %s not delivered (HTTP %d); will retry",
+                    sink.name, entry.id, code)
+        return Outcome.RETRY
+
+
+def _secret(sink: NotificationSink) -> bytes:
+    """The sink's key, read now (a rotated file takes effect at the next POST)."""
+    assert sink.secret_file is not None
+    return Path(sink.secret_file).read_bytes().strip()
+
+
+def _event(body: str) -> str:
+    """The state a body announces (its ``event``), for the header and the log."""
+    try:
+        return str(json.loads(body).get("event", ""))
+    except (ValueError, AttributeError):
+        return ""
