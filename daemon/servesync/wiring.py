@@ -34,7 +34,7 @@ from servesync.state.store import (
     Store,
     read_consistent,
 )
-from servesync.status.notifying import Notifier
+from servesync.status.notifying import Notifier, NotifyMetrics
 from servesync.status.publishing import StatusFiles
 
 log = logging.getLogger("servesync")
@@ -61,7 +61,8 @@ def reconciler(config: Config, *, lock: bool = True, notify: bool = True) -> Ite
     Path(config.status_dir).mkdir(parents=True, exist_ok=True)
     with StateLock(state_dir) if lock else nullcontext(), \
             Store(state_dir, dir_mode=state_dir_mode(config)) as store:
-        notifier = Notifier(config, Outbox(state_dir)) \
+        notifier = Notifier(config, Outbox(state_dir), metrics=NotifyMetrics(
+            Path(config.status_dir), [s.name for s in config.notifications])) \
             if notify and config.notifications else None
         applier = _applier(config)
         try:

@@ -39,13 +39,17 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from servesync.config import Config, NotificationSink
 from servesync.converge.ports import Transition
 from servesync.state.outbox import Entry, Outbox
+from servesync.status.metrics import write_registry
 
 log = logging.getLogger("servesync.notify")
 
 BACKOFF_START_S = 1.0
+METRICS_FILE = "metrics-notify.prom"
 USER_AGENT = "servesync-notify/1"
 
 
@@ -98,6 +102,38 @@ class Outcome:
     REFUSED = "refused"
 
 
+class NotifyMetrics:
+    """``metrics-notify.prom`` in the status dir (node_exporter's textfile
+    collector reads it beside ``metrics.prom``): per sink,
+    ``servesync_notifications_total{sink,outcome}`` (delivered, failed: an
+    attempt that will be retried, refused) and
+    ``servesync_notifications_pending{sink}``. Rewritten after every attempt."""
+
+    def __init__(self, status_dir: Path, sinks: Sequence[str]) -> None:
+        self.path = Path(status_dir) / METRICS_FILE
+        self.registry = CollectorRegistry()
+        self.total = Counter("servesync_notifications", "Webhook notification attempts by "
+                             "sink and outcome (delivered, failed and retried, refused)",
+                             ["sink", "outcome"], registry=self.registry)
+        self.pending = Gauge("servesync_notifications_pending",
+                             "Notifications in the outbox not yet delivered, by sink",
+                             ["sink"], registry=self.registry)
+        for sink in sinks:
+            for outcome in ("delivered", "failed", "refused"):
+                self.total.labels(sink, outcome)
+        self._lock = threading.Lock()
+
+    def update(self, sink: str, outcome: str | None, pending: int) -> None:
+        with self._lock:
+            if outcome is not None:
+                self.total.labels(sink, outcome).inc()
+            self.pending.labels(sink).set(pending)
+            try:
+                write_registry(self.path, self.registry)
+            except OSError as e:
+                log.warning("cannot write %s: %s", self.path.name, type(e).__name__)
+
+
 @dataclass
 class Notifier:
     """Queues transitions for the sinks models opt into, and delivers them."""
@@ -105,6 +141,7 @@ class Notifier:
     config: Config
     outbox: Outbox
     sleep: Callable[[float], None] | None = None  # tests: a fake wait (default: the stop event)
+    metrics: NotifyMetrics | None = None
     stats: dict[str, SinkStats] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -139,6 +176,8 @@ class Notifier:
     def start(self) -> None:
         """One delivery thread per sink (daemon threads; :meth:`stop` ends them)."""
         for sink in self.config.notifications:
+            if self.metrics is not None:
+                self.metrics.update(sink.name, None, len(self.outbox.pending(sink.name)))
             thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
                                       name=f"servesync-notify-{sink.name}")
             thread.start()
@@ -168,12 +207,16 @@ class Notifier:
             except Exception:
                 log.exception("sink %s: delivery of %s failed", sink.name, entry.id)
                 outcome = Outcome.RETRY
+            if outcome != Outcome.RETRY:
+                self.outbox.done(entry.id, outcome)
+            if self.metrics is not None:
+                self.metrics.update(sink.name, "failed" if outcome == Outcome.RETRY else outcome,
+                                    len(self.outbox.pending(sink.name)))
             if outcome == Outcome.RETRY:
                 attempts += 1
                 self._wait(backoff_s(attempts, sink.max_backoff_s))
                 continue
             attempts = 0
-            self.outbox.done(entry.id, outcome)
 
     def _wait(self, seconds: float) -> None:
         if self.sleep is not None:

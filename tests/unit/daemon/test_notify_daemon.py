@@ -95,6 +95,11 @@ def test_deploying_running_and_failed_reach_the_webhook(
     running = by_event[("good", "RUNNING")]
     assert running["old_state"] == "DEPLOYING" and running["model"]["user_id"] == "alice"
     assert Outbox(Path(config.state_dir)).pending() == []
+    metrics = (tmp_path / "status" / "metrics-notify.prom").read_text()
+    assert 'servesync_notifications_total{outcome="delivered",sink="team-alerts"} 3.0' \
+        in metrics
+    assert 'servesync_notifications_pending{sink="team-alerts"} 0.0' in metrics
+    assert "token" not in metrics and str(tmp_path) not in metrics
 
     seen = ray.observations
     stop, thread = _daemon(config)  # a restart: RUNNING and FAILED stay, nothing is sent
