@@ -354,22 +354,17 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
 
 
 def _sinks(entries: list[dict[str, Any]], base_dir: Path) -> tuple[NotificationSink, ...]:
-    """The schema-valid ``notifications`` as sinks: names unique, each
-    ``secret_file`` a readable, non-empty file (its content is never shown)."""
+    """The schema-valid ``notifications`` as sinks, names unique, each
+    ``secret_file`` made absolute."""
     sinks: list[NotificationSink] = []
     for i, entry in enumerate(entries):
         where = f"/notifications/{i}"
         if any(s.name == entry["name"] for s in sinks):
             raise ConfigError(f"{where}/name: sink name {quote(entry['name'])} is used twice "
                               "(sink names are unique: model files name them in notify)")
+        # not read here: `servesync validate`/`status` load this config as
+        # users who may not read the key; the daemon checks it when it starts
         secret = _resolve(base_dir, entry.get("secret_file"))
-        if secret is not None:
-            try:
-                if not Path(secret).read_bytes().strip():
-                    raise ConfigError(f"{where}/secret_file: {secret} is empty")
-            except OSError as e:
-                raise ConfigError(f"{where}/secret_file: cannot read {secret}: "
-                                  f"{e.strerror or type(e).__name__}") from None
         sinks.append(NotificationSink(
             name=entry["name"], url=entry["url"],
             events=tuple(entry.get("events", DEFAULT_NOTIFY_EVENTS)), secret_file=secret,

@@ -175,7 +175,11 @@ class Notifier:
 
     def start(self) -> None:
         """One delivery thread per sink (daemon threads; :meth:`stop` ends them)."""
-        for sink in self.config.notifications:
+        for i, sink in enumerate(self.config.notifications):
+            problem = _secret_problem(sink)
+            if problem:  # its entries wait (retried with backoff) until the key is readable
+                log.error("/notifications/%d/secret_file of sink %s: %s; its notifications "
+                          "are held until it can be read", i, sink.name, problem)
             if self.metrics is not None:
                 self.metrics.update(sink.name, None, len(self.outbox.pending(sink.name)))
             thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
@@ -231,10 +235,16 @@ class Notifier:
         event = _event(entry.body)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Servesync-Delivery": entry.id, "X-Servesync-Event": event}
+        stats = self.stats.setdefault(sink.name, SinkStats())
         if sink.secret_file:
+            problem = _secret_problem(sink)
+            if problem:  # never sent unsigned: held until the key can be read
+                stats.failed += 1
+                log.warning("sink %s: notification %s held: secret_file %s; will retry",
+                            sink.name, entry.id, problem)
+                return Outcome.RETRY
             headers["X-Servesync-Signature"] = signature(_secret(sink), body)
         request = urllib.request.Request(sink.url, data=body, headers=headers, method="POST")
-        stats = self.stats.setdefault(sink.name, SinkStats())
         try:
             with _OPENER.open(request, timeout=sink.timeout_s) as response:
                 response.read(65536)
@@ -262,6 +272,16 @@ class Notifier:
         log.warning("sink %s: notification %s not delivered (HTTP %d); will retry",
                     sink.name, entry.id, code)
         return Outcome.RETRY
+
+
+def _secret_problem(sink: NotificationSink) -> str | None:
+    """Why the sink's key cannot be used (unreadable, empty), or None."""
+    if sink.secret_file is None:
+        return None
+    try:
+        return None if _secret(sink) else "is empty"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or type(e).__name__})"
 
 
 def _secret(sink: NotificationSink) -> bytes:

@@ -212,3 +212,23 @@ def test_entries_of_a_sink_no_longer_configured_are_dropped(tmp_path: Path) -> N
              Outbox(tmp_path)).enqueue([moved("a", None, State.QUEUED, notify=("old",))])
     Notifier(Config(), Outbox(tmp_path))
     assert Outbox(tmp_path).pending() == []
+
+
+def test_an_unreadable_secret_holds_the_queue_and_nothing_goes_unsigned(
+        receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "not-yet.secret"
+    notifier = Notifier(Config(notifications=(sink(receiver.url, missing),)), Outbox(tmp_path))
+    caplog.set_level(logging.INFO, logger="servesync")
+    notifier.start()
+    try:
+        notifier.enqueue([moved("a", None, State.QUEUED)])
+        wait_for("a held attempt", lambda: notifier.stats["team-alerts"].failed >= 1,
+                 deadline_s=10)
+        assert receiver.received == []
+        missing.write_bytes(SECRET)
+        wait_for("delivered once the key is there", lambda: len(receiver.received) == 1,
+                 deadline_s=10)
+    finally:
+        notifier.stop()
+    assert receiver.received[0].signed_with(SECRET)
+    assert "/notifications/0/secret_file of sink team-alerts" in caplog.text
