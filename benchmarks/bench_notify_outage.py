@@ -18,7 +18,6 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,8 +53,8 @@ def main() -> int:
         sent: list[int] = []
         started = time.monotonic()
         for i in range(args.count):
-            rec = replace(record(spec(f"m{i % 7}", notify=("bench",)),
-                                 State.RUNNING if i % 3 else State.FAILED))
+            rec = record(spec(f"m{i % 7}", notify=("bench",)),
+                         State.RUNNING if i % 3 else State.FAILED)
             notifier.enqueue([Transition(record=rec, old=State.DEPLOYING, tick=i,
                                          revision="r")])
             sent.append(i)
