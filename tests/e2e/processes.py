@@ -26,6 +26,11 @@ hold an in-process Ray in the same pytest session).
   retries "InvalidAuthToken: Authentication token is missing or incorrect"
   and then raises ``ConnectionError: Failed to connect to Ray cluster``.
   :meth:`RayHead.driver_env` is the environment a driver (the daemon) needs.
+* :class:`RayWorker` adds a second node to a :class:`RayHead`'s cluster on
+  this machine (``ray start --address=...``, its own session, temp dir, CPUs,
+  a custom resource naming it, free ports); :meth:`RayWorker.stop` ends it
+  alone. :meth:`RayHead.state` reads Ray's state API (nodes, placement groups
+  with the node of each bundle) through the dashboard, with the token.
 * :class:`Daemon` runs ``servesync run --config FILE`` with its output in a log file.
 
 Side effects: processes (ended by the ``stop``/``close`` methods, which the
@@ -63,6 +68,13 @@ _PORT_FLAGS = (
     "runtime-env-agent-port", "metrics-export-port",
 )  # fmt: skip
 WORKER_PORTS = 200  # a free block below Linux's ephemeral range (32768+)
+# The ports a worker node (``ray start --address=...``) opens itself; the others are the head's.
+_NODE_PORT_FLAGS = frozenset((
+    "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+))  # fmt: skip
+WORKER_OBJECT_STORE_BYTES = 256 * 1024**2  # the second node holds no objects of note
+
 
 
 def tail(path: Path, chars: int = 6000) -> str:
@@ -92,6 +104,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _wait_ray_start(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait for a ``ray start`` to return; raise with its log unless it exited 0."""
+    try:
+        code = proc.wait(RAY_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = -1
+    if code != 0:
+        raise RuntimeError(f"ray start exited {code}:\n{tail(log_path)}")
+
+
 def session_pids(sid: int) -> list[int]:
     """Processes whose session id is ``sid`` (from /proc/<pid>/stat)."""
     pids = []
@@ -107,6 +131,19 @@ def session_pids(sid: int) -> list[int]:
         if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def titles(pids: list[int]) -> list[str]:
+    """The command lines of ``pids`` (a process's title once it set one, as
+    vLLM's workers do: ``VLLM::Worker_PP1``); processes gone meanwhile are skipped."""
+    out = []
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        out.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+    return out
 
 
 def end_session(sid: int, *, grace_s: float = STOP_GRACE_S) -> list[int]:
@@ -127,8 +164,9 @@ def end_session(sid: int, *, grace_s: float = STOP_GRACE_S) -> list[int]:
 class RayHead:
     """One ``ray start --head`` cluster owned by the test, in its own session."""
 
-    def __init__(self, *, num_cpus: int = 16) -> None:
+    def __init__(self, *, num_cpus: int = 16, resources: Mapping[str, float] | None = None) -> None:
         self.num_cpus = num_cpus
+        self.resources = dict(resources or {})
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ssr", dir="/tmp"))
         self.token_path = self.temp_dir / "auth_token"
         self.token_path.write_text(secrets.token_hex(32))
@@ -162,6 +200,8 @@ class RayHead:
             "--min-worker-port", str(self.worker_ports[0]),
             "--max-worker-port", str(self.worker_ports[1]),
         ]  # fmt: skip
+        if self.resources:
+            args += ["--resources", json.dumps(self.resources)]
         for flag, port in self.ports.items():
             args += [f"--{flag}", str(port)]
         started = time.monotonic()
@@ -170,14 +210,7 @@ class RayHead:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
             self.sid = proc.pid  # the session leader's pid is the session id
-            try:
-                code = proc.wait(RAY_START_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                code = -1
-        if code != 0:
-            raise RuntimeError(f"ray start exited {code}:\n{tail(self.log_path)}")
+            _wait_ray_start(proc, self.log_path)
         return time.monotonic() - started
 
     def kill(self) -> list[int]:
@@ -200,14 +233,26 @@ class RayHead:
 
     # -- reading Serve through the dashboard (no driver in the test process) ----------
 
-    def serve_details(self) -> dict[str, Any]:
+    def _get(self, path: str) -> Any:
         request = urllib.request.Request(
-            f"{self.dashboard_url}/api/serve/applications/",
+            f"{self.dashboard_url}{path}",
             headers={"Authorization": f"Bearer {self.token_path.read_text().strip()}"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            details: dict[str, Any] = json.loads(response.read())
+            return json.loads(response.read())
+
+    def serve_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = self._get("/api/serve/applications/")
         return details
+
+    def state(self, resource: str) -> list[dict[str, Any]]:
+        """Rows of Ray's state API with their details, as ``ray list <resource>
+        --detail`` shows them (``nodes``, ``placement_groups``, ``actors``, ...)."""
+        reply = self._get(f"/api/v0/{resource}?detail=true&limit=10000")
+        if not reply.get("result"):
+            raise RuntimeError(f"state API {resource}: {reply.get('msg')}")
+        rows: list[dict[str, Any]] = reply["data"]["result"]["result"]
+        return rows
 
     def replicas(self, app_name: str) -> dict[str, str]:
         """``{actor_id: state}`` of one application's replicas (all deployments)."""
@@ -221,6 +266,61 @@ class RayHead:
 
     def running_replica_ids(self, app_name: str) -> set[str]:
         return {a for a, state in self.replicas(app_name).items() if state == "RUNNING"}
+
+
+class RayWorker:
+    """A second node of a :class:`RayHead`'s cluster on this machine: ``ray start
+    --address=<head>`` in a session of its own, with its own temp dir, CPUs,
+    custom resources (to name it) and free ports. :meth:`stop` ends exactly its
+    session's processes (its raylet and the Ray workers it started); the head
+    goes on without it."""
+
+    def __init__(self, head: RayHead, *, num_cpus: int,
+                 resources: Mapping[str, float] | None = None) -> None:
+        self.head, self.num_cpus = head, num_cpus
+        self.resources = dict(resources or {})
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ssw", dir="/tmp"))
+        self.ports = {flag: free_port() for flag in _PORT_FLAGS if flag in _NODE_PORT_FLAGS}
+        self.worker_ports = _worker_port_range()
+        self.log_path = self.temp_dir / "ray-start.log"
+        self.sid: int | None = None
+
+    def start(self) -> float:
+        """Join the head's cluster; the seconds ``ray start`` took (the node is
+        registered when it returns). Raises with the log on failure."""
+        args = [
+            str(BIN / "ray"), "start", f"--address={self.head.address}",
+            "--num-cpus", str(self.num_cpus), "--resources", json.dumps(self.resources),
+            "--temp-dir", str(self.temp_dir), "--disable-usage-stats",
+            "--object-store-memory", str(WORKER_OBJECT_STORE_BYTES),
+            "--min-worker-port", str(self.worker_ports[0]),
+            "--max-worker-port", str(self.worker_ports[1]),
+        ]  # fmt: skip
+        for flag, port in self.ports.items():
+            args += [f"--{flag}", str(port)]
+        started = time.monotonic()
+        with self.log_path.open("wb") as log:
+            proc = subprocess.Popen(args, env=self.head.driver_env(), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self.sid = proc.pid
+            _wait_ray_start(proc, self.log_path)
+        return time.monotonic() - started
+
+    def pids(self) -> list[int]:
+        """The node's processes (none before :meth:`start` or after :meth:`stop`)."""
+        return session_pids(self.sid) if self.sid is not None else []
+
+    def stop(self) -> list[int]:
+        """End every process of the node's session; remove its temp dir.
+        Returns pids that survived SIGKILL (should be none)."""
+        left: list[int] = []
+        if self.sid is not None:
+            left = end_session(self.sid)
+            self.sid = None
+        if not left:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return left
 
 
 class Daemon:

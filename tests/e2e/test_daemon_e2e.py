@@ -8,7 +8,7 @@ the test commits to with ``git``, an AF_UNIX datagram socket as systemd's
 process never joins the cluster as a driver: Serve's replicas (with their
 actor ids) are read from the cluster's dashboard REST API.
 
-Three tests share one daemon (restarted as systemd would) and its models, in order:
+Four tests share one daemon (restarted as systemd would) and its models, in order:
 
 * git mode: a commit on ``main`` is served and recorded with its SHA; a
   scale commit runs 2 replicas; a bad commit is reported (400, path, SHA)
@@ -27,6 +27,14 @@ Three tests share one daemon (restarted as systemd would) and its models, in ord
   same address and token; both models are resubmitted within 2 ticks of
   Ray answering and answer the ``openai`` client again. The time from the
   head being back to the first answer is printed.
+* two nodes (issue 10): a second node joins the cluster (``ray start
+  --address=...``, its own CPUs and a custom resource naming it; the head
+  has one too); a ``parallelism: {pipeline: 2}`` model sized so that no node
+  holds both its bundles is RUNNING; Ray's placement-group table (state API)
+  puts one bundle on each node, and the model answers the ``openai`` client.
+  Where vLLM's CPU build runs the stages is asserted as it is: both on the
+  head (``benchmarks/twonode_pipeline.py`` prints why). Last in the module:
+  the second node is stopped after it, the model left for the teardown.
 """
 
 from __future__ import annotations
@@ -43,9 +51,10 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from servesync.config import DEFAULT_ENV_ALLOWED
 from tests.e2e.clients import POLL_S, ask, listed, model_yaml, requests_to
 from tests.e2e.conftest import REPLICA_ENV, TIMINGS, free_port
-from tests.e2e.processes import Daemon, RayHead, run_cli, tail
+from tests.e2e.processes import Daemon, RayHead, RayWorker, run_cli, session_pids, tail, titles
 from tests.support.gitrepos import GitRepo
 from tests.support.sdnotify import NotifyListener
 from tests.support.waiting import wait_for
@@ -58,6 +67,12 @@ RUNNING_DEADLINE_S = 600.0  # a CPU model takes 35-80 s, more when other tests r
 GATEWAY_DEADLINE_S = 120.0
 STOP_DEADLINE_S = 10.0
 MODEL_FILE = "users/alice/tiny.yaml"
+HEAD_RESOURCE, SECOND_RESOURCE = "node_a", "node_b"  # the custom resource naming each node
+OMP_BIND = "VLLM_CPU_OMP_THREADS_BIND"
+"""Allowed in model files here: vLLM's CPU build binds each local worker to a NUMA
+node of its own and refuses 2 workers on this one-NUMA-node machine ("Not
+enough allowed NUMA nodes to bind threads of 2 local CPUWorkers") unless told
+how to bind (the pipeline model says ``nobind``)."""
 
 
 class World:
@@ -82,6 +97,7 @@ class World:
                 "accelerator_type": "cpu", "http_host": "127.0.0.1",
                 "http_port": self.http_port, "deploy_timeout_s": 600,
                 "replica_env": dict(REPLICA_ENV),
+                "env_allowed": [*DEFAULT_ENV_ALLOWED, OMP_BIND],
             },
             "tick_interval_s": 30,
         }, indent=2))  # fmt: skip
@@ -179,7 +195,7 @@ class World:
 def ray_head() -> Iterator[RayHead]:
     """A ``ray start --head`` cluster of this module, ended by its own session's pids."""
     pytest.importorskip("vllm")
-    head = RayHead(num_cpus=16)
+    head = RayHead(num_cpus=16, resources={HEAD_RESOURCE: 1})
     try:
         TIMINGS["daemon: ray start --head"] = f"{head.start():.1f} s"
         yield head
@@ -454,3 +470,101 @@ def world_events(world: World, model: dict[str, Any]) -> list[dict[str, Any]]:
     path = world.status_dir / "models" / f"{model['model_key']}.json"
     events: list[dict[str, Any]] = json.loads(path.read_text())["events"]
     return events
+
+
+# --- two nodes: a pipeline-parallel model whose placement spans both (issue 10) ---------
+
+PP_FILE = "users/alice/pp.yaml"
+PP_CPUS = 8
+"""``cpus_per_replica`` of the pipeline model. Its placement group is ``{CPU: 9}``
+(stage 0 plus the replica actor's 1 CPU) and ``{CPU: 8}`` (stage 1): 17 CPUs
+are more than the head's 16, and the second node's 8 hold stage 1's bundle
+but not stage 0's, so Ray's PACK must put one bundle on each node."""
+PP_YAML = f"""\
+model_id: pp
+model_source: $HOME/common/hf/tiny
+cpus_per_replica: {PP_CPUS}
+parallelism: {{pipeline: 2}}
+engine_kwargs:
+  max_model_len: 256
+env:
+  {OMP_BIND}: nobind
+description: two pipeline stages, one placement bundle on each node
+"""
+
+
+@pytest.fixture
+def second_node(world: World) -> Iterator[RayWorker]:
+    """A second node (``ray start --address=<head>``, 8 CPUs, ``node_b: 1``) in
+    the module's cluster for one test, ended by its own session's pids."""
+    node = RayWorker(world.head, num_cpus=PP_CPUS, resources={SECOND_RESOURCE: 1})
+    try:
+        TIMINGS["two nodes: ray start --address (second node)"] = f"{node.start():.1f} s"
+        yield node
+    finally:
+        started = time.monotonic()
+        left = node.stop()
+        TIMINGS["two nodes: second node stopped"] = f"{time.monotonic() - started:.1f} s"
+        assert not left, f"second node's processes survived SIGKILL: {left}"
+
+
+def test_a_pipeline_parallel_model_is_placed_across_two_nodes(
+        world: World, second_node: RayWorker) -> None:
+    """``parallelism: {pipeline: 2}`` on a CPU cluster of two nodes: Ray's own
+    placement-group table puts one bundle on each node and the model answers
+    through the gateway. What vLLM's CPU build does with it is asserted as
+    it is: Ray Serve LLM runs a CPU model with vLLM's ``mp`` executor (vLLM's
+    CPU platform has no Ray executor: "current platform cpu does not support
+    ray"), so both pipeline stages are processes of the replica on the head
+    node, and the second node's bundle is reserved but runs no stage."""
+    started = time.monotonic()
+    with world.explained():
+        alive = [n for n in world.head.state("nodes") if n["state"] == "ALIVE"]
+        named = {r: n["node_id"] for n in alive for r in (HEAD_RESOURCE, SECOND_RESOURCE)
+                 if n["resources_total"].get(r)}
+        assert len(alive) == 2 and len(named) == 2, alive
+        head_id, second_id = named[HEAD_RESOURCE], named[SECOND_RESOURCE]
+
+        sha, _ = world.repo.commit({PP_FILE: PP_YAML}, "alice: pipeline over two nodes")
+
+        def pp() -> dict[str, Any]:
+            found = [m for m in world.index().get("models") or [] if m["model_id"].endswith("-pp")]
+            assert not found or found[0]["state"] != "FAILED", found
+            return found[0] if found else {}
+
+        took = wait_for("the pipeline model RUNNING",
+                        lambda: pp().get("state") == "RUNNING"
+                        and pp().get("applied_revision") == sha,
+                        deadline_s=RUNNING_DEADLINE_S, poll_s=POLL_S)
+        TIMINGS["two nodes: commit → pipeline model RUNNING"] = f"{took:.1f} s"
+        public_id = pp()["model_id"]
+        doc = json.loads((world.status_dir / "models" / f"{pp()['model_key']}.json").read_text())
+        assert doc["parallelism"] == {"tensor": 1, "pipeline": 2}, doc
+
+        # --- Ray's placement-group table: one bundle on each node ---------------------
+        app = doc["serve_status"]["app_name"]
+        (replica,) = [r for dep in world.head.serve_details()["applications"][app]
+                      ["deployments"].values() for r in dep["replicas"]]
+        (group,) = [g for g in world.head.state("placement_groups")
+                    if g["name"] == replica["actor_name"]]
+        assert group["state"] == "CREATED", group
+        bundles = sorted(group["bundles"], key=lambda b: int(b["bundle_id"]["bundle_index"]))
+        placed = [(b["node_id"], b["unit_resources"].get("CPU")) for b in bundles]
+        assert placed == [(head_id, PP_CPUS + 1.0), (second_id, float(PP_CPUS))], group
+        assert replica["node_id"] == head_id, replica  # the replica actor sits in bundle 0
+        TIMINGS["two nodes: the replica's bundles (node: CPUs)"] = ", ".join(
+            f"{HEAD_RESOURCE if n == head_id else SECOND_RESOURCE}: {c:g}" for n, c in placed)
+
+        # --- the model answers through the gateway -------------------------------------
+        assert public_id in listed(world.client)
+        assert ask(world.client, public_id).strip()
+
+        # --- where vLLM's CPU build runs the stages: both on the head node -------------
+        def stages(pids: list[int]) -> list[str]:
+            return sorted(t.split("::")[-1] for t in titles(pids) if "Worker_PP" in t)
+
+        assert world.head.sid is not None
+        assert stages(session_pids(world.head.sid)) == ["Worker_PP0", "Worker_PP1"]
+        assert stages(second_node.pids()) == []
+    TIMINGS["two nodes: the test, second node started → answered"] = (
+        f"{time.monotonic() - started:.1f} s")

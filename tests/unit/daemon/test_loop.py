@@ -27,7 +27,7 @@ from tests.support.gitrepos import commit_file, init_repo
 from tests.support.sdnotify import NotifyListener
 from tests.support.waiting import wait_for
 
-WITHIN_S = 10.0  # generous bounds: the benchmark measures real latencies
+WITHIN_S = 30.0  # generous bounds (a loaded 2-core CI machine): the benchmark measures latencies
 Running = Callable[..., tuple[threading.Event, list[int]]]  # the `running` fixture
 
 
