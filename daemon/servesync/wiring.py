@@ -25,7 +25,6 @@ from servesync.converge.ports import Applier
 from servesync.converge.reconciling import Reconciler, TickResult
 from servesync.desired.sources import Source, open_source
 from servesync.state.locking import StateLock
-from servesync.state.outbox import Outbox
 from servesync.state.store import (
     JOURNAL_FILE,
     STATE_DIR_MODE,
@@ -34,7 +33,7 @@ from servesync.state.store import (
     Store,
     read_consistent,
 )
-from servesync.status.notifying import Notifier, NotifyMetrics
+from servesync.status.notifying import Notifications
 from servesync.status.publishing import StatusFiles
 
 log = logging.getLogger("servesync")
@@ -52,28 +51,31 @@ def _applier(config: Config) -> Applier:
 
 
 @contextmanager
-def reconciler(config: Config, *, lock: bool = True, notify: bool = True) -> Iterator[Reconciler]:
+def reconciler(config: Config, *, lock: bool = True, notify: bool = True,
+               notifications: Notifications | None = None) -> Iterator[Reconciler]:
     """A connected Reconciler holding the state lock (unless ``lock`` is False),
     with the notifications' outbox and delivery threads when the config has
-    sinks (unless ``notify`` is False: ``plan``)."""
+    sinks (unless ``notify`` is False: ``plan``). ``notifications``: the
+    daemon's, kept across reloads (reused, not stopped here); without it the
+    notifier lives as long as this Reconciler."""
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     Path(config.status_dir).mkdir(parents=True, exist_ok=True)
+    own = Notifications() if notifications is None and notify else None
+    hub = notifications or own
     with StateLock(state_dir) if lock else nullcontext(), \
             Store(state_dir, dir_mode=state_dir_mode(config)) as store:
-        notifier = Notifier(config, Outbox(state_dir), metrics=NotifyMetrics(
-            Path(config.status_dir), [s.name for s in config.notifications])) \
-            if notify and config.notifications else None
-        applier = _applier(config)
         try:
-            if notifier is not None:
-                notifier.start()
-            yield Reconciler(config, store=store, applier=applier, notifier=notifier,
-                             publisher=StatusFiles(Path(config.status_dir), config.serving))
+            notifier = hub.get(config, store.models) if hub is not None else None
+            applier = _applier(config)
+            try:
+                yield Reconciler(config, store=store, applier=applier, notifier=notifier,
+                                 publisher=StatusFiles(Path(config.status_dir), config.serving))
+            finally:
+                applier.shutdown()
         finally:
-            if notifier is not None:
-                notifier.stop()
-            applier.shutdown()
+            if own is not None:
+                own.close()
 
 
 def state_dir_mode(config: Config) -> int:

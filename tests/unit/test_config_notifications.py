@@ -72,7 +72,8 @@ def _validate(tmp_path: Path, text: str, sinks: tuple[str, ...]) -> object:
     (tmp_path / "private" / "hf" / "m").mkdir(parents=True, exist_ok=True)
     cfg = Config(storage_root=str(tmp_path / "private"),
                  serving=ServingConfig(accelerator_type="cpu"),
-                 notifications=tuple(NotificationSink(name=n, url="https://h/x") for n in sinks))
+                 notifications=tuple(NotificationSink(name=n, url="https://h/x", users=("*",))
+                                     for n in sinks))
     return validate_tree(root, cfg)
 
 
@@ -85,12 +86,72 @@ def test_an_unknown_sink_is_a_422_naming_the_field_and_the_known_sinks(tmp_path:
     assert (issue.code, issue.pointer, issue.line) == (IssueCode.UNPROCESSABLE, "/notify/1", 5)
     assert issue.render().startswith("users/alice/m.yaml:5: 422 /notify/1: ")
     assert "'pager' is not a notification sink" in issue.message
-    assert "known sinks: team-alerts, ops" in issue.message
+    assert "sinks open to this user: team-alerts, ops" in issue.message
 
 
 def test_no_sinks_configured_says_so(tmp_path: Path) -> None:
     state = _validate(tmp_path, MODEL.format(other="ops"), ())
-    assert "none configured" in state.issues()[0].message  # type: ignore[attr-defined]
+    assert "sinks open to this user: none" in state.issues()[0].message  # type: ignore[attr-defined]
+
+
+def test_a_sink_closed_to_the_user_is_refused_like_an_unknown_one_and_never_listed(
+        tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "users" / "alice").mkdir(parents=True)
+    (root / "users" / "alice" / "m.yaml").write_text(MODEL.format(other="team-b-pager"))
+    (tmp_path / "private" / "hf" / "m").mkdir(parents=True)
+    cfg = Config(storage_root=str(tmp_path / "private"),
+                 serving=ServingConfig(accelerator_type="cpu"), notifications=(
+                     NotificationSink(name="team-alerts", url="https://h/a", users=("alice",)),
+                     NotificationSink(name="team-b-pager", url="https://h/b", users=("bob",)),
+                     NotificationSink(name="unopened", url="https://h/c")))
+    [issue] = validate_tree(root, cfg).issues()
+    assert (issue.code, issue.pointer) == (IssueCode.UNPROCESSABLE, "/notify/1")
+    assert "sinks open to this user: team-alerts;" in issue.message
+    assert "unopened" not in issue.message  # no users: open to nobody
+
+
+def test_users_star_opens_a_sink_to_everyone_and_absent_to_nobody(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+notifications:
+  - {name: all, url: 'https://h/a', users: ['*']}
+  - {name: some, url: 'https://h/b', users: [alice]}
+  - {name: none, url: 'https://h/c'}
+""")
+    assert cfg.sinks_of("alice") == ("all", "some") and cfg.sinks_of("bob") == ("all",)
+    assert cfg.notifications[2].users == ()
+
+
+@pytest.mark.parametrize("url", [  # YAML escapes: the file holds \x07, a tab, NEL
+    r"https://h/x?token=abc\x07", r"https://h/x?token=abc\t", r"https://h/x?token=abc\x85",
+    r"https://h/x?token=abc\x7f", "https://h:99999/x?token=abc"])
+def test_urls_with_control_characters_or_a_bad_port_are_refused_at_load(
+        tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, f'notifications:\n  - {{name: a, url: "{url}"}}\n')
+    assert "/notifications/0/url" in str(err.value)
+    assert "token=abc" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["['https://h/x?token=abc']", "'https://h/x?token=abc'",
+                                  "[{name: a, url: 'https://h/x?token=abc'}, 'token=abc']"])
+def test_a_sink_written_as_a_string_is_refused_without_its_text(tmp_path: Path,
+                                                               text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, f"notifications: {text}\n")
+    assert "/notifications" in str(err.value) and "value not shown" in str(err.value)
+    assert "token=abc" not in str(err.value)
+
+
+def test_bounds_of_a_sink(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+notifications:
+  - {name: a, url: 'https://h/a', users: ['*'], max_age_s: 600, max_attempts: 5,
+     max_pending: 10}
+""")
+    (s,) = cfg.notifications
+    assert (s.max_age_s, s.max_attempts, s.max_pending) == (600.0, 5, 10)
+    assert NotificationSink(name="d", url="https://h").max_pending == 1000
 
 
 def test_a_url_in_notify_is_just_an_unknown_name(tmp_path: Path) -> None:

@@ -138,8 +138,9 @@ class Transition:
 
 
 class Notifier(Protocol):
-    """The webhook notifications: told each tick's transitions once its records
-    are stored; queues them durably and returns at once (delivery never blocks
-    a tick)."""
+    """The webhook notifications: handed the stored records after each tick;
+    derives the transitions from the last state it notified per model, queues
+    them durably and returns at once (delivery never blocks a tick)."""
 
-    def enqueue(self, transitions: Sequence[Transition]) -> None: ...
+    def observe(self, records: Mapping[str, ModelRecord], tick: int,
+                revision: str | None) -> None: ...

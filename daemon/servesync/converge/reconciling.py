@@ -36,7 +36,6 @@ from servesync.converge.ports import (
     RecordStore,
     TickOutcome,
     TickReport,
-    Transition,
 )
 from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
 from servesync.desired import quotas, validating
@@ -124,10 +123,9 @@ class Reconciler:
             log.info("%s", act.describe(action))
         # Recorded once per phase (an idle tick writes nothing): a crash loses at
         # most the Ray calls of the phase in flight, which the next tick repeats.
-        before = {key: r.state for key, r in self.store.models().items()}
         in_flight = self._apply(actions, tick, snapshot.revision, errors)
         recorded = self.store.models()
-        self._notify(before, recorded, tick, snapshot.revision)
+        self._notify(recorded, tick, snapshot.revision)
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
         result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
@@ -141,20 +139,18 @@ class Reconciler:
                   result.requeue_after_s)
         return result
 
-    def _notify(self, before: Mapping[str, State], recorded: Mapping[str, ModelRecord],
-                tick: int, revision: str | None) -> None:
-        """Hand the notifier every model whose state this tick changed (its
-        records are stored by now). A notifier's failure never fails the tick."""
+    def _notify(self, recorded: Mapping[str, ModelRecord], tick: int,
+                revision: str | None) -> None:
+        """Hand the notifier the stored records: it queues what changed since it
+        last notified each model (so a tick that died before this line is made
+        up for by the next one). A notifier's failure never fails the tick."""
         if self.notifier is None:
             return
-        moved = [Transition(record=r, old=before.get(key), tick=tick, revision=revision)
-                 for key, r in recorded.items() if before.get(key) is not r.state]
-        if not moved:
-            return
         try:
-            self.notifier.enqueue(moved)
+            self.notifier.observe(recorded, tick, revision)
         except Exception:
-            log.exception("notifications of tick %d could not be queued", tick)
+            log.exception("notifications of tick %d could not be queued; the next tick "
+                          "tries again", tick)
 
     def _apply(self, actions: tuple[act.Action, ...], tick: int, revision: str | None,
                errors: list[str]) -> bool:

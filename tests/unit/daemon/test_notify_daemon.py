@@ -75,7 +75,7 @@ def test_deploying_running_and_failed_reach_the_webhook(
         serving=ServingConfig(accelerator_type="cpu"), tick_interval_s=3600,
         notifications=(NotificationSink(
             name="team-alerts", url=receiver.url, secret_file=str(tmp_path / "hook.secret"),
-            events=("DEPLOYING", "RUNNING", "FAILED")),))
+            events=("DEPLOYING", "RUNNING", "FAILED"), users=("alice",)),))
 
     def events() -> list[tuple[str, str]]:
         return sorted((b["model"]["model_id"], b["event"]) for b in receiver.bodies())

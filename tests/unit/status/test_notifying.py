@@ -53,7 +53,7 @@ def sink(url: str, secret_file: Path | None = None, name: str = "team-alerts",
          ) -> NotificationSink:
     return NotificationSink(name=name, url=url, events=events,
                             secret_file=str(secret_file) if secret_file else None,
-                            timeout_s=2.0, max_backoff_s=1.0)
+                            timeout_s=2.0, max_backoff_s=1.0, users=("*",))
 
 
 def moved(suffix: str, old: State | None, new: State, notify: tuple[str, ...] = ("team-alerts",),
