@@ -25,6 +25,7 @@ from servesync.daemon.sdnotify import Notifier as SdNotifier
 from servesync.desired.specs import ModelSpec
 from servesync.errors import PermanentError
 from servesync.state.outbox import Outbox
+from servesync.status.notifying import Notifications
 from tests.support.fakeray import SettlingRay
 from tests.support.waiting import wait_for
 from tests.support.webhook import Receiver
@@ -49,10 +50,18 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _daemon(config: Config) -> tuple[threading.Event, threading.Thread]:
+    """run_daemon wired as ``servesync run`` wires it (one Notifications)."""
     stop = threading.Event()
-    thread = threading.Thread(target=lambda: run_daemon(
-        config, ticker_factory=lambda c: wiring.reconciler(c, lock=False),
-        notifier=SdNotifier(None), stop_event=stop), daemon=True)
+    hub = Notifications()
+
+    def run() -> None:
+        try:
+            run_daemon(config, ticker_factory=lambda c: wiring.reconciler(
+                c, lock=False, notifications=hub), notifier=SdNotifier(None), stop_event=stop)
+        finally:
+            hub.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return stop, thread
 
