@@ -44,7 +44,8 @@ def main() -> int:
         secret.write_bytes(b"bench-key")
         config = Config(notifications=(NotificationSink(
             name="bench", url=receiver.url, events=("RUNNING", "FAILED"),
-            secret_file=str(secret), timeout_s=2.0, max_backoff_s=args.max_backoff_s),))
+            secret_file=str(secret), timeout_s=2.0, max_backoff_s=args.max_backoff_s,
+            users=("*",)),))
         state = Path(tmp) / "state"
         state.mkdir()
         notifier = Notifier(config, Outbox(state))
