@@ -24,9 +24,11 @@ skipped with a warning. One line may hold any of:
   announces, so "notified up to" and "queued" can never disagree: a state the
   store holds and the marks do not is a transition still to be queued.
 
-Once done entries dominate (more than :data:`COMPACT_MIN_DONE` and more than
-the pending ones), the file is rewritten atomically as one line of the
-pending entries and the marks. Thread-safe: one lock around memory and file.
+Once the file has more than :data:`COMPACT_MIN_LINES` lines and more than
+twice as many as pending entries (done entries and marks lines dominate),
+it is rewritten atomically as one line of the pending entries and the
+marks: its size follows what is pending (bounded per sink by the
+notifier's ``max_pending``), not the history. Thread-safe: one lock around memory and file.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ log = logging.getLogger("servesync.notify")
 
 OUTBOX_FILE = "notify.outbox"
 OUTBOX_MODE = 0o600
-COMPACT_MIN_DONE = 64
+COMPACT_MIN_LINES = 64
+COMPACT_MIN_DONE = COMPACT_MIN_LINES  # the name the first tests used
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Outbox:
         self._queues: dict[str, dict[str, Entry]] = {}  # the same, per sink
         self._marks: dict[str, str] = {}
         self.marked = False  # a marks line was ever written (else: before any baseline)
-        self._done_lines = 0
+        self._lines = 0  # lines in the file since it was last rewritten
         self._rewrite_next = False  # a failed append could not be cut back
         self._load()
 
@@ -99,6 +102,7 @@ class Outbox:
             return
         lines = blob.split(b"\n")
         torn = lines.pop()
+        self._lines = len(lines)
         for number, line in enumerate(lines, 1):
             try:
                 item = json.loads(line)
@@ -127,7 +131,6 @@ class Outbox:
             gone = self._pending.pop(entry_id, None)
             if gone is not None:
                 self._queues.get(gone.sink, {}).pop(entry_id, None)
-            self._done_lines += 1
         if marks is not None:
             self.marked = True
             for key, state in marks.items():
@@ -157,6 +160,7 @@ class Outbox:
         with self._lock:
             self._write(_line(item))
             self._apply(entries, (), marks)
+            self._compact_if_due()
         return entries
 
     def marks(self) -> dict[str, str]:
@@ -198,14 +202,23 @@ class Outbox:
                 return
             self._write(_line({"done": [[i, how] for i in ids]}))
             self._apply((), ids, None)
-            if self._done_lines > max(COMPACT_MIN_DONE, len(self._pending)):
+            self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        if self._lines > max(COMPACT_MIN_LINES, 2 * len(self._pending)):
+            try:
                 self._rewrite()
+            except OSError as e:  # the appended line stands: compaction waits
+                log.warning("%s: compaction failed (%s); the file stays as it is",
+                            self.path, e.strerror or type(e).__name__)
 
     def _write(self, line: bytes) -> None:
         if self._rewrite_next:  # the file may end in a fragment: start afresh
             self._rewrite(extra=line)
+            self._lines = 2
             return
         self._append(line)
+        self._lines += 1
 
     def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
@@ -243,5 +256,5 @@ class Outbox:
         if self.marked:
             item["marks"] = dict(self._marks)
         atomic_write(self.path, _line(item) + extra, mode=OUTBOX_MODE)
-        self._done_lines = 0
+        self._lines = 1
         self._rewrite_next = False

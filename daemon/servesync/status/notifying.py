@@ -125,8 +125,7 @@ class _Post:
             p = self.parts
             if p.scheme == "https":
                 conn = http.client.HTTPSConnection(p.hostname or "", p.port,
-                                                   timeout=self.timeout_s,
-                                                   context=ssl.create_default_context())
+                                                   timeout=self.timeout_s, context=_tls())
             else:
                 conn = http.client.HTTPConnection(p.hostname or "", p.port,
                                                   timeout=self.timeout_s)
@@ -188,7 +187,8 @@ class NotifyMetrics:
     collector reads it beside ``metrics.prom``): per sink,
     ``servesync_notifications_total{sink,outcome}`` (delivered, failed: an
     attempt that will be retried, refused, dropped) and
-    ``servesync_notifications_pending{sink}``; and
+    ``servesync_notifications_pending{sink}``,
+    ``servesync_notifications_oldest_pending_age_seconds{sink}``; and
     ``servesync_notifications_disabled`` (1: the outbox could not be opened,
     nothing is queued). Rewritten after every change."""
 
@@ -201,6 +201,10 @@ class NotifyMetrics:
         self.pending = Gauge("servesync_notifications_pending",
                              "Notifications in the outbox not yet delivered, by sink",
                              ["sink"], registry=self.registry)
+        self.oldest = Gauge("servesync_notifications_oldest_pending_age_seconds",
+                            "Age of the oldest notification waiting for a sink (0: none); "
+                            "growing means the sink is not taking them",
+                            ["sink"], registry=self.registry)
         self.disabled = Gauge("servesync_notifications_disabled",
                               "1 when the notification outbox cannot be opened: "
                               "notifications are off, reconciliation goes on",
@@ -214,12 +218,14 @@ class NotifyMetrics:
             self.total.labels(sink, outcome)
 
     def update(self, sink: str | None, outcome: str | None, pending: int | None,
-               count: int = 1) -> None:
+               count: int = 1, oldest_s: float | None = None) -> None:
         with self._lock:
             if sink is not None and outcome is not None:
                 self.total.labels(sink, outcome).inc(count)
             if sink is not None and pending is not None:
                 self.pending.labels(sink).set(pending)
+            if sink is not None and oldest_s is not None:
+                self.oldest.labels(sink).set(oldest_s)
             self._write()
 
     def set_disabled(self, disabled: bool) -> None:
@@ -341,9 +347,7 @@ class Notifier:
         self.stats.setdefault(sink.name, SinkStats()).dropped += len(over)
         log.warning("sink %s: %d oldest notifications dropped (more than max_pending %d "
                     "waiting)", sink.name, len(over), sink.max_pending)
-        if self.metrics is not None:
-            self.metrics.update(sink.name, Outcome.DROPPED, self.outbox.count(sink.name),
-                                len(over))
+        self._report(sink.name, Outcome.DROPPED, len(over))
 
     def start(self) -> None:
         """One delivery thread per sink (daemon threads; :meth:`stop` ends them)."""
@@ -354,8 +358,7 @@ class Notifier:
                 if problem:  # its entries wait (retried with backoff) until the key is readable
                     log.error("/notifications/%d/secret_file of sink %s: %s; its notifications "
                               "are held until it can be read", i, sink.name, problem)
-                if self.metrics is not None:
-                    self.metrics.update(sink.name, None, self.outbox.count(sink.name))
+                self._report(sink.name, None)
             self._start_threads()
 
     def _start_threads(self) -> None:
@@ -412,9 +415,7 @@ class Notifier:
                         continue
                 else:
                     self.outbox.done(entry.id, outcome)
-                if self.metrics is not None:
-                    self.metrics.update(name, "failed" if outcome == Outcome.RETRY else outcome,
-                                        self.outbox.count(name))
+                self._report(name, "failed" if outcome == Outcome.RETRY else outcome)
                 if outcome == Outcome.RETRY:
                     self._wait(backoff_s(attempts, sink.max_backoff_s))
             except Exception:  # an outbox write (disk full, EIO), a bug: never the thread's end
@@ -433,8 +434,15 @@ class Notifier:
         self.outbox.done(entry.id, "dropped")
         self.stats.setdefault(sink.name, SinkStats()).dropped += 1
         log.warning("sink %s: notification %s dropped: %s", sink.name, entry.id, why)
-        if self.metrics is not None:
-            self.metrics.update(sink.name, Outcome.DROPPED, self.outbox.count(sink.name))
+        self._report(sink.name, Outcome.DROPPED)
+
+    def _report(self, sink: str, outcome: str | None, count: int = 1) -> None:
+        """The sink's counters, pending count and oldest age to metrics-notify.prom."""
+        if self.metrics is None:
+            return
+        first = self.outbox.first(sink)
+        oldest = max(0.0, self.outbox.clock() - first.at) if first is not None else 0.0
+        self.metrics.update(sink, outcome, self.outbox.count(sink), count, oldest)
 
     def _wait(self, seconds: float) -> None:
         if self.sleep is not None:
@@ -533,6 +541,17 @@ class Notifications:
         if self._notifier is not None:
             self._notifier.stop()
         self._notifier, self._state_dir = None, None
+
+
+_TLS: list[ssl.SSLContext] = []
+
+
+def _tls() -> ssl.SSLContext:
+    """The system's default TLS client context, built once (certificate and
+    host name checked)."""
+    if not _TLS:
+        _TLS.append(ssl.create_default_context())
+    return _TLS[0]
 
 
 def _state(value: str | None) -> State | None:

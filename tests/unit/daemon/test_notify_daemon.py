@@ -108,6 +108,8 @@ def test_deploying_running_and_failed_reach_the_webhook(
     assert 'servesync_notifications_total{outcome="delivered",sink="team-alerts"} 3.0' \
         in metrics
     assert 'servesync_notifications_pending{sink="team-alerts"} 0.0' in metrics
+    assert 'servesync_notifications_oldest_pending_age_seconds{sink="team-alerts"} 0.0' \
+        in metrics
     assert "token" not in metrics and str(tmp_path) not in metrics
 
     seen = ray.observations

@@ -49,3 +49,22 @@ def test_compaction_when_done_entries_dominate_keeps_the_pending_ones(tmp_path: 
     assert len(lines) < COMPACT_MIN_DONE  # rewritten, not 2 lines per entry
     assert [e.id for e in Outbox(tmp_path).pending()] == [e.id for e in entries[-2:]]
     assert stat.S_IMODE((tmp_path / OUTBOX_FILE).stat().st_mode) == 0o600
+
+
+def test_marks_only_appends_are_compacted_too(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    (kept,) = box.add([("s", {"n": 1})])
+    for i in range(500):  # models flapping with no sink named: marks lines only
+        box.add((), marks={"svc-a": "RUNNING" if i % 2 else "FAILED", f"svc-{i}": None})
+    assert len((tmp_path / OUTBOX_FILE).read_text().splitlines()) <= 64
+    again = Outbox(tmp_path)
+    assert again.marks() == {"svc-a": "RUNNING"} and again.marked
+    assert [e.id for e in again.pending()] == [kept.id]
+
+
+def test_an_outbox_without_marks_is_not_marked(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.add([("s", {"n": 1})])
+    assert not Outbox(tmp_path).marked
+    box.add((), marks={})
+    assert Outbox(tmp_path).marked
