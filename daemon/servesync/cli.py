@@ -345,16 +345,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from servesync.daemon import loop
     from servesync.daemon.logs import setup_logging
     from servesync.daemon.sdnotify import Notifier
+    from servesync.status.notifying import Notifications
 
     setup_logging(fmt=args.log_format, level=args.log_level.upper())
     try:
         cfg = config.load(args.config)
     except ConfigError as e:
         return _error(str(e))
-    return loop.run_daemon(
-        cfg, ticker_factory=lambda c: wiring.reconciler(c, lock=False),
-        notifier=Notifier.from_env(),
-    )
+    hub = Notifications()  # one outbox and delivery threads across reloads
+    try:
+        return loop.run_daemon(
+            cfg, ticker_factory=lambda c: wiring.reconciler(c, lock=False, notifications=hub),
+            notifier=Notifier.from_env(),
+        )
+    finally:
+        hub.close()
 
 
 def _guarded(fn: Any, config_path: str | None) -> int:

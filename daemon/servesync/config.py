@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +246,38 @@ class ServingConfig:
         return f"http://{host}:{self.http_port}/v1"
 
 
+NOTIFY_EVENTS = ("QUEUED", "DEPLOYING", "RUNNING", "DEGRADED", "FAILED", "DELETING", "STOPPED")
+"""The states a sink may be told a model entered (the config schema's enum)."""
+DEFAULT_NOTIFY_EVENTS = ("FAILED", "DEGRADED", "RUNNING")
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSink:
+    """One webhook of ``notifications`` (README, Notifications). ``url`` may hold
+    a token: it is never logged nor shown (``repr`` leaves it out); code names a
+    sink by ``name``. The secret is read from ``secret_file`` when a body is
+    signed, never kept here."""
+
+    name: str
+    url: str = field(repr=False)
+    events: tuple[str, ...] = DEFAULT_NOTIFY_EVENTS
+    secret_file: str | None = None
+    timeout_s: float = 5.0
+    max_backoff_s: float = 60.0
+    users: tuple[str, ...] = ()  # the user ids whose model files may name it; "*": all
+    max_age_s: float = 86400.0  # an entry not delivered by then is dropped
+    max_attempts: int = 1000  # ... or after this many failed attempts
+    max_pending: int = 1000  # entries kept per sink; beyond it the oldest are dropped
+
+    def wants(self, state: str) -> bool:
+        return state in self.events
+
+    def allows(self, user_id: str) -> bool:
+        """Whether a model file of ``user_id`` may name this sink (absent
+        ``users``: nobody; ``"*"``: every user)."""
+        return "*" in self.users or user_id in self.users
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -255,6 +288,14 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     tick_interval_s: float = 30.0
     path: str | None = None  # the file it was read from, if any
+    notifications: tuple[NotificationSink, ...] = ()  # webhook sinks, by name
+
+    def sink(self, name: str) -> NotificationSink | None:
+        return next((s for s in self.notifications if s.name == name), None)
+
+    def sinks_of(self, user_id: str) -> tuple[str, ...]:
+        """The names of the sinks a model file of ``user_id`` may name."""
+        return tuple(s.name for s in self.notifications if s.allows(user_id))
 
     @property
     def source_root(self) -> Path:
@@ -315,6 +356,8 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
         top["status_dir"] = str(Path(top["state_dir"]) / "status")
     if "tick_interval_s" in data:
         top["tick_interval_s"] = float(data["tick_interval_s"])
+    if "notifications" in data:
+        top["notifications"] = _sinks(data["notifications"], base_dir)
     return Config(
         source=SourceConfig(**src),
         ray=RayConfig(**ray),
@@ -324,12 +367,61 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
     )
 
 
+def _sinks(entries: list[dict[str, Any]], base_dir: Path) -> tuple[NotificationSink, ...]:
+    """The schema-valid ``notifications`` as sinks, names unique, each
+    ``secret_file`` made absolute."""
+    sinks: list[NotificationSink] = []
+    for i, entry in enumerate(entries):
+        where = f"/notifications/{i}"
+        if any(s.name == entry["name"] for s in sinks):
+            raise ConfigError(f"{where}/name: sink name {quote(entry['name'])} is used twice "
+                              "(sink names are unique: model files name them in notify)")
+        # not read here: `servesync validate`/`status` load this config as
+        # users who may not read the key; the daemon checks it when it starts
+        secret = _resolve(base_dir, entry.get("secret_file"))
+        _check_url(entry["url"], f"{where}/url")
+        sinks.append(NotificationSink(
+            name=entry["name"], url=entry["url"],
+            events=tuple(entry.get("events", DEFAULT_NOTIFY_EVENTS)), secret_file=secret,
+            timeout_s=float(entry.get("timeout_s", 5.0)),
+            max_backoff_s=float(entry.get("max_backoff_s", 60.0)),
+            users=tuple(str(u) for u in entry.get("users", ())),
+            max_age_s=float(entry.get("max_age_s", 86400.0)),
+            max_attempts=int(entry.get("max_attempts", 1000)),
+            max_pending=int(entry.get("max_pending", 1000))))
+    return tuple(sinks)
+
+
+def _check_url(url: str, where: str) -> None:
+    """A URL the delivery can use: no whitespace or control characters, a
+    host, a numeric port. The value is never shown (it may hold a token)."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ConfigError(f"{where}: must not contain whitespace or control characters "
+                          "(value not shown)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{where}: not a valid URL (value not shown)") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where}: has no host (value not shown)")
+
+
 def _message(error: Any) -> str:
     """The schema's message (values quoted only through :func:`schemas.message`),
     except: a key that can never be allowed says why (not the whole list);
     under ``serving.replica_env`` values are secrets more often than not, so
     say only what was expected."""
     where = list(error.absolute_path)[:2]
+    path = list(error.absolute_path)
+    if path[:1] == ["notifications"] and path[2:3] == ["url"]:  # may hold a token
+        return f"must be an http:// or https:// URL ({error.validator}; value not shown)"
+    if path[:1] == ["notifications"] and len(path) <= 2:  # an item may be a bare URL
+        if error.validator == "type":
+            return f"must be of type {error.validator_value} (value not shown)"
+        if error.validator in ("required", "additionalProperties"):
+            return str(error.message)  # names keys, never a value
+        return f"invalid ({error.validator}; value not shown)"
     if where == ["serving", "engine_kwargs_allowed"] and error.validator == "not":
         return (f"{quote(error.instance)} can never be allowed: it "
                 f"{error.schema.get('description', 'is refused')}")

@@ -33,6 +33,7 @@ from servesync.state.store import (
     Store,
     read_consistent,
 )
+from servesync.status.notifying import Notifications
 from servesync.status.publishing import StatusFiles
 
 log = logging.getLogger("servesync")
@@ -50,19 +51,31 @@ def _applier(config: Config) -> Applier:
 
 
 @contextmanager
-def reconciler(config: Config, *, lock: bool = True) -> Iterator[Reconciler]:
-    """A connected Reconciler holding the state lock (unless ``lock`` is False)."""
+def reconciler(config: Config, *, lock: bool = True, notify: bool = True,
+               notifications: Notifications | None = None) -> Iterator[Reconciler]:
+    """A connected Reconciler holding the state lock (unless ``lock`` is False),
+    with the notifications' outbox and delivery threads when the config has
+    sinks (unless ``notify`` is False: ``plan``). ``notifications``: the
+    daemon's, kept across reloads (reused, not stopped here); without it the
+    notifier lives as long as this Reconciler."""
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     Path(config.status_dir).mkdir(parents=True, exist_ok=True)
+    own = Notifications() if notifications is None and notify else None
+    hub = notifications or own
     with StateLock(state_dir) if lock else nullcontext(), \
             Store(state_dir, dir_mode=state_dir_mode(config)) as store:
-        applier = _applier(config)
         try:
-            yield Reconciler(config, store=store, applier=applier,
-                             publisher=StatusFiles(Path(config.status_dir), config.serving))
+            notifier = hub.get(config, store.models) if hub is not None else None
+            applier = _applier(config)
+            try:
+                yield Reconciler(config, store=store, applier=applier, notifier=notifier,
+                                 publisher=StatusFiles(Path(config.status_dir), config.serving))
+            finally:
+                applier.shutdown()
         finally:
-            applier.shutdown()
+            if own is not None:
+                own.close()
 
 
 def state_dir_mode(config: Config) -> int:
@@ -109,7 +122,7 @@ def plan(config: Config) -> int:
                     f.write(data)
         scratch = dataclasses.replace(config, state_dir=tmp, status_dir=str(Path(tmp) / "status"))
         source = open_source(scratch)
-        with reconciler(scratch, lock=False) as rec:
+        with reconciler(scratch, lock=False, notify=False) as rec:
             desired, observed = rec.read(source.refresh())
             actions = rec.plan(desired, observed)
     for issue in desired.issues():

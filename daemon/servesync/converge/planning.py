@@ -267,7 +267,7 @@ def _with_metadata(action: Action | None, rec: ModelRecord, spec: ModelSpec) -> 
         return action
     if action is None:
         return RecordOnly(replace(rec, spec=_respec(rec.spec, spec)),
-                          "description, labels or deploy deadline changed")
+                          "description, labels, deploy deadline or notify changed")
     if isinstance(action, RecordOnly | Deploy):
         return replace(action, record=replace(action.record,
                                               spec=_respec(action.record.spec, spec)))

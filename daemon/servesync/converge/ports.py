@@ -1,10 +1,10 @@
 """What the reconciler needs from the world, as typed protocols.
 
 The reconciler (:mod:`servesync.converge.reconciling`) acts only through
-these three seams, so that ``converge`` imports nothing that acts (the
+these seams, so that ``converge`` imports nothing that acts (the
 import contracts in ``.importlinter``): :mod:`servesync.wiring` plugs in
 the real ones (``rayserve.applier.RayApplier``, ``state.store.Store``,
-``status.publishing.StatusFiles``); unit tests plug in fakes from
+``status.publishing.StatusFiles``, ``status.notifying.Notifier``); unit tests plug in fakes from
 ``tests/support``. Protocols, the one value a batch deploy takes, and the one
 record a tick hands the publisher for the operators' metrics
 (:class:`TickReport`); no code.
@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from servesync.converge.observed import Observed
-from servesync.converge.records import GatewayRecord, ModelRecord
+from servesync.converge.records import GatewayRecord, ModelRecord, State
 from servesync.desired.specs import DesiredState, ModelSpec
 from servesync.errors import PermanentError, TransientError
 
@@ -124,3 +124,23 @@ class Publisher(Protocol):
     def publish_metrics(self, report: TickReport) -> None:
         """The operators' metrics of the tick that just ended (``metrics.prom``)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A model's state changed in one tick: ``old`` (None: it was not recorded)
+    to ``record.state``. What notifications are made of."""
+
+    record: ModelRecord
+    old: State | None
+    tick: int
+    revision: str | None
+
+
+class Notifier(Protocol):
+    """The webhook notifications: handed the stored records after each tick;
+    derives the transitions from the last state it notified per model, queues
+    them durably and returns at once (delivery never blocks a tick)."""
+
+    def observe(self, records: Mapping[str, ModelRecord], tick: int,
+                revision: str | None) -> None: ...

@@ -31,6 +31,7 @@ from servesync.converge.observed import AppStatus, Observed
 from servesync.converge.ports import (
     Applier,
     ModelDeploy,
+    Notifier,
     Publisher,
     RecordStore,
     TickOutcome,
@@ -70,8 +71,10 @@ class Reconciler:
     """Holds the long-lived parts (store, applier, publisher, clock) and runs ticks."""
 
     def __init__(self, config: Config, *, store: RecordStore, applier: Applier,
-                 publisher: Publisher, clock: Callable[[], datetime] = utcnow) -> None:
+                 publisher: Publisher, clock: Callable[[], datetime] = utcnow,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier
         self.store = store
         self.applier = applier
         self.publisher = publisher
@@ -122,6 +125,7 @@ class Reconciler:
         # most the Ray calls of the phase in flight, which the next tick repeats.
         in_flight = self._apply(actions, tick, snapshot.revision, errors)
         recorded = self.store.models()
+        self._notify(recorded, tick, snapshot.revision)
         self._publish(recorded, desired, observed, tick, snapshot)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
         result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
@@ -134,6 +138,19 @@ class Reconciler:
                   tick, time.monotonic() - started, len(actions), result.converged,
                   result.requeue_after_s)
         return result
+
+    def _notify(self, recorded: Mapping[str, ModelRecord], tick: int,
+                revision: str | None) -> None:
+        """Hand the notifier the stored records: it queues what changed since it
+        last notified each model (so a tick that died before this line is made
+        up for by the next one). A notifier's failure never fails the tick."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.observe(recorded, tick, revision)
+        except Exception:
+            log.exception("notifications of tick %d could not be queued; the next tick "
+                          "tries again", tick)
 
     def _apply(self, actions: tuple[act.Action, ...], tick: int, revision: str | None,
                errors: list[str]) -> bool:

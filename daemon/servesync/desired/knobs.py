@@ -13,7 +13,10 @@ Rules (each names the field; the classes are the README's):
 * ``accelerator_type`` the cluster does not offer -> 403;
 * ``min_compute_capability`` no offered type satisfies (or above the one
   named in ``accelerator_type``) -> 422;
-* a ``rollout`` field outside ``serving.rollout_bounds`` -> 422.
+* a ``rollout`` field outside ``serving.rollout_bounds`` -> 422;
+* a ``notify`` name that is not a sink open to the file's user -> 422 (the
+  same whether the sink is absent or closed to the user; only the sinks
+  open to that user are listed).
 
 How the GPU type reaches Ray (docs/ARCHITECTURE.md, "Resources"): the spec
 carries the *resolved* types, ``accelerators``: the one named, or every
@@ -37,9 +40,10 @@ Problem = tuple[IssueCode, str, str]
 
 
 def issues(data: Mapping[str, Any], serving: ServingConfig,
-           flagged: set[str]) -> Iterator[Problem]:
+           flagged: set[str], sinks: tuple[str, ...] = ()) -> Iterator[Problem]:
     """The knobs' problems that the schema cannot see (``flagged``: pointers the
-    schema already refused, left alone)."""
+    schema already refused, left alone; ``sinks``: the names of the
+    notification sinks open to the file's user, which ``notify`` may list)."""
     memory = data.get("memory_gb_per_replica")
     cap = serving.max_memory_gb_per_replica
     if cap is not None and _number(memory) and memory > cap \
@@ -48,6 +52,17 @@ def issues(data: Mapping[str, Any], serving: ServingConfig,
                f"memory_gb_per_replica {memory:g} is above this cluster's limit of {cap:g} GiB "
                "per replica (serving.max_memory_gb_per_replica)")
     yield from _accelerator_issues(data, serving, flagged)
+    notify = data.get("notify")
+    if isinstance(notify, list) and "/notify" not in flagged:
+        for i, name in enumerate(notify):
+            if isinstance(name, str) and name not in sinks:
+                # the same answer whether the sink is absent or closed to this
+                # user: a tenant never learns the names of other teams' sinks
+                known = ", ".join(sinks) if sinks else "none"
+                yield (IssueCode.UNPROCESSABLE, f"/notify/{i}",
+                       f"notify: {quote(name)} is not a notification sink this user may "
+                       f"use (sinks open to this user: {known}; the operator opens a sink "
+                       "to users in notifications[].users)")
     rollout = data.get("rollout")
     if isinstance(rollout, Mapping):
         for name, bounds in serving.rollout_bounds.items():
@@ -152,6 +167,9 @@ def spec_fields(data: Mapping[str, Any], serving: ServingConfig) -> dict[str, An
     labels = data.get("labels")
     if isinstance(labels, Mapping):
         out["labels"] = {str(k): str(v) for k, v in sorted(labels.items())}
+    notify = data.get("notify")
+    if isinstance(notify, list):
+        out["notify"] = tuple(str(n) for n in notify)
     return out
 
 

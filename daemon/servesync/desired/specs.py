@@ -75,7 +75,7 @@ class Rollout:
         return out
 
 
-METADATA_FIELDS = ("description", "labels", "deploy_timeout_s")
+METADATA_FIELDS = ("description", "labels", "deploy_timeout_s", "notify")
 """Fields of :meth:`ModelSpec.to_json` that never reach Ray: changing them is
 recorded, nothing is submitted."""
 
@@ -116,6 +116,7 @@ class ModelSpec:
     rollout: Rollout = Rollout()
     description: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    notify: tuple[str, ...] = ()  # notification sink names (the config's notifications)
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
@@ -167,6 +168,8 @@ class ModelSpec:
             out["labels"] = dict(self.labels)
         if self.rollout.deploy_timeout_s is not None:
             out["deploy_timeout_s"] = self.rollout.deploy_timeout_s
+        if self.notify:
+            out["notify"] = list(self.notify)
         return out
 
     def line_of(self, pointer: str) -> int:

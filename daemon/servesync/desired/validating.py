@@ -357,7 +357,8 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
         out.issues.append(got)
         if got.code is IssueCode.FORBIDDEN:
             out.source_refusal = (str(data["model_source"]), got)
-    out.issues.extend(itertools.islice(_semantic_issues(data, doc, file.path, config, flagged),
+    out.issues.extend(itertools.islice(_semantic_issues(data, doc, file.path, config, flagged,
+                                                                  str(file.user_id)),
                                        max(0, limit - len(out.issues))))
     out.cut = len(out.issues) >= limit
     if not out.issues and resolved is not None:
@@ -487,7 +488,8 @@ def _check_source(
 
 
 def _semantic_issues(
-    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str]
+    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str],
+    user_id: str,
 ) -> Iterator[Issue]:
     def issue(code: IssueCode, pointer: str, message: str) -> Issue:
         return Issue(code, rel, doc.line_of(pointer), pointer, message)
@@ -517,7 +519,8 @@ def _semantic_issues(
     if _is_int(gpus) and not serving.cpu_platform and gpus == 0:
         yield issue(IssueCode.UNPROCESSABLE, "/gpus_per_replica", "gpus_per_replica must be at "
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
-    for code, pointer, message in knobs.issues(data, serving, flagged):
+    for code, pointer, message in knobs.issues(data, serving, flagged,
+                                                 config.sinks_of(user_id)):
         yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):

@@ -1,6 +1,6 @@
 """state: what servesync recorded, kept safe on disk.
 
 Owns the store (one JSON file, one record per model, kept in memory), atomic writes (temp file,
-fsync, rename) and the single-writer lock. May import: ``converge`` (the
+fsync, rename), the single-writer lock and the notifications' outbox. May import: ``converge`` (the
 record types), ``config``, ``errors``.
 """

@@ -225,6 +225,11 @@ class Metrics:
                 shard.dirty = False
 
 
+def write_registry(path: Path, registry: CollectorRegistry) -> None:
+    """Write one registry as a textfile, as :func:`_write` (for ``metrics-notify.prom``)."""
+    _write(path, registry)
+
+
 def _write(path: Path, registry: CollectorRegistry) -> None:
     """``write_to_textfile`` (atomic, but created under the umask: 0640 with
     systemd's ``UMask=0027``, unreadable by node_exporter) writes a hidden
