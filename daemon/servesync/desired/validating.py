@@ -74,7 +74,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths
+from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths, schedules
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
@@ -519,6 +519,8 @@ def _semantic_issues(
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
     for code, pointer, message in knobs.issues(data, serving, flagged):
         yield issue(code, pointer, message)
+    for code, pointer, message in schedules.issues(data, flagged):
+        yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -654,5 +656,6 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         source_file=file.path,
         line=doc.line,
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
+        schedule=schedules.Schedule.from_json(data.get("schedule")),
         **knobs.spec_fields(data, config.serving),
     )
