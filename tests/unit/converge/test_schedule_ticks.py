@@ -27,7 +27,8 @@ schedule:
 {schedule}"""
 STOP_AFTER = "  stop_after: 2h\n"
 # 2026-01-06 (T0) is a Tuesday; the window is Shanghai's (UTC+8) office hours
-OFFICE = "  active_hours: {days: [mon-fri], start: '08:00', end: '20:00', timezone: Asia/Shanghai}\n"
+OFFICE = ("  active_hours: {days: [mon-fri], start: '08:00', end: '20:00', "
+          "timezone: Asia/Shanghai}\n")
 TUESDAY_0900_SHANGHAI = datetime.fromisoformat("2026-01-06T01:00:00+00:00")
 
 
