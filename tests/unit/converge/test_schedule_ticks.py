@@ -91,8 +91,8 @@ def test_a_restart_neither_stops_early_nor_loses_the_stop(tree: tuple[Config, Pa
     shown = status(config, model)
     assert shown["stopped_reason"] == "schedule" and shown["state"] == "STOPPED"
     assert shown["next_stop_at"] is None and shown["next_start_at"] is None
-    assert any(e["message"].startswith("schedule: stop_after 2h elapsed")  # type: ignore[index]
-               for e in shown["events"])  # type: ignore[attr-defined]
+    events: list[dict[str, str]] = shown["events"]  # type: ignore[assignment]
+    assert any(e["message"].startswith("schedule: stop_after 2h elapsed") for e in events)
     # a restart keeps it stopped
     ray.calls.clear()
     fourth = restart(config, third, ray, clock)
