@@ -32,7 +32,9 @@ Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
 -> 422; issue 10's resource and rollout knobs (:mod:`knobs`: memory, GPU
-type and capability, rollout bounds) -> 403 or 422; the same ``model_id``
+type and capability, rollout bounds) -> 403 or 422; a ``schedule`` whose
+``stop_after`` is 0 or too long, whose time zone is unknown or whose window is
+empty (:mod:`schedules`) -> 422; the same ``model_id``
 twice for one user, or the same alias in two documents of one user -> 409
 on every document that declares it (naming the first :data:`MAX_PLACES`
 other places and how many more). Both documents are refused, as for a
