@@ -25,7 +25,7 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
 
 
 def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) -> None:
-    block = [b for b in yaml_blocks() if "model_id:" in b][0]  # the first: the field table's
+    block = next(b for b in yaml_blocks() if "model_id:" in b)  # the first: the field table's
     (desired_tree / "users" / "alice" / "chat.yaml").write_text(block)
     cfg = config.Config(storage_root=str(storage_root))
     state = validating.validate_tree(desired_tree, cfg)

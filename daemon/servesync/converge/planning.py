@@ -294,9 +294,11 @@ def _respec(recorded: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
 
 def _converge(rec: ModelRecord, spec: ModelSpec, revision: str | None, observed: Observed,
               clock: Clock) -> Action | None:
-    if rec.running_since is not None and \
+    if (rec.running_since is not None or rec.state in (State.RUNNING, State.DEGRADED)) and \
             rec.spec.get("schedule") != spec.metadata_json().get("schedule"):
-        rec = replace(rec, running_since=clock.stamp)  # a new schedule: its clock starts now
+        # a new schedule: its clock starts now (also for a model recorded RUNNING
+        # before schedules existed, which has no running_since)
+        rec = replace(rec, running_since=clock.stamp)
     return _with_metadata(_converge_spec(rec, spec, revision, observed, clock), rec, spec)
 
 

@@ -179,3 +179,10 @@ def test_enabled_false_takes_over_a_scheduled_stop() -> None:
                     in_gateway=False)
     assert isinstance(action, RecordOnly)
     assert action.record.schedule_stop is None and not action.record.enabled
+
+
+def test_a_model_running_from_before_schedules_gets_its_clock_with_its_first_schedule() -> None:
+    old = record(spec("a"))  # recorded RUNNING by a servesync without schedules
+    assert old.running_since is None
+    (action,) = run(TWO_HOURS, old, up(old), at(HOUR))
+    assert isinstance(action, RecordOnly) and action.record.running_since == at(HOUR).isoformat()
