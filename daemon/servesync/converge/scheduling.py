@@ -32,6 +32,7 @@ from servesync.desired.schedules import Schedule, in_window, next_close, next_op
 STOP_AFTER = "stop_after"
 ACTIVE_HOURS = "active_hours"
 MIN_WAIT_S = 1.0  # a boundary already due is looked at again this soon (a tick was busy)
+OVERDUE_S = 10.0  # due longer ago than this: the planner declined it (a held model)
 SCHEDULE_REASON = "schedule"  # the status files' ``stopped_reason`` of a scheduled stop
 
 
@@ -105,11 +106,14 @@ def next_start_at(rec: ModelRecord, now: datetime) -> datetime | None:
 
 def wait_s(rec: ModelRecord, now: datetime) -> float | None:
     """Seconds until this model's schedule needs a look (its next stop or
-    start), at least :data:`MIN_WAIT_S`; None when it needs none."""
+    start), at least :data:`MIN_WAIT_S`; None when it needs none. A stop
+    overdue by more than :data:`OVERDUE_S` is one the planner declined (its
+    file is held): no look again, not a tick every second."""
     at = next_start_at(rec, now) if rec.schedule_stop else next_stop_at(rec, now)
     if at is None:
         return None
-    return max(MIN_WAIT_S, (at - now).total_seconds())
+    left = (at - now).total_seconds()
+    return None if left < -OVERDUE_S else max(MIN_WAIT_S, left)
 
 
 def iso(at: datetime) -> str:

@@ -186,3 +186,14 @@ def test_a_model_running_from_before_schedules_gets_its_clock_with_its_first_sch
     assert old.running_since is None
     (action,) = run(TWO_HOURS, old, up(old), at(HOUR))
     assert isinstance(action, RecordOnly) and action.record.running_since == at(HOUR).isoformat()
+
+
+def test_a_held_model_past_its_stop_is_left_running_and_not_polled() -> None:
+    rec = running(TWO_HOURS)
+    held = desired(bad_files=(TWO_HOURS.source_file,))
+    gw = GatewayRecord(((rec.public_id, rec.app_name),), T0.isoformat())
+    assert plan(desired=held, recorded={rec.model_key: rec}, observed=up(rec), gateway=gw,
+                now=at(3 * HOUR), deploy_timeout_s=600) == ()
+    assert requeue_after({rec.model_key: rec}, now=at(2 * HOUR + 0.5),
+                         in_flight=False) == 1.0  # just due: looked at again
+    assert requeue_after({rec.model_key: rec}, now=at(3 * HOUR), in_flight=False) is None
