@@ -354,3 +354,39 @@ def test_an_alias_answers_and_adding_it_restarts_nothing(
     assert applier.replica_actor_ids(a.app_name) == a_replicas
     (world.root / "users" / "alice" / "c.yaml").unlink()
     assert world.converge("aliases: the conflicting file removed").converged
+
+
+def test_a_scheduled_stop_deletes_the_running_application(
+        world: World, client: OpenAI, applier: RayApplier) -> None:
+    """Issue 11's scheduled stop on the running A of the tests above (loaded
+    here if this test runs alone; it is the module's last: A ends STOPPED).
+    Committing ``schedule: {stop_after: 5s}`` restarts no replica (same actor
+    ids); 5 s after, with no other commit, A leaves /v1/models, its Serve
+    application is deleted, and its status file says it was the schedule."""
+    path = world.root / "users" / "alice" / "a.yaml"
+    if not path.exists():
+        world.write("alice", "a", model_yaml("a", replicas=1))
+    world.converge("schedule: A running")
+    a = world.model("a")
+    assert a.state is State.RUNNING
+    a_replicas = applier.replica_actor_ids(a.app_name)
+    world.write("alice", "a", path.read_text() + "schedule:\n  stop_after: 5s\n")
+    committed = time.monotonic()
+    result = world.tick()
+    assert [str(x.kind) for x in result.actions] == ["record"]  # no Ray call for a schedule
+    assert applier.replica_actor_ids(a.app_name) == a_replicas
+    doc = world.model_file(a.model_key)
+    assert doc["schedule"] == {"stop_after": "5s"} and doc["next_stop_at"] is not None
+    assert ask(client, a.public_id).strip()  # still serving until the stop
+    world.until("schedule: A STOPPED by stop_after 5s",
+                lambda: world.model("a").state is State.STOPPED)
+    TIMINGS["schedule: commit stop_after 5s → A STOPPED"] = \
+        f"{time.monotonic() - committed:.1f} s"
+    assert time.monotonic() - committed >= 4  # not early (records keep whole seconds)
+    assert applier.observe().status(a.app_name) is AppStatus.MISSING
+    assert a.public_id not in listed(client)
+    doc = world.model_file(a.model_key)
+    assert doc["state"] == "STOPPED" and doc["stopped_reason"] == "schedule"
+    assert any(e["kind"] == "STOP_REQUESTED" and e["message"].startswith(
+        "schedule: stop_after 5s elapsed") for e in doc["events"])
+    assert world.converge("schedule: A stopped, settled").converged

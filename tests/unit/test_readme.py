@@ -25,7 +25,7 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
 
 
 def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) -> None:
-    (block,) = [b for b in yaml_blocks() if "model_id:" in b]
+    block = next(b for b in yaml_blocks() if "model_id:" in b)  # the first: the field table's
     (desired_tree / "users" / "alice" / "chat.yaml").write_text(block)
     cfg = config.Config(storage_root=str(storage_root))
     state = validating.validate_tree(desired_tree, cfg)
@@ -33,6 +33,19 @@ def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) 
     (spec,) = state.specs
     assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
     assert spec.resolved_source == str(storage_root / "hf" / "Qwen2.5-0.5B-Instruct")
+
+
+def test_readme_scheduled_stop_example_validates(desired_tree: Path,
+                                                 storage_root: Path) -> None:
+    (block,) = [b for b in yaml_blocks() if "schedule:" in b and "model_id:" in b]
+    (storage_root / "hf" / "Qwen" / "Qwen2.5-7B-Instruct").mkdir(parents=True)
+    (desired_tree / "users" / "alice" / "office.yaml").write_text(block)
+    state = validating.validate_tree(desired_tree, config.Config(storage_root=str(storage_root)))
+    assert state.ok, [i.render() for i in state.issues()]
+    (spec,) = state.specs
+    assert spec.schedule is not None and spec.schedule.stop_after_s == 36000
+    assert spec.schedule.active_hours is not None
+    assert spec.schedule.active_hours.timezone == "Asia/Shanghai"
 
 
 def test_readme_layout_lists_every_module_of_the_package() -> None:

@@ -44,6 +44,12 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   admitted first (``created_at``, then ``model_key``) keeps it. The record's
   ``routed_aliases`` lists the aliases the gateway surely routes: those of a
   settled gateway, like RUNNING for the model itself (``Clock.routed_aliases``).
+* A model's ``schedule`` (:mod:`servesync.converge.scheduling`) stops it by
+  the ``enabled: false`` road (DELETING, then STOPPED) with the record's
+  ``schedule_stop`` saying why, and starts it again (``Kind.START``); a
+  schedule change is recorded (it is metadata: no Ray call) and restarts
+  the ``stop_after`` clock (``running_since``). A held model keeps running on
+  its last good spec; its schedule is applied again once its file is valid.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from servesync.converge import naming
+from servesync.converge import naming, scheduling
 from servesync.converge.actions import (
     Action,
     DeleteApp,
@@ -218,6 +224,11 @@ def _admit(spec: ModelSpec, revision: str | None, clock: Clock) -> Action:
     if not spec.enabled:
         rec = replace(base, state=State.STOPPED)
         return RecordOnly(rec, "declared with enabled: false")
+    due = scheduling.due(spec.schedule, None, clock.now)
+    if due is not None:
+        return _record(base, clock, EventKind.STOPPED, f"schedule: {due[1]}",
+                       "declared outside its active hours", state=State.STOPPED,
+                       schedule_stop=due[0])
     return _deploy(base, spec, Kind.CREATE, "new model", revision, clock)
 
 
@@ -230,7 +241,7 @@ def _deploy(rec: ModelRecord, spec: ModelSpec, kind: Kind, reason: str,
         spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.DEPLOYING,
         enabled=True, source_file=spec.source_file, attempted_revision=revision,
         error_summary=None, submitted_at=None, retry_at=None,
-        serving_hash=clock.serving_hash, unhealthy_since=None,
+        serving_hash=clock.serving_hash, unhealthy_since=None, schedule_stop=None,
     )
     return Deploy(kind, new, spec, reason)
 
@@ -283,7 +294,50 @@ def _respec(recorded: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
 
 def _converge(rec: ModelRecord, spec: ModelSpec, revision: str | None, observed: Observed,
               clock: Clock) -> Action | None:
+    if (rec.running_since is not None or rec.state in (State.RUNNING, State.DEGRADED)) and \
+            rec.spec.get("schedule") != spec.metadata_json().get("schedule"):
+        # a new schedule: its clock starts now (also for a model recorded RUNNING
+        # before schedules existed, which has no running_since)
+        rec = replace(rec, running_since=clock.stamp)
     return _with_metadata(_converge_spec(rec, spec, revision, observed, clock), rec, spec)
+
+
+def _scheduled(rec: ModelRecord, spec: ModelSpec, status: AppStatus, revision: str | None,
+               clock: Clock) -> tuple[bool, Action | None]:
+    """What the schedule decides for an enabled model: (True, its action or
+    None) when it decides, (False, None) when the other rules do."""
+    schedule = spec.schedule
+    if rec.schedule_stop is not None and rec.state is State.DELETING:
+        return True, None  # stopping: the deletion goes on in _deletions
+    if rec.schedule_stop is not None and rec.state is State.STOPPED:
+        changed = spec.spec_hash() != rec.spec_hash or \
+            rec.spec.get("schedule") != spec.metadata_json().get("schedule")
+        why = scheduling.start_reason(schedule, rec.schedule_stop, changed=changed,
+                                      now=clock.now)
+        if why is not None:
+            return True, _deploy(rec, spec, Kind.START, f"schedule: {why}", revision, clock)
+        if rec.schedule_stop != scheduling.ACTIVE_HOURS and scheduling.outside(schedule,
+                                                                               clock.now):
+            # the window closed: its opening starts the model again
+            return True, RecordOnly(replace(rec, schedule_stop=scheduling.ACTIVE_HOURS),
+                                    "stopped by stop_after; now outside active hours too")
+        return True, None
+    if schedule is None or rec.state is State.DELETING:
+        return False, None
+    running = rec.state in (State.RUNNING, State.DEGRADED) and spec.spec_hash() == rec.spec_hash
+    due = scheduling.due(schedule, rec.running_since if running else None, clock.now)
+    if due is None:
+        return False, None
+    why, message = due
+    changes: dict[str, Any] = dict(schedule_stop=why, running_since=None, retry_at=None,
+                                   attempts=0, unhealthy_since=None, enabled=True)
+    if rec.state is State.STOPPED or status is AppStatus.MISSING:
+        return True, _record(rec, clock, EventKind.STOPPED, f"schedule: {message}",
+                             "stopped by the schedule", state=State.STOPPED,
+                             error_summary=None, **changes)
+    return True, _record(rec, clock, EventKind.STOP_REQUESTED, f"schedule: {message}",
+                         "stopping: schedule", state=State.DELETING, error_summary=None,
+                         **changes)
 
 
 def _converge_spec(rec: ModelRecord, spec: ModelSpec, revision: str | None,
@@ -291,6 +345,9 @@ def _converge_spec(rec: ModelRecord, spec: ModelSpec, revision: str | None,
     status = observed.status(rec.app_name)
     if not spec.enabled:
         return _stop(rec, status, clock)
+    decided, action = _scheduled(rec, spec, status, revision, clock)
+    if decided:
+        return action
     if rec.state is State.DELETING and status is AppStatus.RUNNING \
             and spec.spec_hash() == rec.spec_hash == rec.applied_hash:
         return _running(rec, clock, "declared again before its application was deleted")
@@ -401,10 +458,14 @@ def _deploying(rec: ModelRecord, spec: ModelSpec, status: AppStatus, message: st
 
 
 def _running(rec: ModelRecord, clock: Clock, message: str) -> RecordOnly:
+    # the stop_after clock starts when a spec that was not running runs; a redeploy
+    # of the running spec (drift, retry) or a recovery keeps it
+    same = rec.running_since is not None and rec.applied_hash == rec.spec_hash
     return _record(rec, clock, EventKind.RUNNING, message, message, state=State.RUNNING,
                    enabled=True, applied_hash=rec.spec_hash,
                    applied_revision=rec.attempted_revision, error_summary=None, attempts=0,
-                   unhealthy_since=None)
+                   unhealthy_since=None,
+                   running_since=rec.running_since if same else clock.stamp)
 
 
 def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:
@@ -413,16 +474,19 @@ def _failed(rec: ModelRecord, clock: Clock, summary: str) -> RecordOnly:
 
 
 def _stop(rec: ModelRecord, status: AppStatus, clock: Clock) -> Action | None:
-    if rec.state is State.STOPPED and rec.error_summary is not None:  # e.g. once revoked
+    if rec.state is State.STOPPED and (rec.error_summary is not None  # e.g. once revoked
+                                       or rec.schedule_stop is not None):
         return _record(rec, clock, EventKind.STOPPED, "enabled: false", "stopped",
-                       enabled=False, error_summary=None)
+                       enabled=False, error_summary=None, schedule_stop=None)
     if rec.state is State.STOPPED or (rec.state is State.DELETING and not rec.enabled):
         return None
     if status is AppStatus.MISSING:
         return _record(rec, clock, EventKind.STOPPED, "enabled: false", "stopped",
-                       state=State.STOPPED, enabled=False, error_summary=None)
+                       state=State.STOPPED, enabled=False, error_summary=None,
+                       running_since=None, schedule_stop=None)
     return _record(rec, clock, EventKind.STOP_REQUESTED, "enabled: false", "stopping",
-                   state=State.DELETING, enabled=False, error_summary=None)
+                   state=State.DELETING, enabled=False, error_summary=None,
+                   running_since=None, schedule_stop=None)
 
 
 def _revoke(rec: ModelRecord, reason: str, observed: Observed, clock: Clock) -> Action | None:
@@ -443,9 +507,11 @@ def _revoke(rec: ModelRecord, reason: str, observed: Observed, clock: Clock) -> 
                        error_summary=summary)
     if status is AppStatus.MISSING:
         return _record(rec, clock, EventKind.STOPPED, reason, "stopped: source refused",
-                       state=State.STOPPED, error_summary=summary, retry_at=None, attempts=0)
+                       state=State.STOPPED, error_summary=summary, retry_at=None, attempts=0,
+                       running_since=None)
     return _record(rec, clock, EventKind.STOP_REQUESTED, reason, "stopping: source refused",
-                   state=State.DELETING, error_summary=summary, retry_at=None, attempts=0)
+                   state=State.DELETING, error_summary=summary, retry_at=None, attempts=0,
+                   running_since=None)
 
 
 def _undeclared(rec: ModelRecord, observed: Observed, clock: Clock) -> Action | None:
@@ -476,7 +542,7 @@ def _deletions(recorded: Mapping[str, ModelRecord], declared: Set[ModelName],
         if status is AppStatus.MISSING:
             if still_declared:
                 out.append(_record(rec, clock, EventKind.STOPPED, "application deleted",
-                                   "stopped", state=State.STOPPED))
+                                   "stopped", state=State.STOPPED, running_since=None))
             else:
                 out.append(Forget(rec.model_key, rec.public_id, "application deleted"))
         elif status is not AppStatus.DELETING and rec.app_name not in in_gateway and settled:
@@ -618,11 +684,15 @@ def requeue_after(records: Mapping[str, ModelRecord], *, now: datetime,
     ``in_flight``: this tick asked Ray for a change, or the gateway has not
     settled, or Ray did not answer. Those, and every DEPLOYING or DELETING
     model, are looked at again after Ray's settle delay (Ray sends no events:
-    a deploy is followed until RUNNING, FAILED or its deadline). A QUEUED
+    a deploy is followed until RUNNING, FAILED or its deadline); a model with a
+    schedule at its next scheduled stop or start. A QUEUED
     model is looked at when its backoff ends, not before; a RUNNING one short
     of replicas when its grace ends, a DEGRADED one every ``DEGRADED_POLL_S``."""
     waits = [SETTLE_S] if in_flight else []
     for rec in records.values():
+        scheduled = scheduling.wait_s(rec, now) if rec.spec.get("schedule") else None
+        if scheduled is not None:  # the schedule's next stop or start
+            waits.append(scheduled)
         if rec.state in (State.DEPLOYING, State.DELETING):
             waits.append(SETTLE_S)
         elif rec.state is State.DEGRADED:

@@ -99,6 +99,11 @@ class ModelRecord:
     routed_aliases: tuple[str, ...] = ()  # alias names (<user>-<alias>) the gateway surely
     # routes to this model now: set by the planner once the gateway with them has settled
     events: tuple[Event, ...] = ()
+    # The schedule's truth (converge/scheduling.py), kept here so a restart neither
+    # loses a stop nor stops early: when the stop_after clock started (the current
+    # spec became RUNNING, or its schedule changed while running; None: not running)
+    running_since: str | None = None
+    schedule_stop: str | None = None  # stopped by the schedule: "stop_after" or "active_hours"
 
     @property
     def public_id(self) -> str:
@@ -140,6 +145,9 @@ class ModelRecord:
             "serving_hash": self.serving_hash, "unhealthy_since": self.unhealthy_since,
             "routed_aliases": list(self.routed_aliases),
             "events": [e.to_json() for e in self.events],
+            # absent before schedules: a state file without them reads as before
+            **({"running_since": self.running_since} if self.running_since else {}),
+            **({"schedule_stop": self.schedule_stop} if self.schedule_stop else {}),
         }
 
     @classmethod

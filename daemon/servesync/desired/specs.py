@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from servesync.desired.schedules import Schedule
 from servesync.errors import Issue
 
 ModelName = tuple[str, str]
@@ -75,9 +76,10 @@ class Rollout:
         return out
 
 
-METADATA_FIELDS = ("description", "labels", "deploy_timeout_s", "notify")
+METADATA_FIELDS = ("description", "labels", "deploy_timeout_s", "notify", "schedule")
 """Fields of :meth:`ModelSpec.to_json` that never reach Ray: changing them is
-recorded, nothing is submitted."""
+recorded, nothing is submitted (``schedule`` is the planner's: it decides
+when the model runs, never what runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class ModelSpec:
     description: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()  # notification sink names (the config's notifications)
+    schedule: Schedule | None = None  # when it must not run (desired/schedules.py)
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
@@ -170,6 +173,8 @@ class ModelSpec:
             out["deploy_timeout_s"] = self.rollout.deploy_timeout_s
         if self.notify:
             out["notify"] = list(self.notify)
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.to_json()
         return out
 
     def line_of(self, pointer: str) -> int:

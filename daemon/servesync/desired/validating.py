@@ -32,7 +32,9 @@ Semantic rules: path escape, another user's folder, hub ids when the config
 forbids them, engine_kwargs keys and env names the config does not allow (or
 denies) -> 403; min > max, GPUs on a cpu platform, 0 GPUs on a GPU platform
 -> 422; issue 10's resource and rollout knobs (:mod:`knobs`: memory, GPU
-type and capability, rollout bounds) -> 403 or 422; the same ``model_id``
+type and capability, rollout bounds) -> 403 or 422; a ``schedule`` whose
+``stop_after`` is 0 or too long, whose time zone is unknown or whose window is
+empty (:mod:`schedules`) -> 422; the same ``model_id``
 twice for one user, or the same alias in two documents of one user -> 409
 on every document that declares it (naming the first :data:`MAX_PLACES`
 other places and how many more). Both documents are refused, as for a
@@ -74,7 +76,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths
+from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths, schedules
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
@@ -522,6 +524,8 @@ def _semantic_issues(
     for code, pointer, message in knobs.issues(data, serving, flagged,
                                                  config.sinks_of(user_id)):
         yield issue(code, pointer, message)
+    for code, pointer, message in schedules.issues(data, flagged):
+        yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -657,5 +661,6 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         source_file=file.path,
         line=doc.line,
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
+        schedule=schedules.Schedule.from_json(data.get("schedule")),
         **knobs.spec_fields(data, config.serving),
     )

@@ -50,6 +50,7 @@ from typing import Any
 
 import servesync
 from servesync.config import ServingConfig
+from servesync.converge import scheduling
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, Observed
 from servesync.converge.ports import TickReport
@@ -143,7 +144,7 @@ def publish(
             log.error("not publishing model %r: unsafe as a file name", key)
             continue
         docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo,
-                                   problems.get((rec.user_id, rec.suffix), ()))
+                                   problems.get((rec.user_id, rec.suffix), ()), now=now)
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
@@ -176,16 +177,18 @@ def publish(
 
 def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Observed,
                    serving: ServingConfig, memo: Memo,
-                   issues: tuple[Issue, ...] = ()) -> dict[str, Any]:
+                   issues: tuple[Issue, ...] = (), *,
+                   now: datetime | None = None) -> dict[str, Any]:
     """Write one model's file if its content changed; returns its index line.
     Not rebuilt at all when its record, observation and document errors are
-    those of last time."""
+    those of last time (a schedule's next stop or start is worked out from the
+    record: it changes only when the record does, at the latest at that time)."""
     inputs = (rec, observed.apps.get(rec.app_name), observed.reachable, observed.error, issues)
     last = memo.inputs.get(key)
     if last is not None and last[0] is rec and last[1:] == inputs[1:]:
         return memo.summaries[key]
     doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url,
-                                     issues=issues),
+                                     issues=issues, now=now),
                         memo.known or ())
     data = dump(doc)
     if key not in memo.written:  # no fsync: a power cut's damage is repaired here at start
@@ -220,10 +223,12 @@ def model_issues(desired: DesiredState) -> dict[tuple[str, str], tuple[Issue, ..
 
 
 def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
-                 issues: tuple[Issue, ...] = ()) -> dict[str, Any]:
+                 issues: tuple[Issue, ...] = (), now: datetime | None = None) -> dict[str, Any]:
     """One model's status document (schema ``status-model``); ``issues``: its
-    document's validation errors this tick."""
+    document's validation errors this tick; ``now``: the tick's time (the
+    schedule's next stop and start are the first after it)."""
     spec = rec.spec
+    now = now or datetime.now(UTC)
     gpus = int(spec.get("gpus_per_replica") or 0)
     replicas = _replicas(rec, observed)
     obs = observed.apps.get(rec.app_name)
@@ -263,11 +268,38 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
         **resources(spec),
         "description": spec.get("description"),
         "labels": dict(spec.get("labels") or {}),
+        **schedule_status(rec, now),
         "engine_kwargs": redact(spec.get("engine_kwargs") or {}),
         "env_names": sorted(spec.get("env") or {}),
         "validation_errors": [issue_json(i) for i in issues],
         "events": [e.to_json() for e in rec.events],
     }
+
+
+def schedule_status(rec: ModelRecord, now: datetime) -> dict[str, Any]:
+    """The model's schedule as recorded, when the schedule next stops or starts
+    it (ISO 8601 UTC, or null), and why it is stopped (``schedule``,
+    ``enabled: false``, ``source refused``; null while it is not)."""
+    stop_at, start_at = scheduling.next_stop_at(rec, now), scheduling.next_start_at(rec, now)
+    return {
+        "schedule": rec.spec.get("schedule"),
+        "next_stop_at": scheduling.iso(stop_at) if stop_at else None,
+        "next_start_at": scheduling.iso(start_at) if start_at else None,
+        "stopped_reason": stopped_reason(rec),
+    }
+
+
+def stopped_reason(rec: ModelRecord) -> str | None:
+    """Why a STOPPED (or stopping) model does not run, or None."""
+    if rec.state not in (State.STOPPED, State.DELETING):
+        return None
+    if rec.schedule_stop is not None:
+        return scheduling.SCHEDULE_REASON
+    if not rec.enabled:
+        return "enabled: false"
+    if rec.error_summary and rec.error_summary.startswith("stopped:"):
+        return "source refused"
+    return None
 
 
 def resources(spec: Mapping[str, Any]) -> dict[str, Any]:
