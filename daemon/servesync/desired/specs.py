@@ -75,6 +75,19 @@ class Rollout:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Lora:
+    """A model's LoRA adapters: the object-storage folder holding them (each
+    subfolder one adapter, called ``<public id>:<subfolder>``) and how many one
+    replica keeps loaded."""
+
+    path: str  # no trailing '/'
+    max_adapters_per_replica: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "max_adapters_per_replica": self.max_adapters_per_replica}
+
+
 METADATA_FIELDS = ("description", "labels", "deploy_timeout_s")
 """Fields of :meth:`ModelSpec.to_json` that never reach Ray: changing them is
 recorded, nothing is submitted."""
@@ -116,6 +129,7 @@ class ModelSpec:
     rollout: Rollout = Rollout()
     description: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    lora: Lora | None = None  # issue 11: LoRA adapters from object storage
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
@@ -154,7 +168,8 @@ class ModelSpec:
                     ("accelerator_type", self.accelerator_type),
                     ("min_compute_capability", self.min_compute_capability),
                     ("accelerators", list(self.accelerators) or None),
-                    ("rollout", self.rollout.serve_options() or None))
+                    ("rollout", self.rollout.serve_options() or None),
+                    ("lora", self.lora.to_json() if self.lora else None))
         out.update((k, v) for k, v in optional if v is not None)
         return out
 

@@ -74,7 +74,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths
+from servesync.desired import allowlists, knobs, loading, lora, model_dirs, model_paths
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
@@ -357,7 +357,8 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
         out.issues.append(got)
         if got.code is IssueCode.FORBIDDEN:
             out.source_refusal = (str(data["model_source"]), got)
-    out.issues.extend(itertools.islice(_semantic_issues(data, doc, file.path, config, flagged),
+    out.issues.extend(itertools.islice(_semantic_issues(data, doc, file.path, config, flagged,
+                                                        file.user_id),
                                        max(0, limit - len(out.issues))))
     out.cut = len(out.issues) >= limit
     if not out.issues and resolved is not None:
@@ -487,7 +488,8 @@ def _check_source(
 
 
 def _semantic_issues(
-    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str]
+    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str],
+    user_id: str | None = None,
 ) -> Iterator[Issue]:
     def issue(code: IssueCode, pointer: str, message: str) -> Issue:
         return Issue(code, rel, doc.line_of(pointer), pointer, message)
@@ -519,6 +521,9 @@ def _semantic_issues(
                     f"least 1 on this GPU cluster (accelerator_type {serving.accelerator_type})")
     for code, pointer, message in knobs.issues(data, serving, flagged):
         yield issue(code, pointer, message)
+    if user_id is not None:
+        for code, pointer, message in lora.issues(data, serving, user_id, flagged):
+            yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -655,4 +660,5 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         line=doc.line,
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
         **knobs.spec_fields(data, config.serving),
+        lora=lora.spec_lora(data, config.serving),
     )
