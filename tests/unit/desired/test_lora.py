@@ -160,7 +160,7 @@ def test_the_config_offers_lora_per_user(tmp_path: Path) -> None:
 def test_a_bad_lora_offer_is_a_config_error(tmp_path: Path, body: str, words: str) -> None:
     path = tmp_path / "servesync.yaml"
     path.write_text(f"serving:\n  {body}\n")
-    with pytest.raises(ConfigError, match="servesync.yaml") as refused:
+    with pytest.raises(ConfigError, match=r"servesync\.yaml") as refused:
         load(path)
     assert words in str(refused.value)
 
