@@ -138,8 +138,8 @@ def generate_lora(dest: Path, *, rank: int = 8, seed: int = 1) -> Path:
     """Write a random LoRA adapter for the tiny model to ``dest``, in PEFT's
     layout (``adapter_config.json`` and ``adapter_model.safetensors``) without
     needing peft: ``lora_A`` [rank, in] and ``lora_B`` [out, rank] for each
-    layer's :data:`LORA_TARGETS`. ``lora_B`` is not zero (PEFT's initial
-    value), so the adapter really changes the answers. Returns ``dest``."""
+    layer's :data:`LORA_TARGETS`. ``lora_B`` is small but not zero (zero is
+    PEFT's initial value), so the adapter changes the answers. Returns ``dest``."""
     import json
 
     import torch
@@ -154,7 +154,8 @@ def generate_lora(dest: Path, *, rank: int = 8, seed: int = 1) -> Path:
         for target in LORA_TARGETS:
             key = f"base_model.model.model.layers.{layer}.self_attn.{target}"
             tensors[f"{key}.lora_A.weight"] = torch.randn(rank, hidden, generator=generator)
-            tensors[f"{key}.lora_B.weight"] = torch.randn(hidden, rank, generator=generator)
+            tensors[f"{key}.lora_B.weight"] = 0.05 * torch.randn(hidden, rank,
+                                                                 generator=generator)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
               str(dest / "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank,

@@ -25,7 +25,7 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
 
 
 def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) -> None:
-    (block,) = [b for b in yaml_blocks() if "model_id:" in b]
+    (block,) = [b for b in yaml_blocks() if "model_id:" in b and "lora:" not in b]
     (desired_tree / "users" / "alice" / "chat.yaml").write_text(block)
     cfg = config.Config(storage_root=str(storage_root))
     state = validating.validate_tree(desired_tree, cfg)
@@ -33,6 +33,23 @@ def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) 
     (spec,) = state.specs
     assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
     assert spec.resolved_source == str(storage_root / "hf" / "Qwen2.5-0.5B-Instruct")
+
+
+def test_readme_lora_example_validates_under_its_config(
+        desired_tree: Path, storage_root: Path, tmp_path: Path) -> None:
+    """The LoRA section's operator config loads, and its model file validates under it."""
+    (offer,) = [b for b in yaml_blocks() if "prefix:" in b and "state_dir:" not in b]
+    (model,) = [b for b in yaml_blocks() if "model_id:" in b and "lora:" in b]
+    path = tmp_path / "servesync.yaml"
+    path.write_text(offer + "  accelerator_type: cpu\n")
+    cfg = config.load(path)
+    (desired_tree / "users" / "alice" / "tiny.yaml").write_text(model)
+    cfg = config.Config(storage_root=str(storage_root), serving=cfg.serving)
+    state = validating.validate_tree(desired_tree, cfg)
+    assert state.ok, [i.render() for i in state.issues()]
+    (spec,) = [s for s in state.specs if s.suffix == "tiny"]
+    assert spec.lora is not None and spec.lora.path == "s3://adapters/alice/tiny"
+    assert spec.lora.max_adapters_per_replica == 2
 
 
 def test_readme_layout_lists_every_module_of_the_package() -> None:
