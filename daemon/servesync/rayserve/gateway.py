@@ -225,7 +225,18 @@ def ingress_class() -> type:
             """Ray's listing (every model, and ``<model>:<adapter>`` for each
             adapter folder under a model's LoRA path), paths learnt first."""
             await self._learn_lora_paths()
-            return await super().models()
+            try:
+                return await super().models()
+            except Exception as e:  # e.g. no boto3 on this node: list the models alone
+                if not self._lora_paths:
+                    raise
+                logging.getLogger(__name__).warning(
+                    "gateway: cannot list LoRA adapters (%s)", type(e).__name__)
+                paths, self._lora_paths = self._lora_paths, {}
+                try:
+                    return await super().models()
+                finally:
+                    self._lora_paths = paths
 
         async def model(self, model_id: str) -> Any:
             """Ray's card of one name; ``<alias>:<adapter>`` as its public id's."""

@@ -163,3 +163,20 @@ def test_a_new_handle_asks_for_the_path_again(
     asyncio.run(instance.models())
     assert handles["app-a2"].asked == 1 and handles["app-b"].asked == 1
     assert instance._lora_paths == {A: PATH}
+
+
+def test_storage_that_cannot_be_listed_still_lists_the_models(
+        replica: tuple[Any, dict[str, Handle], list[Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray raises when boto3 is missing on the gateway's node: the models stay listed."""
+    from ray.llm._internal.common.utils import lora_utils
+
+    instance, _, _ = replica
+
+    def no_boto3(uri: str) -> list[str]:
+        raise ImportError("boto3 and botocore are required for S3 operations")
+
+    monkeypatch.setattr(lora_utils.CloudFileSystem, "list_subfolders", staticmethod(no_boto3))
+    assert sorted(m.id for m in asyncio.run(instance.models()).data) == \
+        sorted([A, B, "alice-chat"])
+    assert instance._lora_paths == {A: PATH}  # kept: the next listing tries again
