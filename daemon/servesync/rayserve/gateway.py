@@ -47,6 +47,9 @@ a change of this module that keeps its routes' format."""
 LORA_PATH_TTL_S = 30.0
 """How long the gateway trusts a model's LoRA path (or that it has none)."""
 
+LORA_PATH_ASK_S = 5.0
+"""How long a listing waits for a model's replica to tell its LoRA path."""
+
 ADAPTER_SEPARATOR = ":"
 """``<model>:<adapter>``: Ray Serve LLM's name of an adapter of a model."""
 
@@ -155,6 +158,7 @@ def ingress_class() -> type:
     ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``... and its 404
     for a model not routed) starting with no routes, plus :meth:`reconfigure`.
     Imports Ray Serve LLM (seconds), so it is called only when deploying."""
+    import asyncio
     import logging
     import time
 
@@ -198,28 +202,35 @@ def ingress_class() -> type:
                                 if m in self._lora_checked}
 
         async def _learn_lora_paths(self) -> None:
-            """Ask each routed model's replica for its LoRA path, unless asked
-            within :data:`LORA_PATH_TTL_S`. A model that does not answer is
-            listed without adapters this time (its requests still route)."""
+            """Ask the routed models' replicas (together, each within
+            :data:`LORA_PATH_ASK_S`) for their LoRA paths, unless asked within
+            :data:`LORA_PATH_TTL_S`. A model that does not answer is listed
+            without adapters this time (its requests still route)."""
             now = time.monotonic()
-            for model in list(self._routes):
-                if now - self._lora_checked.get(model, -LORA_PATH_TTL_S) < LORA_PATH_TTL_S:
-                    continue
-                try:
-                    config = await self._default_serve_handles[model].llm_config.remote()
-                except Exception as e:  # a replica starting or gone: ask next time
+            due = [m for m in self._routes
+                   if now - self._lora_checked.get(m, -LORA_PATH_TTL_S) >= LORA_PATH_TTL_S]
+            if not due:
+                return
+
+            async def ask(model: str) -> Any:
+                handle = self._default_serve_handles[model]
+                return await asyncio.wait_for(handle.llm_config.remote(), LORA_PATH_ASK_S)
+
+            answers = await asyncio.gather(*(ask(m) for m in due), return_exceptions=True)
+            paths = dict(self._lora_paths)
+            for model, config in zip(due, answers, strict=True):
+                if isinstance(config, BaseException):  # starting, gone, slow: ask next time
                     logging.getLogger(__name__).warning(
-                        "gateway: no LoRA path from %s (%s)", model, type(e).__name__)
+                        "gateway: no LoRA path from %s (%s)", model, type(config).__name__)
                     continue
                 lora = getattr(config, "lora_config", None)
                 path = getattr(lora, "dynamic_lora_loading_path", None)
-                paths = dict(self._lora_paths)
                 if isinstance(path, str):
                     paths[model] = path
                 else:
                     paths.pop(model, None)
-                self._lora_paths = paths
                 self._lora_checked[model] = now
+            self._lora_paths = paths
 
         async def models(self) -> Any:
             """Ray's listing (every model, and ``<model>:<adapter>`` for each
