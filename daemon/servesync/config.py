@@ -161,6 +161,38 @@ class Quotas:
         return cls(default=Quota(**default), users=users)
 
 
+USER_ID_FIELD = "{user_id}"
+"""What ``serving.lora.prefix`` says where the user's folder name goes."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoraOffer:
+    """``serving.lora``: where each user's LoRA adapters must lie in object
+    storage (README, LoRA adapters). Endpoint and credentials are not here:
+    the Ray nodes' environment carries them to every replica."""
+
+    prefix: str  # a template with {user_id}, e.g. s3://adapters/{user_id}/
+    users: Mapping[str, str] = field(default_factory=dict)  # user_id -> own prefix
+    max_adapters_per_replica: int = 4
+
+    def __post_init__(self) -> None:
+        if USER_ID_FIELD not in self.prefix:
+            raise ConfigError(f"serving.lora.prefix must contain {USER_ID_FIELD} (each user "
+                              "gets a prefix of their own)")
+
+    def prefix_for(self, user_id: str) -> str:
+        """The user's prefix, always ending in ``/``."""
+        prefix = self.users.get(user_id) or self.prefix.replace(USER_ID_FIELD, user_id)
+        return prefix.rstrip("/") + "/"
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LoraOffer:
+        """From the schema-valid ``serving.lora`` mapping."""
+        return cls(prefix=str(data["prefix"]),
+                   users={str(k): str(v) for k, v in (data.get("users") or {}).items()},
+                   max_adapters_per_replica=int(data.get("max_adapters_per_replica", 4)))
+
+
 @dataclass(frozen=True, slots=True)
 class ServingConfig:
     accelerator_type: str = "gpu"  # "cpu", "gpu" (any GPU), or a Ray accelerator type e.g. "H20"
@@ -196,6 +228,7 @@ class ServingConfig:
     # min_compute_capability.
     accelerator_types: dict[str, str] = field(default_factory=dict)
     rollout_bounds: RolloutBounds = RolloutBounds()
+    lora: LoraOffer | None = None  # None: no model may serve LoRA adapters
 
     def __post_init__(self) -> None:
         """The schema refuses never-allowed keys and bad values in a config
@@ -343,6 +376,8 @@ def from_mapping(data: dict[str, Any], *, base_dir: Path, path: str | None = Non
             name: Bounds(min=limits.get("min", defaults[name].min),
                          max=limits.get("max", defaults[name].max))
             for name, limits in serving["rollout_bounds"].items()})
+    if "lora" in serving:
+        serving["lora"] = LoraOffer.from_mapping(serving["lora"])
     if "git_url" in src and "path" not in src:
         src["path"] = None
     for key in ("path", "git_url", "trusted_keys_file"):

@@ -130,6 +130,43 @@ def _write_model(out: Path, *, seed: int) -> None:
     model.save_pretrained(str(out))
 
 
+LORA_TARGETS = ("q_proj", "v_proj")
+"""The tiny model's modules a generated adapter changes (each layer's)."""
+
+
+def generate_lora(dest: Path, *, rank: int = 8, seed: int = 1) -> Path:
+    """Write a random LoRA adapter for the tiny model to ``dest``, in PEFT's
+    layout (``adapter_config.json`` and ``adapter_model.safetensors``) without
+    needing peft: ``lora_A`` [rank, in] and ``lora_B`` [out, rank] for each
+    layer's :data:`LORA_TARGETS`. ``lora_B`` is small but not zero (zero is
+    PEFT's initial value), so the adapter changes the answers. Returns ``dest``."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    hidden, layers = 128, 2  # those of _write_model: q and v both map 128 -> 128
+    tensors = {}
+    for layer in range(layers):
+        for target in LORA_TARGETS:
+            key = f"base_model.model.model.layers.{layer}.self_attn.{target}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, hidden, generator=generator)
+            tensors[f"{key}.lora_B.weight"] = 0.05 * torch.randn(hidden, rank,
+                                                                 generator=generator)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
+              str(dest / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank,
+              "lora_alpha": 2 * rank, "lora_dropout": 0.0, "bias": "none",
+              "target_modules": list(LORA_TARGETS), "fan_in_fan_out": False,
+              "modules_to_save": None, "use_rslora": False, "use_dora": False,
+              "base_model_name_or_path": "tiny-llama"}
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m servesync.tinymodel DEST``: write the model, print its path."""
     args = sys.argv[1:] if argv is None else argv

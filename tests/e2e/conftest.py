@@ -10,6 +10,7 @@ printed in the terminal summary.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -39,6 +40,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+S3_PORT = free_port()
+"""Where tests/e2e/test_lora_e2e.py starts its S3 server (moto), fixed before Ray starts."""
+S3_ENV = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "testing",
+          "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+"""The object storage's endpoint and (moto's dummy) credentials, in the environment
+Ray starts with, as an operator puts them in the Ray nodes' environment
+(/etc/servesync/ray-head.env): every replica and the gateway inherit them."""
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +87,16 @@ def applier(e2e_config: Config) -> Iterator[RayApplier]:
 
     ray_applier = RayApplier(e2e_config)
     start = time.monotonic()
-    ray_applier.connect()
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)  # Ray's processes inherit it; this process needs it no more
+    try:
+        ray_applier.connect()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     TIMINGS["ray.init + serve.start"] = f"{time.monotonic() - start:.1f} s"
     try:
         yield ray_applier

@@ -48,6 +48,23 @@ def test_readme_scheduled_stop_example_validates(desired_tree: Path,
     assert spec.schedule.active_hours.timezone == "Asia/Shanghai"
 
 
+def test_readme_lora_example_validates_under_its_config(
+        desired_tree: Path, storage_root: Path, tmp_path: Path) -> None:
+    """The LoRA section's operator config loads, and its model file validates under it."""
+    (offer,) = [b for b in yaml_blocks() if "prefix:" in b and "state_dir:" not in b]
+    (model,) = [b for b in yaml_blocks() if "model_id:" in b and "lora:" in b]
+    path = tmp_path / "servesync.yaml"
+    path.write_text(offer + "  accelerator_type: cpu\n")
+    cfg = config.load(path)
+    (desired_tree / "users" / "alice" / "tiny.yaml").write_text(model)
+    cfg = config.Config(storage_root=str(storage_root), serving=cfg.serving)
+    state = validating.validate_tree(desired_tree, cfg)
+    assert state.ok, [i.render() for i in state.issues()]
+    (spec,) = [s for s in state.specs if s.suffix == "tiny"]
+    assert spec.lora is not None and spec.lora.path == "s3://adapters/alice/tiny"
+    assert spec.lora.max_adapters_per_replica == 2
+
+
 def test_readme_layout_lists_every_module_of_the_package() -> None:
     text = README.read_text()
     block = text.split("## Layout", 1)[1].split("```", 2)[1]

@@ -62,3 +62,19 @@ def test_cli_usage_error_exits_2() -> None:
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "usage" in done.stderr
+
+
+def test_a_lora_adapter_has_peft_layout_and_the_models_shapes(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    adapter = tinymodel.generate_lora(tmp_path / "greet", rank=4)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"]) == ("LORA", 4)
+    assert config["target_modules"] == list(tinymodel.LORA_TARGETS)
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        keys = sorted(f.keys())
+        assert len(keys) == 2 * 2 * len(tinymodel.LORA_TARGETS)  # layers x targets x A/B
+        a = f.get_tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
+        b = f.get_tensor("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+        assert tuple(a.shape) == (4, 128) and tuple(b.shape) == (128, 4)
+        assert b.abs().sum() > 0  # not PEFT's zero start: the adapter changes answers

@@ -76,6 +76,19 @@ class Rollout:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Lora:
+    """A model's LoRA adapters: the object-storage folder holding them (each
+    subfolder one adapter, called ``<public id>:<subfolder>``) and how many one
+    replica keeps loaded."""
+
+    path: str  # no trailing '/'
+    max_adapters_per_replica: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "max_adapters_per_replica": self.max_adapters_per_replica}
+
+
 METADATA_FIELDS = ("description", "labels", "deploy_timeout_s", "notify", "schedule")
 """Fields of :meth:`ModelSpec.to_json` that never reach Ray: changing them is
 recorded, nothing is submitted (``schedule`` is the planner's: it decides
@@ -120,6 +133,7 @@ class ModelSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()  # notification sink names (the config's notifications)
     schedule: Schedule | None = None  # when it must not run (desired/schedules.py)
+    lora: Lora | None = None  # issue 11: LoRA adapters from object storage
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
@@ -158,7 +172,8 @@ class ModelSpec:
                     ("accelerator_type", self.accelerator_type),
                     ("min_compute_capability", self.min_compute_capability),
                     ("accelerators", list(self.accelerators) or None),
-                    ("rollout", self.rollout.serve_options() or None))
+                    ("rollout", self.rollout.serve_options() or None),
+                    ("lora", self.lora.to_json() if self.lora else None))
         out.update((k, v) for k, v in optional if v is not None)
         return out
 

@@ -76,7 +76,7 @@ from typing import Any, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, knobs, loading, model_dirs, model_paths, schedules
+from servesync.desired import allowlists, knobs, loading, lora, model_dirs, model_paths, schedules
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
@@ -526,6 +526,8 @@ def _semantic_issues(
         yield issue(code, pointer, message)
     for code, pointer, message in schedules.issues(data, flagged):
         yield issue(code, pointer, message)
+    for code, pointer, message in lora.issues(data, serving, user_id, flagged):
+        yield issue(code, pointer, message)
     for name, refusals in (("engine_kwargs", allowlists.engine_kwargs_refusals),
                            ("env", allowlists.env_refusals)):
         section = data.get(name)
@@ -663,4 +665,5 @@ def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Con
         field_lines={pointer: doc.line_of(pointer) for pointer in LINED_FIELDS},
         schedule=schedules.Schedule.from_json(data.get("schedule")),
         **knobs.spec_fields(data, config.serving),
+        lora=lora.spec_lora(data, config.serving),
     )

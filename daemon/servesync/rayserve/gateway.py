@@ -15,6 +15,17 @@ answers only to the name it serves, and the answer names it). Aliases ride
 in the same ``user_config``, so changing them restarts no replica, neither
 the gateway's nor the model's.
 
+LoRA adapters (issue 11) are Ray's: a request for ``<public id>:<adapter>``
+goes to the public id's handle with the whole name as Serve's multiplexed
+model id (``OpenAiIngress._get_configured_serve_handle``), and the replica
+loads the adapter from its own ``lora_config``. ``<alias>:<adapter>`` is
+rewritten to ``<public id>:<adapter>`` first (:func:`resolve`). For
+``/v1/models`` Ray lists ``<base>:<folder>`` for each folder under a base's
+``lora_paths`` entry; the gateway learns each model's path from the model's
+own replica (``LLMServer.llm_config``), so the routes need not carry it and
+changing a model's ``lora`` never touches the gateway; it asks again after
+:data:`LORA_PATH_TTL_S` (a model's new ``lora`` is listed within that).
+
 Built by :mod:`servesync.rayserve.applier` (``deploy_gateway``) and run inside
 Ray's replica processes, which need not have servesync installed: the applier
 ships this module to them by value (cloudpickle), so it imports only the
@@ -28,9 +39,19 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-2"  # 2: routes carry aliases
+CODE_ID = "servesync-gateway-3"  # 2: routes carry aliases; 3: LoRA adapters
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
+
+
+LORA_PATH_TTL_S = 30.0
+"""How long the gateway trusts a model's LoRA path (or that it has none)."""
+
+LORA_PATH_ASK_S = 5.0
+"""How long a listing waits for a model's replica to tell its LoRA path."""
+
+ADAPTER_SEPARATOR = ":"
+"""``<model>:<adapter>``: Ray Serve LLM's name of an adapter of a model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +138,12 @@ def cards(routes_: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
 
 
 def resolve(aliases_: Mapping[str, str], model: object) -> object:
-    """The ``model`` a request is sent on with: an alias's public id, else as sent."""
-    return aliases_.get(model, model) if isinstance(model, str) else model
+    """The ``model`` a request is sent on with: an alias's public id (also as
+    the base of ``<alias>:<adapter>``), else as sent."""
+    if not isinstance(model, str):
+        return model
+    base, sep, adapter = model.partition(ADAPTER_SEPARATOR)
+    return aliases_.get(base, base) + sep + adapter
 
 
 def changed(old: Mapping[str, Route], new: Mapping[str, Route]) -> set[str]:
@@ -133,6 +158,10 @@ def ingress_class() -> type:
     ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``... and its 404
     for a model not routed) starting with no routes, plus :meth:`reconfigure`.
     Imports Ray Serve LLM (seconds), so it is called only when deploying."""
+    import asyncio
+    import logging
+    import time
+
     from ray import serve
     from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
     from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
@@ -144,6 +173,7 @@ def ingress_class() -> type:
             super().__init__(llm_deployments={}, model_cards={})
             self._routes: dict[str, Route] = {}
             self._aliases: dict[str, str] = {}
+            self._lora_checked: dict[str, float] = {}  # model -> when its path was asked
 
         def reconfigure(self, config: dict[str, Any] | None) -> None:
             """Serve calls this on each running replica with the new ``user_config``
@@ -166,6 +196,66 @@ def ingress_class() -> type:
             self._aliases = aliases(new)
             self._model_cards = listed
             self._routes = new
+            self._lora_checked = {m: t for m, t in self._lora_checked.items()
+                                  if m in new and m not in fresh}
+            self._lora_paths = {m: p for m, p in self._lora_paths.items()
+                                if m in self._lora_checked}
+
+        async def _learn_lora_paths(self) -> None:
+            """Ask the routed models' replicas (together, each within
+            :data:`LORA_PATH_ASK_S`) for their LoRA paths, unless asked within
+            :data:`LORA_PATH_TTL_S`. A model that does not answer is listed
+            without adapters this time (its requests still route)."""
+            now = time.monotonic()
+            due = [m for m in self._routes
+                   if now - self._lora_checked.get(m, -LORA_PATH_TTL_S) >= LORA_PATH_TTL_S]
+            if not due:
+                return
+
+            async def ask(model: str) -> Any:
+                handle = self._default_serve_handles[model]
+                return await asyncio.wait_for(handle.llm_config.remote(), LORA_PATH_ASK_S)
+
+            answers = await asyncio.gather(*(ask(m) for m in due), return_exceptions=True)
+            paths = dict(self._lora_paths)
+            for model, config in zip(due, answers, strict=True):
+                if isinstance(config, BaseException):  # starting, gone, slow: ask next time
+                    logging.getLogger(__name__).warning(
+                        "gateway: no LoRA path from %s (%s)", model, type(config).__name__)
+                    continue
+                lora = getattr(config, "lora_config", None)
+                path = getattr(lora, "dynamic_lora_loading_path", None)
+                if isinstance(path, str):
+                    paths[model] = path
+                else:
+                    paths.pop(model, None)
+                self._lora_checked[model] = now
+            self._lora_paths = paths
+
+        async def models(self) -> Any:
+            """Ray's listing (every model, and ``<model>:<adapter>`` for each
+            adapter folder under a model's LoRA path), paths learnt first."""
+            await self._learn_lora_paths()
+            try:
+                return await super().models()
+            except Exception as e:  # e.g. no boto3 on this node: list the models alone
+                if not self._lora_paths:
+                    raise
+                logging.getLogger(__name__).warning(
+                    "gateway: cannot list LoRA adapters (%s)", type(e).__name__)
+                paths, self._lora_paths = self._lora_paths, {}
+                try:
+                    return await super().models()
+                finally:
+                    self._lora_paths = paths
+
+        async def model(self, model_id: str) -> Any:
+            """Ray's card of one name; ``<alias>:<adapter>`` as its public id's."""
+            resolved = resolve(self._aliases, model_id)
+            if isinstance(resolved, str) and ADAPTER_SEPARATOR in resolved:
+                await self._learn_lora_paths()
+                return await super().model(resolved)
+            return await super().model(model_id)
 
         async def _get_model_id(self, model: str | None) -> str:
             """As Ray's (no model: the only one), counting models, not aliases."""

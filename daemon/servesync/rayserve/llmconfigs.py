@@ -26,6 +26,13 @@ Facts from Ray 2.60's source that shape the output:
   needed for pipeline parallelism across nodes; ``STRICT_PACK`` would not);
 * the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
   the name ourselves so the gateway can address it (:func:`server_deployment_name`);
+* LoRA (``lora_config``): the replica downloads an adapter with boto3 (S3;
+  google-cloud-storage / azure for the others) from
+  ``<dynamic_lora_loading_path>/<adapter>`` on the first request naming
+  ``<model id>:<adapter>`` (Serve's multiplexing, at most
+  ``max_num_adapters_per_replica`` per replica, least recently used out);
+  Ray does not turn vLLM's LoRA on itself, so ``enable_lora`` and
+  ``max_loras`` go into the engine kwargs;
 * Serve restarts a deployment's replicas only when its code version (or its
   actor options / placement) changes; ``num_replicas`` and
   ``autoscaling_config`` are lightweight options. So the scaling fields are
@@ -96,6 +103,11 @@ def llm_config_kwargs(
         "deployment_config": _deployment_config(spec, public_id=public_id, serving=serving),
         "engine_kwargs": _engine_kwargs(spec, serving=serving),
     }
+    if spec.lora is not None:
+        kwargs["lora_config"] = {
+            "dynamic_lora_loading_path": spec.lora.path,
+            "max_num_adapters_per_replica": spec.lora.max_adapters_per_replica,
+        }
     env = replica_env(spec, serving=serving)
     if env:
         kwargs["runtime_env"] = {"env_vars": env}
@@ -227,6 +239,9 @@ def _engine_kwargs(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, Any]
         out["tensor_parallel_size"] = spec.tensor_parallel
     if spec.pipeline_parallel > 1:
         out["pipeline_parallel_size"] = spec.pipeline_parallel
+    if spec.lora is not None:  # vLLM holds as many adapters as the replica may load
+        out["enable_lora"] = True
+        out["max_loras"] = spec.lora.max_adapters_per_replica
     return out
 
 

@@ -250,6 +250,7 @@ def model_status(rec: ModelRecord, *, observed: Observed, base_url: str,
                       "aliases": list(rec.routed_aliases)}
                      if _callable(rec, obs) else None),
         "aliases": [a for a in spec.get("aliases") or () if isinstance(a, str)],
+        "lora": lora_status(spec, rec.public_id),
         "error_summary": rec.error_summary,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
@@ -300,6 +301,16 @@ def stopped_reason(rec: ModelRecord) -> str | None:
     if rec.error_summary and rec.error_summary.startswith("stopped:"):
         return "source refused"
     return None
+
+
+def lora_status(spec: Mapping[str, Any], public_id: str) -> dict[str, Any] | None:
+    """A recorded spec's LoRA adapters (issue 11) and the call form of one."""
+    lora = spec.get("lora")
+    if not isinstance(lora, Mapping):
+        return None
+    return {"path": lora.get("path"),
+            "max_adapters_per_replica": lora.get("max_adapters_per_replica"),
+            "call_as": f"{public_id}:<adapter>"}
 
 
 def resources(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,4 +57,5 @@ def test_the_gateway_module_needs_no_servesync_on_a_worker() -> None:
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m.startswith("servesync")}
     assert {m.split(".")[0] for m in imported} <= {"__future__", "collections", "dataclasses",
-                                                   "typing", "ray"}
+                                                   "typing", "ray", "asyncio", "logging",
+                                                   "time"}
