@@ -44,6 +44,7 @@ INDEX_PAGE = "index.html"
 ASSETS = ("page.css", "page.js")
 REFRESH_S = 10
 TIMELINE_HOURS = 6
+MIN_SPAN = timedelta(minutes=10)
 PAGE_MODE = 0o644
 
 STATE_OF_EVENT = {
@@ -144,17 +145,20 @@ def _parse(at: str) -> datetime | None:
 
 def timeline(events: Sequence[Mapping[str, Any]], now: datetime, *,
              hours: int = TIMELINE_HOURS, width: int = 600) -> Timeline:
-    """The model's states over the last ``hours`` up to ``now``, from its
-    events: a coloured segment per state, a mark per deploy or failure."""
+    """The model's states up to ``now``, from its events: a coloured segment
+    per state, a mark per deploy or failure. It spans the last ``hours``, or
+    the model's whole life when shorter (at least :data:`MIN_SPAN`)."""
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    timed = [(t, e) for e in events if (t := _parse(str(e.get("at", "")))) is not None]
+    timed.sort(key=lambda te: te[0])
     start = now - timedelta(hours=hours)
+    if timed and timed[0][0] > start:
+        start = min(timed[0][0], now - MIN_SPAN)
     span = (now - start).total_seconds()
 
     def x(t: datetime) -> float:
         return round(max(0.0, min(1.0, (t - start).total_seconds() / span)) * width, 1)
 
-    timed = [(t, e) for e in events if (t := _parse(str(e.get("at", "")))) is not None]
-    timed.sort(key=lambda te: te[0])
     segments: list[Segment] = []
     marks: list[Mark] = []
     for i, (t, e) in enumerate(timed):

@@ -121,17 +121,23 @@ def test_model_page_content(tmp_path: Path) -> None:
 
 
 def test_timeline_draws_states_and_marks() -> None:
-    events = [{"at": "2025-03-01T08:00:00Z", "kind": "DEPLOY_REQUESTED", "message": ""},
+    events = [{"at": "2025-03-01T05:00:00Z", "kind": "ADMITTED", "message": ""},
+              {"at": "2025-03-01T08:00:00Z", "kind": "DEPLOY_REQUESTED", "message": ""},
               {"at": "2025-03-01T08:01:00Z", "kind": "RUNNING", "message": ""},
               {"at": "2025-03-01T11:00:00Z", "kind": "FAILED", "message": "oom"},
               {"at": "not a time", "kind": "RUNNING", "message": ""}]
     t = pages.timeline(events, NOW, hours=6, width=600)
-    assert [s.state for s in t.segments] == ["DEPLOYING", "RUNNING", "FAILED"]
-    assert t.segments[0].x == 200.0 and t.segments[-1].x == 500.0  # 08:00 and 11:00 of 6-12
+    assert [s.state for s in t.segments] == ["QUEUED", "DEPLOYING", "RUNNING", "FAILED"]
+    assert (t.segments[0].x, t.segments[0].width) == (0.0, 200.0)  # 05:00 (06:00 shown) to 8
+    assert t.segments[1].x == 200.0 and t.segments[-1].x == 500.0  # 08:00 and 11:00 of 6-12
     assert t.segments[-1].x + t.segments[-1].width == 600.0
     assert [(m.kind, m.x) for m in t.marks] == [("deploy", 200.0), ("failure", 500.0)]
     old = pages.timeline([{"at": "2025-02-01T00:00:00Z", "kind": "RUNNING"}], NOW)
     assert [(s.x, s.width) for s in old.segments] == [(0.0, 600.0)]  # running all along
+    young = pages.timeline([{"at": "2025-03-01T11:55:00Z", "kind": "ADMITTED"},
+                            {"at": "2025-03-01T11:56:00Z", "kind": "RUNNING"}], NOW)
+    assert young.start == "2025-03-01T11:50:00Z"  # its whole life, at least 10 minutes
+    assert [(s.state, s.x) for s in young.segments] == [("QUEUED", 300.0), ("RUNNING", 360.0)]
 
 
 def test_state_since_is_where_the_current_state_began() -> None:
