@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import yaml
 
 from servesync.state.atomicio import atomic_write, write_if_changed
@@ -199,6 +200,9 @@ class Pages:
         self.status_dir = Path(status_dir)
         self._env = _environment()
         self._assets_checked = False
+        # model key -> (the row, its <tr>): a row is rendered once per change
+        # (rows are new dicts when they change), the index joins the rest
+        self._row_html: dict[str, tuple[Mapping[str, Any], markupsafe.Markup]] = {}
 
     def write_assets(self) -> None:
         """``page.css`` and ``page.js``, compared with the disk once per start."""
@@ -209,11 +213,23 @@ class Pages:
                              durable=False)
         self._assets_checked = True
 
+    def _row(self, r: Mapping[str, Any]) -> markupsafe.Markup:
+        """One row's ``<tr>`` (escaped by the template), rendered again only
+        when the row is a new one."""
+        cached = self._row_html.get(r["model_key"])
+        if cached is None or cached[0] is not r:
+            html = markupsafe.Markup(self._env.get_template("_row.html.j2").render(r=r))
+            cached = self._row_html[r["model_key"]] = (r, html)
+        return cached[1]
+
     def render_index(self, cluster: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                      errors: Sequence[Mapping[str, Any]]) -> bytes:
-        users: dict[str, list[Mapping[str, Any]]] = {}
+        users: dict[str, list[markupsafe.Markup]] = {}
         for r in sorted(rows, key=lambda r: (r["user_id"], r["model_id"])):
-            users.setdefault(r["user_id"], []).append(r)
+            users.setdefault(r["user_id"], []).append(self._row(r))
+        if len(self._row_html) > len(rows):  # forget the rows of models gone
+            shown = {r["model_key"] for r in rows}
+            self._row_html = {k: v for k, v in self._row_html.items() if k in shown}
         states = sorted({r["state"] for r in rows})
         return self._env.get_template("index.html.j2").render(
             cluster=cluster, users=users, states=states, errors=errors,
