@@ -9,7 +9,11 @@
   what servesync knows of it (schema ``status-model``);
 * ``metrics.prom`` and ``metrics-models-<n>.prom``: the operators' Prometheus
   metrics (:mod:`servesync.status.metrics`), through
-  :meth:`StatusFiles.publish_metrics`.
+  :meth:`StatusFiles.publish_metrics`;
+* ``index.html``, ``models/<model_key>.html`` (and their ``page.css``,
+  ``page.js``): the status page for people (:mod:`servesync.status.pages`),
+  rendered from the same scrubbed documents: a model's page when its JSON
+  document changed, ``index.html`` when a row of it or the cluster's line did.
 
 Every file goes through :func:`servesync.atomicio.atomic_write`, so a reader
 never sees half a file; a file is rewritten only when its content changed
@@ -60,6 +64,7 @@ from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
 from servesync.state.atomicio import atomic_write, remove_temps, write_if_changed
 from servesync.status.metrics import Metrics
+from servesync.status.pages import Pages, row
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,9 @@ class Memo:
     written: dict[str, bytes] = field(default_factory=dict)  # model key -> file content
     index: dict[str, Any] | None = None  # the last index written, without generated_at/tick
     known: tuple[str, ...] | None = None  # the secrets those docs were scrubbed of
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # index.html's rows
+    page_rows: list[dict[str, Any]] | None = None  # the rows index.html last showed
+    pages: Pages | None = None  # the HTML renderer (its templates loaded once)
     started: bool = False
 
 
@@ -137,6 +145,8 @@ def publish(
                            *(v for rec in records.values() for v in env_values(rec))])
     if known != memo.known:
         memo.known, memo.inputs = known, {}
+    if memo.pages is None:
+        memo.pages = Pages(Path(status_dir))
     docs = {}
     problems = model_issues(desired) if desired is not None else {}
     for key, rec in sorted(records.items()):
@@ -158,31 +168,37 @@ def publish(
         "unmanaged_apps": unmanaged_apps(records, observed),
     }
     body = {k: v for k, v in index.items() if k not in ("generated_at", "tick")}
-    if body != memo.index or not memo.started:
+    rows = [memo.rows[k] for k in docs]
+    index_changed = body != memo.index or not memo.started
+    if index_changed or rows != memo.page_rows:
         rest = scrub_strings({k: v for k, v in index.items() if k != "models"}, known)
-        atomic_write(Path(status_dir) / INDEX_FILE,
-                     dump_index({**index, **rest}, [memo.lines[k] for k in docs]),
-                     mode=STATUS_FILE_MODE, durable=False)
-        memo.index = body
+        if index_changed:
+            atomic_write(Path(status_dir) / INDEX_FILE,
+                         dump_index({**index, **rest}, [memo.lines[k] for k in docs]),
+                         mode=STATUS_FILE_MODE, durable=False)
+            memo.index = body
+        memo.pages.write_index(rest, rows, rest["errors"])
+        memo.page_rows = rows
     gone = [models_dir / f"{k}.json" for k in memo.written if k not in docs] if memo.started \
         else [p for p in models_dir.glob("*.json") if p.stem not in docs]
+    if not memo.started:
+        gone += [p for p in models_dir.glob("*.html") if p.stem not in docs]
     for path in gone:
         path.unlink(missing_ok=True)
-        memo.written.pop(path.stem, None)
-        memo.inputs.pop(path.stem, None)
-        memo.summaries.pop(path.stem, None)
-        memo.lines.pop(path.stem, None)
+        path.with_suffix(".html").unlink(missing_ok=True)
+        for kept in (memo.written, memo.inputs, memo.summaries, memo.lines, memo.rows):
+            kept.pop(path.stem, None)
     memo.started = True
 
 
 def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Observed,
                    serving: ServingConfig, memo: Memo,
-                   issues: tuple[Issue, ...] = (), *,
-                   now: datetime | None = None) -> dict[str, Any]:
-    """Write one model's file if its content changed; returns its index line.
-    Not rebuilt at all when its record, observation and document errors are
-    those of last time (a schedule's next stop or start is worked out from the
-    record: it changes only when the record does, at the latest at that time)."""
+                   issues: tuple[Issue, ...] = (), *, now: datetime) -> dict[str, Any]:
+    """Write one model's file (and its HTML page) if its content changed;
+    returns its index line. Not rebuilt at all when its record, observation
+    and document errors are those of last time (a schedule's next stop or
+    start is worked out from the record: it changes only when the record
+    does, at the latest at that time)."""
     inputs = (rec, observed.apps.get(rec.app_name), observed.reachable, observed.error, issues)
     last = memo.inputs.get(key)
     if last is not None and last[0] is rec and last[1:] == inputs[1:]:
@@ -195,6 +211,12 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
         write_if_changed(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
     elif memo.written[key] != data:
         atomic_write(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
+    if memo.written.get(key) != data or key not in memo.rows:
+        assert memo.pages is not None
+        line = rec.spec.get("line")
+        memo.pages.write_model(models_dir, doc, line=line if isinstance(line, int) else None,
+                               base_url=serving.base_url, now=now)
+        memo.rows[key] = row(doc)
     memo.written[key], memo.inputs[key], memo.summaries[key] = data, inputs, summary(doc)
     memo.lines[key] = json.dumps(memo.summaries[key], ensure_ascii=False)
     return memo.summaries[key]

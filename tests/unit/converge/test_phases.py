@@ -72,7 +72,9 @@ def test_an_idle_tick_writes_no_file(cpu_config: Config, snap: Snapshot) -> None
             break
     assert result.converged
     writes, files = store_of(rec).disk_writes, status_files(cpu_config)
-    assert len(files) == 20  # index.json, three model files, 16 metrics-models-<n>.prom
+    # index.json, three model files, 16 metrics-models-<n>.prom; the status page:
+    # index.html, three model pages, page.css, page.js
+    assert len(files) == 26
     for _ in range(3):
         assert rec.tick(snap).actions == ()
     assert store_of(rec).disk_writes == writes

@@ -211,7 +211,8 @@ def test_status_files_are_0644_whatever_the_umask(tmp_path: Path) -> None:
 def test_stale_model_files_are_removed(tmp_path: Path) -> None:
     run(tmp_path)
     run(tmp_path, records={"svc-alice-b": RECORDS["svc-alice-b"]})
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["svc-alice-b.json"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "svc-alice-b.html", "svc-alice-b.json"]
     assert [m["model_key"] for m in read(tmp_path / "index.json")["models"]] == ["svc-alice-b"]
 
 
@@ -232,7 +233,9 @@ def test_no_temp_files_left_and_leftovers_cleaned(tmp_path: Path) -> None:
     (tmp_path / "models" / ".svc-x.json.tmp-1-bb").write_text("{")
     run(tmp_path)
     names = sorted(p.name for p in tmp_path.rglob("*"))
-    assert names == ["index.json", "models", "svc-alice-a.json", "svc-alice-b.json"]
+    assert names == ["index.html", "index.json", "models", "page.css", "page.js",
+                     "svc-alice-a.html", "svc-alice-a.json", "svc-alice-b.html",
+                     "svc-alice-b.json"]
 
 
 def test_unsafe_model_key_is_not_used_as_a_path(tmp_path: Path) -> None:
