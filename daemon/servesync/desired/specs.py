@@ -104,6 +104,8 @@ class ModelSpec:
     line: int = 1  # line of the document's first key
     # lines of the fields a cross-document check (quotas) names: JSON pointer -> line
     field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # ... and, for a version, where each is written when not at its own pointer
+    field_pointers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Issue 10's knobs; each left out of serving_json() when unset, so a file
     # without them hashes (and deploys) exactly as before they existed.
     parallelism: Parallelism | None = None  # None: tensor = GPUs per replica, pipeline 1
@@ -190,6 +192,11 @@ class ModelSpec:
         if self.version is None:
             return {}
         return {"version": self.version, "weight": self.weight}
+
+    def pointer_of(self, pointer: str) -> str:
+        """Where ``pointer`` (one of :data:`LINED_FIELDS`) is written: a
+        version's own field is under ``/versions/<i>``."""
+        return self.field_pointers.get(pointer, pointer)
 
     def line_of(self, pointer: str) -> int:
         """The line of ``pointer`` as written (kept for :data:`LINED_FIELDS`),

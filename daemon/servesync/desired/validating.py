@@ -405,7 +405,9 @@ def _check_versions(out: _Checked, data: dict[str, Any], found: list[dict[str, A
         if isinstance(got, str) and isinstance(version.get("name"), str):
             vdata["model_id"] = f"{data.get('model_id')}{VERSION_SEPARATOR}{version['name']}"
             specs.append(replace(_build(vdata, view, file, config, got),
-                                 version=version["name"], weight=int(version["weight"])))
+                                 version=version["name"], weight=int(version["weight"]),
+                                 field_pointers={p: view.pointer(p) for p in LINED_FIELDS
+                                                 if view.pointer(p) != p}))
     out.source_checked, out.version_gots = True, tuple(gots)
     out.cut = len(out.issues) >= limit
     if not out.issues and len(specs) == len(found):

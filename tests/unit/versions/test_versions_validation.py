@@ -124,3 +124,19 @@ def test_a_missing_folder_is_not_a_validation_error(tmp_path: Path) -> None:
     (that version FAILED, never routed), not the file's."""
     state = _validate(tmp_path, TWO.replace("$HOME/common/hf/org/b", "$HOME/models/none"))
     assert state.issues() == ()
+
+
+def test_quotas_count_every_version(tmp_path: Path) -> None:
+    """Two versions of 2 and 1 replicas are 3 replicas: over a quota of 2, a
+    422 naming the version's line; each version counts as one model."""
+    from servesync.config import Quota, Quotas
+    from servesync.desired import quotas
+
+    state = _validate(tmp_path, TWO)
+    assert quotas.apply(state, (), Quotas(default=Quota(replicas=3))) is state
+    refused = quotas.apply(state, (), Quotas(default=Quota(replicas=2)))
+    (issue,) = refused.issues()
+    assert (issue.code, issue.file) == (E422, FILE)
+    assert issue.pointer == "/versions/1/num_replicas" and issue.line == 11
+    assert refused.specs == ()
+    assert quotas.apply(state, (), Quotas(default=Quota(models=1))).specs == ()
