@@ -354,3 +354,126 @@ def test_an_alias_answers_and_adding_it_restarts_nothing(
     assert applier.replica_actor_ids(a.app_name) == a_replicas
     (world.root / "users" / "alice" / "c.yaml").unlink()
     assert world.converge("aliases: the conflicting file removed").converged
+
+
+VERSIONS_YAML = """\
+model_id: v
+cpus_per_replica: 1
+engine_kwargs:
+  max_model_len: 256
+versions:
+  - name: stable
+    model_source: $HOME/common/hf/tiny
+    weight: {stable}
+  - name: canary
+    model_source: $HOME/common/hf/tiny-canary
+    weight: {canary}
+"""
+BROKEN_VERSION = """\
+  - name: broken
+    model_source: $HOME/models/no-such-model
+    weight: {broken}
+"""
+
+
+def versions_split(client: OpenAI, model: str, n: int) -> tuple[dict[str, int], list[str]]:
+    """``n`` short requests (8 at a time) to ``model``: how many each version
+    answered (the gateway's ``X-Servesync-Version`` header), and the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servesync.rayserve.gateway import VERSION_HEADER
+
+    def one(_: int) -> str:
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+            raw.parse()
+            return raw.headers.get(VERSION_HEADER) or "no header"
+        except Exception as e:  # counted, shown
+            return f"failed: {type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(n)))
+    counts: dict[str, int] = {}
+    for a in answers:
+        if not a.startswith("failed"):
+            counts[a] = counts.get(a, 0) + 1
+    return counts, [a for a in answers if a.startswith("failed")]
+
+
+def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
+                           tiny_model: Path) -> None:
+    """Issue 11 part 1 with the real ``openai`` client: a model with versions
+    stable (the tiny model) and canary (a copy) at 80/20 splits 500 requests
+    within 6 points; committing 50/50 is one gateway reconfigure, the split
+    follows, and neither version's replica actor changed; a third version
+    whose path holds no model fails to start, never receives a request, and
+    no request fails meanwhile. A pin header reaches a chosen version."""
+    from servesync.rayserve.gateway import VERSION_HEADER
+
+    canary_dir = Path(world.config.storage_root) / "hf" / "tiny-canary"
+    if not canary_dir.exists():
+        shutil.copytree(tiny_model, canary_dir)
+    start = time.monotonic()
+    world.write("alice", "v", VERSIONS_YAML.format(stable=80, canary=20))
+    world.until("versions: both RUNNING and routed 80/20", lambda: {
+        r.version: r.routed_weight for r in world.reconciler.store.models().values()
+        if r.model_id == "v"} == {"stable": 80, "canary": 20})
+    TIMINGS["versions: commit → two versions RUNNING, routed"] = \
+        f"{time.monotonic() - start:.1f} s"
+    recs = {r.version: r for r in world.reconciler.store.models().values() if r.model_id == "v"}
+    public_id = recs["stable"].public_id
+    assert recs["canary"].public_id == public_id
+    assert public_id in listed(client)
+    assert sum(1 for m in listed(client) if m == public_id) == 1
+    stem = recs["stable"].model_key.rsplit(".", 1)[0]
+    doc = world.model_file(stem)
+    assert doc["state"] == "RUNNING" and doc["endpoint"]["model"] == public_id
+    actors = {v: applier.replica_actor_ids(r.app_name) for v, r in recs.items()}
+    assert all(actors.values())
+
+    counts, failures = versions_split(client, public_id, 500)
+    TIMINGS["versions: 500 requests at 80/20"] = str(counts)
+    assert failures == []
+    assert abs(counts.get("stable", 0) / 500 - 0.80) <= 0.06, counts
+
+    pinned = client.chat.completions.with_raw_response.create(
+        model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
+        extra_headers={VERSION_HEADER: "canary"})
+    assert pinned.headers.get(VERSION_HEADER) == "canary"
+
+    # 50/50: one gateway reconfigure, no replica restarted
+    gateway_actors = applier.replica_actor_ids(GATEWAY_APP)
+    world.write("alice", "v", VERSIONS_YAML.format(stable=50, canary=50))
+    first = world.tick()  # the new weights recorded, one gateway call, no deploy
+    assert [str(a.kind) for a in first.actions if str(a.kind) != "record"] == ["gateway"]
+    world.until("versions: 50/50 in effect", lambda: [
+        v["weight_in_effect"] for v in world.model_file(stem)["versions"]] == [50, 50])
+    counts, failures = versions_split(client, public_id, 500)
+    TIMINGS["versions: 500 requests at 50/50"] = str(counts)
+    assert failures == []
+    assert abs(counts.get("stable", 0) / 500 - 0.50) <= 0.06, counts
+    assert {v: applier.replica_actor_ids(r.app_name) for v, r in recs.items()} == actors
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_actors
+
+    # a broken third version: FAILED, never routed, no request fails meanwhile
+    with requests_to(client, public_id) as loop:
+        world.write("alice", "v", VERSIONS_YAML.format(stable=40, canary=40)
+                    + BROKEN_VERSION.format(broken=20))
+        world.until("versions: the broken version FAILED", lambda: any(
+            r.version == "broken" and r.state is State.FAILED
+            for r in world.reconciler.store.models().values()))
+        counts, failures = versions_split(client, public_id, 100)
+    TIMINGS["versions: requests while a broken version fails"] = loop.summary()
+    assert loop.failures == [] and failures == [] and "broken" not in counts, counts
+    doc = world.model_file(stem)
+    assert doc["state"] == "DEGRADED"
+    assert [(v["name"], v["state"], v["weight_in_effect"]) for v in doc["versions"]] == [
+        ("broken", "FAILED", 0), ("canary", "RUNNING", 50), ("stable", "RUNNING", 50)]
+    from openai import NotFoundError
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(
+            model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
+            extra_headers={VERSION_HEADER: "broken"})
+    (world.root / "users" / "alice" / "v.yaml").unlink()
+    assert world.converge("versions: the model removed").converged

@@ -78,13 +78,13 @@ from servesync.desired import allowlists, knobs, loading, model_dirs, model_path
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
+    VERSION_SEPARATOR,
     Autoscaling,
     DesiredState,
     DocumentResult,
     FileResult,
     ModelName,
     ModelSpec,
-    VERSION_SEPARATOR,
 )
 from servesync.errors import Issue, IssueCode, SourceError
 from servesync.redaction import describe, kind, quote, scrub_pointer
