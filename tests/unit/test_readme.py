@@ -25,7 +25,7 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
 
 
 def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) -> None:
-    (block,) = [b for b in yaml_blocks() if "model_id:" in b]
+    (block,) = [b for b in yaml_blocks() if "model_id:" in b and "versions:" not in b]
     (desired_tree / "users" / "alice" / "chat.yaml").write_text(block)
     cfg = config.Config(storage_root=str(storage_root))
     state = validating.validate_tree(desired_tree, cfg)
@@ -33,6 +33,18 @@ def test_readme_model_example_validates(desired_tree: Path, storage_root: Path) 
     (spec,) = state.specs
     assert spec.suffix == "qwen-0.5b" and spec.num_replicas == 2
     assert spec.resolved_source == str(storage_root / "hf" / "Qwen2.5-0.5B-Instruct")
+
+
+def test_readme_versions_example_validates(desired_tree: Path, storage_root: Path) -> None:
+    (block,) = [b for b in yaml_blocks() if "versions:" in b]
+    (desired_tree / "users" / "alice" / "llama.yaml").write_text(block)
+    cfg = config.Config(storage_root=str(storage_root))
+    state = validating.validate_tree(desired_tree, cfg)
+    assert state.ok, [i.render() for i in state.issues()]
+    stable, canary = state.specs
+    assert (stable.version, stable.weight, stable.num_replicas) == ("stable", 90, 2)
+    assert (canary.version, canary.weight, canary.num_replicas) == ("canary", 10, 1)
+    assert stable.gpus_per_replica == canary.gpus_per_replica == 1
 
 
 def test_readme_layout_lists_every_module_of_the_package() -> None:

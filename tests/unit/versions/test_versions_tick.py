@@ -169,3 +169,27 @@ def test_a_restart_reads_the_versions_back(cpu_config: Config, desired_tree: Pat
     ray.calls.clear()
     again.tick(snap)
     assert ray.calls == []  # nothing to do after a restart
+
+
+def test_a_version_whose_source_turns_forbidden_is_stopped_alone(
+        cpu_config: Config, desired_tree: Path, storage_root: Path) -> None:
+    """Its folder swapped for a symlink out of the roots: the file's 403 holds
+    the model, and the version reading the refused place is stopped
+    (``recheck_held``); the other version keeps serving, alone at 100."""
+    canary_dir = storage_root / "hf" / "tiny2"
+    canary_dir.mkdir()
+    ray = FakeRay()
+    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    write(desired_tree)
+    settle(rec, ray, snap)
+    canary_dir.rmdir()
+    canary_dir.symlink_to("/etc")
+    settle(rec, ray, snap)
+    versions = by_version(rec)
+    assert versions["canary"].state is State.STOPPED
+    assert "model_source" in (versions["canary"].error_summary or "")
+    assert versions["stable"].state is State.RUNNING
+    assert rec.store.gateway().weights == ((versions["stable"].app_name, "stable", 100),)
+    doc = status(cpu_config, versions["stable"].model_key.rsplit(".", 1)[0])
+    assert [e["code"] for e in doc["validation_errors"]] == [403]
