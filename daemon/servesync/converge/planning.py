@@ -170,6 +170,8 @@ def plan(
         revoked = desired.revoked.get(name)
         if revoked is not None:
             action = _revoke(rec, revoked, observed, clock)
+        elif _reshaped(rec, specs, by_name):
+            action = None  # keeps serving until its successor under the name runs
         elif not _held(rec, name, desired):
             action = _undeclared(rec, observed, clock)
         else:
@@ -183,7 +185,7 @@ def plan(
                      for key, rec in sorted(folded.items())
                      if rec is not recorded[key] and key not in touched)
     final = _final_records(folded, per_model)
-    gateway_action = _gateway(final, observed, gateway)
+    gateway_action = _gateway(final, observed, gateway, declared)
     ordered: list[Action] = [a for a in per_model if isinstance(a, RecordOnly | Forget)]
     ordered += [gateway_action] if gateway_action else []
     ordered += [a for a in per_model if isinstance(a, DeleteApp)]
@@ -228,11 +230,23 @@ def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) ->
     return Event.at_time(clock.now, kind, message, revision)
 
 
+def _reshaped(rec: ModelRecord, specs: Mapping[ModelName, ModelSpec],
+              by_name: Mapping[ModelName, ModelRecord]) -> bool:
+    """Is undeclared ``rec`` the model's old shape (plain while the file now gives
+    ``versions``, or a version while it now gives ``model_source``) whose new
+    shape has nothing RUNNING yet? Then it is left serving: the name never
+    goes dark while the model changes shape; it is deleted once one runs."""
+    new = [s for s in specs.values() if s.user_id == rec.user_id
+           and s.model_id == rec.model_id and (s.version is None) != (rec.version is None)]
+    return bool(new) and rec.state is not State.DELETING and not any(
+        by_name.get(s.name) is not None and by_name[s.name].state is State.RUNNING
+        for s in new)
+
+
 def _sibling(spec: ModelSpec, by_name: Mapping[ModelName, ModelRecord]) -> ModelRecord | None:
-    """For a version not yet recorded: the model's first admitted record (another
-    version, or the model before it had versions), whose name it takes."""
-    if spec.version is None:
-        return None
+    """For a model not yet recorded: the first admitted record of its
+    ``model_id`` in another shape or version (another version, or the model
+    before or after it had versions), whose public id it takes."""
     same = [r for (user, _), r in by_name.items()
             if user == spec.user_id and r.model_id == spec.model_id]
     return min(same, key=lambda r: (r.created_at, r.model_key), default=None)
@@ -240,12 +254,11 @@ def _sibling(spec: ModelSpec, by_name: Mapping[ModelName, ModelRecord]) -> Model
 
 def _admit(spec: ModelSpec, revision: str | None, clock: Clock,
            sibling: ModelRecord | None = None) -> Action:
-    prefix = naming.model_prefix(spec.user_id, clock.now)
+    prefix = sibling.prefix if sibling else naming.model_prefix(spec.user_id, clock.now)
     key = naming.model_key(spec.user_id, spec.suffix, clock.now)
     if spec.version is not None:  # one public id and key stem for all of a model's versions
         stem = sibling.model_key.split(".", 1)[0] if sibling else \
             naming.model_key(spec.user_id, spec.model_id, clock.now)
-        prefix = sibling.prefix if sibling else prefix
         key = naming.version_key(stem, spec.version)
     base = ModelRecord(
         model_key=key, user_id=spec.user_id, suffix=spec.suffix, prefix=prefix, app_name=key,
@@ -622,7 +635,8 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
 
 
 def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
-             gateway: GatewayRecord) -> UpdateGateway | None:
+             gateway: GatewayRecord, declared: Set[ModelName] = frozenset()
+             ) -> UpdateGateway | None:
     serving: dict[str, list[ModelRecord]] = defaultdict(list)
     for r in sorted(final.values(), key=lambda r: (r.created_at, r.model_key)):
         if _serves(r, observed):
@@ -634,6 +648,8 @@ def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
         # status waits for the gateway, then fails at the deadline).
         owner = (found[0].user_id, found[0].model_id)
         mine = [r for r in found if (r.user_id, r.model_id) == owner]
+        # a model changing shape: its declared records, once one of them serves
+        mine = [r for r in mine if (r.user_id, r.suffix) in declared] or mine
         versions = sorted((r for r in mine if r.version is not None),
                           key=lambda r: r.version or "")
         routed[public_id] = versions or mine[:1]

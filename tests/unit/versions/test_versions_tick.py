@@ -193,3 +193,34 @@ def test_a_version_whose_source_turns_forbidden_is_stopped_alone(
     assert rec.store.gateway().weights == ((versions["stable"].app_name, "stable", 100),)
     doc = status(cpu_config, versions["stable"].model_key.rsplit(".", 1)[0])
     assert [e["code"] for e in doc["validation_errors"]] == [403]
+
+
+def test_a_plain_model_turned_into_versions_keeps_its_name_and_never_goes_dark(
+        cpu_config: Config, desired_tree: Path, storage_root: Path) -> None:
+    """The plain record keeps serving (and routed) until a version is RUNNING,
+    then it is deleted; the versions take its public id. And back."""
+    (storage_root / "hf" / "tiny2").mkdir()
+    ray = FakeRay()
+    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    path = desired_tree / "users" / "alice" / "m.yaml"
+    path.write_text("model_id: m\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n")
+    settle(rec, ray, snap)
+    (plain,) = rec.store.models().values()
+    write(desired_tree)
+    for _ in range(12):  # every tick, the name is routed by someone
+        result = rec.tick(snap)
+        assert [p for p, _ in rec.store.gateway().members] in (
+            [plain.public_id], [plain.public_id] * 2, [plain.public_id] * 3)
+        ray.settle()
+        if result.settled and not result.actions:
+            break
+    versions = by_version(rec)
+    assert set(versions) == {"stable", "canary"}  # the plain record is gone
+    assert {r.public_id for r in versions.values()} == {plain.public_id}
+    assert plain.app_name not in ray.apps
+
+    path.write_text("model_id: m\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n")
+    settle(rec, ray, snap)
+    (back,) = rec.store.models().values()
+    assert back.version is None and back.public_id == plain.public_id
