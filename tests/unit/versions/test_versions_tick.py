@@ -224,3 +224,18 @@ def test_a_plain_model_turned_into_versions_keeps_its_name_and_never_goes_dark(
     settle(rec, ray, snap)
     (back,) = rec.store.models().values()
     assert back.version is None and back.public_id == plain.public_id
+
+
+def test_metrics_have_a_series_per_version(cpu_config: Config, desired_tree: Path,
+                                          storage_root: Path) -> None:
+    (storage_root / "hf" / "tiny2").mkdir()
+    ray = FakeRay()
+    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    write(desired_tree)
+    settle(rec, ray, snap)
+    public_id = by_version(rec)["stable"].public_id
+    text = "".join(p.read_text() for p in Path(cpu_config.status_dir).glob("metrics-models-*"))
+    for version in ("stable", "canary"):
+        assert f'servesync_model_replicas_desired{{model="{public_id}@{version}",user="alice"}}' \
+            in text
