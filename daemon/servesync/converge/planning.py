@@ -170,7 +170,7 @@ def plan(
         revoked = desired.revoked.get(name)
         if revoked is not None:
             action = _revoke(rec, revoked, observed, clock)
-        elif _reshaped(rec, specs, by_name):
+        elif _reshaped(rec, specs, by_name, clock):
             action = None  # keeps serving until its successor under the name runs
         elif not _held(rec, name, desired):
             action = _undeclared(rec, observed, clock)
@@ -231,15 +231,16 @@ def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) ->
 
 
 def _reshaped(rec: ModelRecord, specs: Mapping[ModelName, ModelSpec],
-              by_name: Mapping[ModelName, ModelRecord]) -> bool:
+              by_name: Mapping[ModelName, ModelRecord], clock: Clock) -> bool:
     """Is undeclared ``rec`` the model's old shape (plain while the file now gives
     ``versions``, or a version while it now gives ``model_source``) whose new
-    shape has nothing RUNNING yet? Then it is left serving: the name never
-    goes dark while the model changes shape; it is deleted once one runs."""
+    shape the gateway does not surely route yet? Then it is left serving: the
+    name never goes dark while the model changes shape; it is deleted once
+    the settled gateway routes the new shape (:attr:`Clock.routed`)."""
     new = [s for s in specs.values() if s.user_id == rec.user_id
            and s.model_id == rec.model_id and (s.version is None) != (rec.version is None)]
     return bool(new) and rec.state is not State.DELETING and not any(
-        by_name.get(s.name) is not None and by_name[s.name].state is State.RUNNING
+        by_name.get(s.name) is not None and by_name[s.name].app_name in clock.routed
         for s in new)
 
 
