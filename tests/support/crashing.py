@@ -6,7 +6,8 @@ Shared by ``tests/unit/converge/test_crash.py`` (>= 200 trials) and
 dir, a status dir, a desired tree and a :class:`~tests.support.fileray.FileRay`
 file; trials run one after the other on the same world, so each starts from
 whatever the last left (and from a changed desired state: models added,
-removed, scaled, and some turned into weighted versions or back). The child is a ``fork`` of this process running the real
+removed, scaled, and some turned into weighted versions or back). The
+child is a ``fork`` of this process running the real
 :class:`~servesync.converge.reconciling.Reconciler` with a real
 :class:`~servesync.state.store.Store` and real status files, ticking
 forever; ``SIGKILL`` ends it after a random delay.
