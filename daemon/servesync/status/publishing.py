@@ -155,6 +155,7 @@ def publish(
     for stem, recs in groups.items():
         docs[stem] = _publish_versions(models_dir, stem, recs, observed, serving, memo,
                                        problems.get((recs[0].user_id, recs[0].model_id), ()))
+    docs = dict(sorted(docs.items()))  # by model key, models with versions among the rest
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
