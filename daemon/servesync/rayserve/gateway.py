@@ -208,10 +208,6 @@ def changed(old: Mapping[str, Route], new: Mapping[str, Route]) -> set[str]:
             if m not in old or old[m].backends() != r.backends()}
 
 
-_REQUEST: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("servesync_request")
-"""Per request: the pinned version asked (``pin``) and the one chosen (``version``)."""
-
-
 def ingress_class() -> type:
     """The gateway's deployment class: Ray Serve LLM's ``OpenAiIngress`` (its
     ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``... and its 404
@@ -230,6 +226,10 @@ def ingress_class() -> type:
             self._routes: dict[str, Route] = {}
             self._aliases: dict[str, str] = {}
             self._versions: dict[str, dict[str, Any]] = {}  # model -> version -> handle
+            # per request: the version pinned (``pin``) and the one chosen (``version``);
+            # made here, in the replica: a ContextVar cannot be pickled with the class
+            self._request: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+                "servesync_request")
 
         def reconfigure(self, config: dict[str, Any] | None) -> None:
             """Serve calls this on each running replica with the new ``user_config``
@@ -262,7 +262,7 @@ def ingress_class() -> type:
             """Ray's, except for a model with versions: one version's handle,
             by weight or by the request's pin (a 404/400 when it cannot be)."""
             route = self._routes.get(model_id)
-            request = _REQUEST.get(None)
+            request = self._request.get(None)
             pinned = request.get("pin") if request is not None else None
             if route is None or (not route.versions and pinned is None):
                 return super()._get_configured_serve_handle(model_id)
@@ -281,11 +281,11 @@ def ingress_class() -> type:
                 else None
             if pinned is not None:
                 request["pin"] = pinned
-            token = _REQUEST.set(request)
+            token = self._request.set(request)
             try:
                 response = await super()._process_llm_request(body, call_method, raw_request)
             finally:
-                _REQUEST.reset(token)
+                self._request.reset(token)
             if "version" in request:
                 response.headers[VERSION_HEADER] = request["version"]
             return response

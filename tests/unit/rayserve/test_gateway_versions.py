@@ -140,3 +140,17 @@ def test_a_weight_change_keeps_every_handle_and_a_bad_pin_is_a_404(
         asyncio.run(ask("canary", model=B))
     assert plain.value.status_code == 400
     assert asyncio.run(ask(model=B)) == "None"  # a plain model: no header
+
+
+def test_the_replica_class_pickles_by_value() -> None:
+    """Serve ships the class to the replicas with cloudpickle, by value: nothing
+    it holds at class level may be unpicklable (a module-level ContextVar was)."""
+    pytest.importorskip("ray.serve.llm")
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(gateway)
+    try:
+        assert cloudpickle.dumps(gateway.ingress_class())  # loading it here recurses, as
+        # it always did (the class is already this process's): the replicas load it
+    finally:
+        cloudpickle.unregister_pickle_by_value(gateway)
