@@ -416,9 +416,17 @@ def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
         shutil.copytree(tiny_model, canary_dir)
     start = time.monotonic()
     world.write("alice", "v", VERSIONS_YAML.format(stable=80, canary=20))
-    world.until("versions: both RUNNING and routed 80/20", lambda: {
-        r.version: r.routed_weight for r in world.reconciler.store.models().values()
-        if r.model_id == "v"} == {"stable": 80, "canary": 20})
+    errors: list[str] = []
+
+    def routed_80_20() -> bool:
+        errors.extend(world.tick().errors)
+        return {r.version: r.routed_weight for r in world.reconciler.store.models().values()
+                if r.model_id == "v"} == {"stable": 80, "canary": 20}
+
+    wait_for("versions: both RUNNING and routed 80/20", routed_80_20,
+             deadline_s=CONVERGE_DEADLINE_S, poll_s=POLL_S, detail=lambda: (errors[-3:], {
+                 r.model_key: (str(r.state), r.routed_weight, r.error_summary)
+                 for r in world.reconciler.store.models().values()}))
     TIMINGS["versions: commit → two versions RUNNING, routed"] = \
         f"{time.monotonic() - start:.1f} s"
     recs = {r.version: r for r in world.reconciler.store.models().values() if r.model_id == "v"}
