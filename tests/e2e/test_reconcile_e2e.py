@@ -368,8 +368,6 @@ versions:
   - name: canary
     model_source: $HOME/common/hf/tiny-canary
     weight: {canary}
-"""
-BROKEN_VERSION = """\
   - name: broken
     model_source: $HOME/models/no-such-model
     weight: {broken}
@@ -403,85 +401,86 @@ def versions_split(client: OpenAI, model: str, n: int) -> tuple[dict[str, int], 
 
 def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
                            tiny_model: Path) -> None:
-    """Issue 11 part 1 with the real ``openai`` client: a model with versions
-    stable (the tiny model) and canary (a copy) at 80/20 splits 500 requests
-    within 6 points; committing 50/50 is one gateway reconfigure, the split
-    follows, and neither version's replica actor changed; a third version
-    whose path holds no model fails to start, never receives a request, and
-    no request fails meanwhile. A pin header reaches a chosen version."""
+    """Issue 11 part 1 with the real ``openai`` client, three versions in one
+    deploy to keep it cheap: stable (the tiny model) 72, canary (a copy) 18,
+    and broken 10, whose path holds no model. Broken never starts, so its
+    share goes to the others: 80/20 in effect, and of 500 requests the split
+    is within 6 points, none answered by broken, none failed (nor any while
+    broken failed). Committing 45/45/10 (50/50 in effect) is one gateway
+    reconfigure: the split follows, and no version's replica actor changed.
+    A pin header reaches a chosen version; a pin to broken is a 404."""
+    from openai import NotFoundError
+
     from servesync.rayserve.gateway import VERSION_HEADER
 
     canary_dir = Path(world.config.storage_root) / "hf" / "tiny-canary"
     if not canary_dir.exists():
         shutil.copytree(tiny_model, canary_dir)
     start = time.monotonic()
-    world.write("alice", "v", VERSIONS_YAML.format(stable=80, canary=20))
+    world.write("alice", "v", VERSIONS_YAML.format(stable=72, canary=18, broken=10))
     errors: list[str] = []
+
+    def versions() -> dict[str | None, ModelRecord]:
+        return {r.version: r for r in world.reconciler.store.models().values()
+                if r.model_id == "v"}
 
     def routed_80_20() -> bool:
         errors.extend(world.tick().errors)
-        return {r.version: r.routed_weight for r in world.reconciler.store.models().values()
-                if r.model_id == "v"} == {"stable": 80, "canary": 20}
+        return {v: r.routed_weight for v, r in versions().items()} == {
+            "stable": 80, "canary": 20, "broken": None}
 
-    wait_for("versions: both RUNNING and routed 80/20", routed_80_20,
+    wait_for("versions: stable and canary RUNNING, routed 80/20", routed_80_20,
              deadline_s=CONVERGE_DEADLINE_S, poll_s=POLL_S, detail=lambda: (errors[-3:], {
-                 r.model_key: (str(r.state), r.routed_weight, r.error_summary)
-                 for r in world.reconciler.store.models().values()}))
-    TIMINGS["versions: commit → two versions RUNNING, routed"] = \
+                 v: (str(r.state), r.routed_weight, r.error_summary)
+                 for v, r in versions().items()}))
+    TIMINGS["versions: commit → stable, canary RUNNING, routed 80/20"] = \
         f"{time.monotonic() - start:.1f} s"
-    recs = {r.version: r for r in world.reconciler.store.models().values() if r.model_id == "v"}
+    recs = versions()
     public_id = recs["stable"].public_id
-    assert recs["canary"].public_id == public_id
-    assert public_id in listed(client)
-    assert sum(1 for m in listed(client) if m == public_id) == 1
+    assert recs["canary"].public_id == recs["broken"].public_id == public_id
+    assert sorted(m for m in listed(client) if m == public_id) == [public_id]  # listed once
     stem = recs["stable"].model_key.rsplit(".", 1)[0]
+
+    with requests_to(client, public_id) as loop:
+        world.until("versions: broken FAILED", lambda: versions()["broken"].state is State.FAILED)
+    TIMINGS["versions: requests until the broken version FAILED"] = loop.summary()
+    assert loop.failures == []
     doc = world.model_file(stem)
-    assert doc["state"] == "RUNNING" and doc["endpoint"]["model"] == public_id
-    actors = {v: applier.replica_actor_ids(r.app_name) for v, r in recs.items()}
+    assert doc["state"] == "DEGRADED" and doc["endpoint"]["model"] == public_id
+    assert [(v["name"], v["state"], v["weight_asked"], v["weight_in_effect"])
+            for v in doc["versions"]] == [("broken", "FAILED", 10, 0),
+                                          ("canary", "RUNNING", 18, 20),
+                                          ("stable", "RUNNING", 72, 80)]
+    actors = {v: applier.replica_actor_ids(recs[v].app_name) for v in ("stable", "canary")}
     assert all(actors.values())
 
     counts, failures = versions_split(client, public_id, 500)
-    TIMINGS["versions: 500 requests at 80/20"] = str(counts)
-    assert failures == []
+    TIMINGS["versions: 500 requests at 80/20 in effect"] = str(counts)
+    assert failures == [] and "broken" not in counts
     assert abs(counts.get("stable", 0) / 500 - 0.80) <= 0.06, counts
 
     pinned = client.chat.completions.with_raw_response.create(
         model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
         extra_headers={VERSION_HEADER: "canary"})
     assert pinned.headers.get(VERSION_HEADER) == "canary"
-
-    # 50/50: one gateway reconfigure, no replica restarted
-    gateway_actors = applier.replica_actor_ids(GATEWAY_APP)
-    world.write("alice", "v", VERSIONS_YAML.format(stable=50, canary=50))
-    first = world.tick()  # the new weights recorded, one gateway call, no deploy
-    assert [str(a.kind) for a in first.actions if str(a.kind) != "record"] == ["gateway"]
-    world.until("versions: 50/50 in effect", lambda: [
-        v["weight_in_effect"] for v in world.model_file(stem)["versions"]] == [50, 50])
-    counts, failures = versions_split(client, public_id, 500)
-    TIMINGS["versions: 500 requests at 50/50"] = str(counts)
-    assert failures == []
-    assert abs(counts.get("stable", 0) / 500 - 0.50) <= 0.06, counts
-    assert {v: applier.replica_actor_ids(r.app_name) for v, r in recs.items()} == actors
-    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_actors
-
-    # a broken third version: FAILED, never routed, no request fails meanwhile
-    with requests_to(client, public_id) as loop:
-        world.write("alice", "v", VERSIONS_YAML.format(stable=40, canary=40)
-                    + BROKEN_VERSION.format(broken=20))
-        world.until("versions: the broken version FAILED", lambda: any(
-            r.version == "broken" and r.state is State.FAILED
-            for r in world.reconciler.store.models().values()))
-        counts, failures = versions_split(client, public_id, 100)
-    TIMINGS["versions: requests while a broken version fails"] = loop.summary()
-    assert loop.failures == [] and failures == [] and "broken" not in counts, counts
-    doc = world.model_file(stem)
-    assert doc["state"] == "DEGRADED"
-    assert [(v["name"], v["state"], v["weight_in_effect"]) for v in doc["versions"]] == [
-        ("broken", "FAILED", 0), ("canary", "RUNNING", 50), ("stable", "RUNNING", 50)]
-    from openai import NotFoundError
     with pytest.raises(NotFoundError):
         client.chat.completions.create(
             model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
             extra_headers={VERSION_HEADER: "broken"})
+
+    # 45/45/10: 50/50 in effect; one gateway reconfigure, no replica restarted
+    gateway_actors = applier.replica_actor_ids(GATEWAY_APP)
+    world.write("alice", "v", VERSIONS_YAML.format(stable=45, canary=45, broken=10))
+    first = world.tick()  # the new weights recorded, one gateway call, no deploy
+    assert [str(a.kind) for a in first.actions if str(a.kind) != "record"] == ["gateway"]
+    world.until("versions: 50/50 in effect", lambda: [
+        v["weight_in_effect"] for v in world.model_file(stem)["versions"]] == [0, 50, 50])
+    counts, failures = versions_split(client, public_id, 500)
+    TIMINGS["versions: 500 requests at 50/50 in effect"] = str(counts)
+    assert failures == [] and "broken" not in counts
+    assert abs(counts.get("stable", 0) / 500 - 0.50) <= 0.06, counts
+    assert {v: applier.replica_actor_ids(recs[v].app_name) for v in actors} == actors
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_actors
+
     (world.root / "users" / "alice" / "v.yaml").unlink()
     assert world.converge("versions: the model removed").converged
