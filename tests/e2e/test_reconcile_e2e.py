@@ -356,6 +356,136 @@ def test_an_alias_answers_and_adding_it_restarts_nothing(
     assert world.converge("aliases: the conflicting file removed").converged
 
 
+VERSIONS_YAML = """\
+model_id: v
+cpus_per_replica: 1
+engine_kwargs:
+  max_model_len: 256
+versions:
+  - name: stable
+    model_source: $HOME/common/hf/tiny
+    weight: {stable}
+  - name: canary
+    model_source: $HOME/common/hf/tiny-canary
+    weight: {canary}
+  - name: broken
+    model_source: $HOME/models/no-such-model
+    weight: {broken}
+"""
+
+
+def versions_split(client: OpenAI, model: str, n: int) -> tuple[dict[str, int], list[str]]:
+    """``n`` short requests (8 at a time) to ``model``: how many each version
+    answered (the gateway's ``X-Servesync-Version`` header), and the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servesync.rayserve.gateway import VERSION_HEADER
+
+    def one(_: int) -> str:
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+            raw.parse()
+            return raw.headers.get(VERSION_HEADER) or "no header"
+        except Exception as e:  # counted, shown
+            return f"failed: {type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(n)))
+    counts: dict[str, int] = {}
+    for a in answers:
+        if not a.startswith("failed"):
+            counts[a] = counts.get(a, 0) + 1
+    return counts, [a for a in answers if a.startswith("failed")]
+
+
+def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
+                           tiny_model: Path) -> None:
+    """Issue 11 part 1 with the real ``openai`` client, three versions in one
+    deploy to keep it cheap: stable (the tiny model) 72, canary (a copy) 18,
+    and broken 10, whose path holds no model. Broken never starts, so its
+    share goes to the others: 80/20 in effect, and of 500 requests the split
+    is within 6 points, none answered by broken, none failed (nor any while
+    broken failed). Committing 45/45/10 (50/50 in effect) is one gateway
+    reconfigure: the split follows, and no version's replica actor changed.
+    A pin header reaches a chosen version; a pin to broken is a 404."""
+    from openai import NotFoundError
+
+    from servesync.rayserve.gateway import VERSION_HEADER
+
+    canary_dir = Path(world.config.storage_root) / "hf" / "tiny-canary"
+    if not canary_dir.exists():
+        shutil.copytree(tiny_model, canary_dir)
+    start = time.monotonic()
+    world.write("alice", "v", VERSIONS_YAML.format(stable=72, canary=18, broken=10))
+    errors: list[str] = []
+
+    def versions() -> dict[str | None, ModelRecord]:
+        return {r.version: r for r in world.reconciler.store.models().values()
+                if r.model_id == "v"}
+
+    def routed_80_20() -> bool:
+        errors.extend(world.tick().errors)
+        return {v: r.routed_weight for v, r in versions().items()} == {
+            "stable": 80, "canary": 20, "broken": None}
+
+    wait_for("versions: stable and canary RUNNING, routed 80/20", routed_80_20,
+             deadline_s=CONVERGE_DEADLINE_S, poll_s=POLL_S, detail=lambda: (errors[-3:], {
+                 v: (str(r.state), r.routed_weight, r.error_summary)
+                 for v, r in versions().items()}))
+    TIMINGS["versions: commit → stable, canary RUNNING, routed 80/20"] = \
+        f"{time.monotonic() - start:.1f} s"
+    recs = versions()
+    public_id = recs["stable"].public_id
+    assert recs["canary"].public_id == recs["broken"].public_id == public_id
+    assert sorted(m for m in listed(client) if m == public_id) == [public_id]  # listed once
+    stem = recs["stable"].model_key.rsplit(".", 1)[0]
+
+    with requests_to(client, public_id) as loop:
+        world.until("versions: broken FAILED", lambda: versions()["broken"].state is State.FAILED)
+    TIMINGS["versions: requests until the broken version FAILED"] = loop.summary()
+    assert loop.failures == []
+    doc = world.model_file(stem)
+    assert doc["state"] == "DEGRADED" and doc["endpoint"]["model"] == public_id
+    assert [(v["name"], v["state"], v["weight_asked"], v["weight_in_effect"])
+            for v in doc["versions"]] == [("broken", "FAILED", 10, 0),
+                                          ("canary", "RUNNING", 18, 20),
+                                          ("stable", "RUNNING", 72, 80)]
+    actors = {v: applier.replica_actor_ids(recs[v].app_name) for v in ("stable", "canary")}
+    assert all(actors.values())
+
+    counts, failures = versions_split(client, public_id, 500)
+    TIMINGS["versions: 500 requests at 80/20 in effect"] = str(counts)
+    assert failures == [] and "broken" not in counts
+    assert abs(counts.get("stable", 0) / 500 - 0.80) <= 0.06, counts
+
+    pinned = client.chat.completions.with_raw_response.create(
+        model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
+        extra_headers={VERSION_HEADER: "canary"})
+    assert pinned.headers.get(VERSION_HEADER) == "canary"
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(
+            model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
+            extra_headers={VERSION_HEADER: "broken"})
+
+    # 45/45/10: 50/50 in effect; one gateway reconfigure, no replica restarted
+    gateway_actors = applier.replica_actor_ids(GATEWAY_APP)
+    world.write("alice", "v", VERSIONS_YAML.format(stable=45, canary=45, broken=10))
+    first = world.tick()  # the new weights recorded, one gateway call, no deploy
+    assert [str(a.kind) for a in first.actions if str(a.kind) != "record"] == ["gateway"]
+    world.until("versions: 50/50 in effect", lambda: [
+        v["weight_in_effect"] for v in world.model_file(stem)["versions"]] == [0, 50, 50])
+    counts, failures = versions_split(client, public_id, 500)
+    TIMINGS["versions: 500 requests at 50/50 in effect"] = str(counts)
+    assert failures == [] and "broken" not in counts
+    assert abs(counts.get("stable", 0) / 500 - 0.50) <= 0.06, counts
+    assert {v: applier.replica_actor_ids(recs[v].app_name) for v in actors} == actors
+    assert applier.replica_actor_ids(GATEWAY_APP) == gateway_actors
+
+    (world.root / "users" / "alice" / "v.yaml").unlink()
+    assert world.converge("versions: the model removed").converged
+
+
 def test_a_scheduled_stop_deletes_the_running_application(
         world: World, client: OpenAI, applier: RayApplier) -> None:
     """Issue 11's scheduled stop on the running A of the tests above (loaded

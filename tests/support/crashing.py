@@ -6,7 +6,8 @@ Shared by ``tests/unit/converge/test_crash.py`` (>= 200 trials) and
 dir, a status dir, a desired tree and a :class:`~tests.support.fileray.FileRay`
 file; trials run one after the other on the same world, so each starts from
 whatever the last left (and from a changed desired state: models added,
-removed, scaled). The child is a ``fork`` of this process running the real
+removed, scaled, and some turned into weighted versions or back). The
+child is a ``fork`` of this process running the real
 :class:`~servesync.converge.reconciling.Reconciler` with a real
 :class:`~servesync.state.store.Store` and real status files, ticking
 forever; ``SIGKILL`` ends it after a random delay.
@@ -15,7 +16,8 @@ Invariants, after the kill (before anything repairs):
 
 * the records load;
 * no orphan: every Serve application but the gateway has a record naming it;
-* no model has two applications, and no two records share one;
+* no model (nor version of one) has two applications, and no two records
+  share one;
 
 after the parent's converging ticks:
 
@@ -55,6 +57,20 @@ model_id: {suffix}
 model_source: $HOME/common/hf/tiny
 num_replicas: {replicas}
 cpus_per_replica: 1
+"""
+VERSIONED = frozenset({"m4", "m5"})  # these may be declared as two weighted versions
+VERSIONS = """\
+model_id: {suffix}
+cpus_per_replica: 1
+versions:
+  - name: a
+    model_source: $HOME/common/hf/tiny
+    weight: {weight}
+    num_replicas: {a}
+  - name: b
+    model_source: $HOME/common/hf/tiny
+    weight: {rest}
+    num_replicas: {b}
 """
 
 
@@ -101,14 +117,22 @@ class CrashWorld:
     # -- the desired state ----------------------------------------------------
 
     def change(self, rng: random.Random) -> None:
-        """A new desired state: every pool model declared with p=0.6, 1-3 replicas."""
-        declared = {s: rng.randint(1, 3) for s in POOL if rng.random() < 0.6}
+        """A new desired state: every pool model declared with p=0.6, 1-3 replicas;
+        one of :data:`VERSIONED`, with p=0.5, as versions a and b (each its
+        own record, suffix ``<model_id>@<version>``)."""
+        declared: dict[str, int] = {}
         for suffix in POOL:
             path = self.user_dir / f"{suffix}.yaml"
-            if suffix in declared:
-                path.write_text(MODEL.format(suffix=suffix, replicas=declared[suffix]))
-            else:
+            if rng.random() >= 0.6:
                 path.unlink(missing_ok=True)
+            elif suffix in VERSIONED and rng.random() < 0.5:
+                a, b, weight = rng.randint(1, 3), rng.randint(1, 3), rng.randint(0, 100)
+                path.write_text(VERSIONS.format(suffix=suffix, a=a, b=b, weight=weight,
+                                                rest=100 - weight))
+                declared[f"{suffix}@a"], declared[f"{suffix}@b"] = a, b
+            else:
+                declared[suffix] = rng.randint(1, 3)
+                path.write_text(MODEL.format(suffix=suffix, replicas=declared[suffix]))
         self.declared = declared
 
     # -- one trial ------------------------------------------------------------
@@ -156,9 +180,10 @@ class CrashWorld:
         for app, info in apps.items():
             if app == GATEWAY_APP:
                 continue
-            other = owners.setdefault(info["public_id"], app)
+            version = app.partition(".")[2]  # a version's application: <stem>.<version>
+            other = owners.setdefault(f"{info['public_id']}@{version}", app)
             if other != app:
-                result.violations.append(f"{info['public_id']} has two applications")
+                result.violations.append(f"{info['public_id']}@{version} has two applications")
         if len(named) != len(records):
             result.violations.append("two records share an application")
         self._adopted = {r.app_name: apps[r.app_name]["spec_hash"]

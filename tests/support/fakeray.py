@@ -33,6 +33,7 @@ class FakeRay:
         self.replicas: dict[str, int] = {}  # a RUNNING/UNHEALTHY app's replicas (default 1)
         self.calls: list[tuple[str, str]] = []
         self.aliases: tuple[tuple[str, str], ...] = ()  # the gateway's last (alias, public id)s
+        self.weights: tuple[tuple[str, str, int], ...] = ()  # ... and (app, version, weight)s
         self.batches: list[int] = []  # the size of each deploy_models call
         self.fail_next: Exception | None = None
         self.reachable = True
@@ -76,9 +77,11 @@ class FakeRay:
             auto.min_replicas if auto else 0
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
-                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+                       aliases: Sequence[tuple[str, str]] = (),
+                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
         self.calls.append(("gateway", ",".join(m[0] for m in members)))
         self.aliases = tuple(aliases)
+        self.weights = tuple(weights)
         if members:
             self.apps[GATEWAY_APP] = AppStatus.DEPLOYING
         else:

@@ -101,7 +101,8 @@ class FileRay:
         return {}
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
-                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+                       aliases: Sequence[tuple[str, str]] = (),
+                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
         data = self.load()
         if members:
             data["apps"][GATEWAY_APP] = {"status": "DEPLOYING", "public_id": "",

@@ -65,6 +65,18 @@ def test_readme_lora_example_validates_under_its_config(
     assert spec.lora.max_adapters_per_replica == 2
 
 
+def test_readme_versions_example_validates(desired_tree: Path, storage_root: Path) -> None:
+    (block,) = [b for b in yaml_blocks() if "versions:" in b]
+    (desired_tree / "users" / "alice" / "llama.yaml").write_text(block)
+    cfg = config.Config(storage_root=str(storage_root))
+    state = validating.validate_tree(desired_tree, cfg)
+    assert state.ok, [i.render() for i in state.issues()]
+    stable, canary = state.specs
+    assert (stable.version, stable.weight, stable.num_replicas) == ("stable", 90, 2)
+    assert (canary.version, canary.weight, canary.num_replicas) == ("canary", 10, 1)
+    assert stable.gpus_per_replica == canary.gpus_per_replica == 1
+
+
 def test_readme_layout_lists_every_module_of_the_package() -> None:
     text = README.read_text()
     block = text.split("## Layout", 1)[1].split("```", 2)[1]

@@ -52,12 +52,15 @@ class DeleteApp:
 @dataclass(frozen=True, slots=True)
 class UpdateGateway:
     """Route exactly these (public model id, app name) members, and these
-    (alias name, public model id) aliases, each to a member."""
+    (alias name, public model id) aliases, each to a member; a public id with
+    several members (a model's versions) is split by ``weights``, (app name,
+    version, weight in effect) of each."""
 
     members: tuple[tuple[str, str], ...]
     reason: str
     kind: Kind = Kind.GATEWAY
     aliases: tuple[tuple[str, str], ...] = ()
+    weights: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@
 * ``model_key`` (status file name and Serve application name):
   ``svc-<user_id>-<YYYYMMDD>-<HHMMSS>-<4 hex>``, the hex derived from the
   user, suffix and admission time so that it is stable and testable.
+  A model's versions each have their own, ``<stem>.<version>``
+  (:func:`version_key`), the stem shared by all of them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def model_key(user_id: str, suffix: str, admitted_at: datetime) -> str:
     stamp = f"{admitted_at:%Y%m%d-%H%M%S}"
     digest = hashlib.sha256(f"{user_id}/{suffix}/{admitted_at.isoformat()}".encode()).hexdigest()
     return f"svc-{user_id}-{stamp}-{digest[:4]}"
+
+
+def version_key(stem: str, version: str) -> str:
+    """A version's ``model_key`` and Serve application name: the model's key
+    stem (``svc-...-<4 hex>``, the same for all its versions), ``.``, the
+    version's name, e.g. ``svc-alice-20261123-093000-1a2b.canary``."""
+    return f"{stem}.{version}"
 
 
 def alias_name(user_id: str, alias: str) -> str:

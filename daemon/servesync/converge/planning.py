@@ -50,6 +50,17 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   schedule change is recorded (it is metadata: no Ray call) and restarts
   the ``stop_after`` clock (``running_since``). A held model keeps running on
   its last good spec; its schedule is applied again once its file is valid.
+* A model's *versions* are models of their own (suffix ``<model_id>@<version>``,
+  own record, own application, own spec hash), admitted under the public id
+  (prefix) and key of a sibling already recorded, so they share one name.
+  The gateway routes the public id to those of its versions that serve, split
+  by the weights in effect (:mod:`weighting`: a version that does not serve
+  gets nothing, its share goes to the others); a weight is not part of the
+  spec hash, so changing weights only is a gateway update and a record of the
+  new weight. The record's ``routed_weight`` is the weight a settled gateway
+  gives the version, like ``routed_aliases``. While a public id has versions
+  that serve, a plain record with that id (a model just turned into versions)
+  is not routed.
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from servesync.converge import naming, scheduling
+from servesync.converge import naming, scheduling, weighting
 from servesync.converge.actions import (
     Action,
     DeleteApp,
@@ -91,7 +102,8 @@ _FAILED_STATUSES = (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY)
 _SCALE_FIELDS = ("num_replicas", "autoscaling")
 _LIGHT_FIELDS = ("rollout",)  # Serve applies a change of these to the running replicas
 # where a spec is written, and what never reaches Ray (recorded, not deployed)
-_UNDEPLOYED_FIELDS = ("source_file", "line", "enabled", "aliases", *METADATA_FIELDS)
+_UNDEPLOYED_FIELDS = ("source_file", "line", "enabled", "aliases", "version", "weight",
+                      *METADATA_FIELDS)
 
 
 WAIT_GATEWAY = "application RUNNING; waiting for the gateway to route it"
@@ -108,6 +120,8 @@ class Clock:
     routed: frozenset[str] = frozenset()  # app names a client can call through the gateway
     routed_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # by app name:
     # the alias names a client can call through the gateway
+    routed_weights: Mapping[str, int] = field(default_factory=dict)  # by a version's app
+    # name: its share of its model's requests, as the gateway surely gives it now
 
     @property
     def stamp(self) -> str:
@@ -138,8 +152,10 @@ def plan(
         return ()
     clock = Clock(now, deploy_timeout_s, serving_hash)
     routed = _routed(recorded, observed, gateway, clock)
+    settled = _gateway_settled(observed, gateway, clock)
     clock = replace(clock, routed=routed, routed_aliases=_routed_aliases(
-        recorded, gateway, routed, settled=_gateway_settled(observed, gateway, clock)))
+        recorded, gateway, routed, settled=settled),
+        routed_weights=_routed_weights(recorded, gateway, routed, settled=settled))
     specs = {s.name: s for s in desired.specs}
     # every record with its spec's aliases and what the gateway routes of them: the
     # actions below carry these, and a record no action touches is stored as such
@@ -148,7 +164,8 @@ def plan(
     per_model: list[Action] = []
     for name, spec in sorted(specs.items()):
         rec = by_name.get(name)
-        action = _admit(spec, desired.revision, clock) if rec is None else _converge(
+        action = _admit(spec, desired.revision, clock, _sibling(spec, by_name)) \
+            if rec is None else _converge(
             rec, spec, desired.revision, observed, clock
         )
         if action is not None:
@@ -159,6 +176,8 @@ def plan(
         revoked = desired.revoked.get(name)
         if revoked is not None:
             action = _revoke(rec, revoked, observed, clock)
+        elif _reshaped(rec, specs, by_name, clock):
+            action = None  # keeps serving until its successor under the name runs
         elif not _held(rec, name, desired):
             action = _undeclared(rec, observed, clock)
         else:
@@ -172,7 +191,7 @@ def plan(
                      for key, rec in sorted(folded.items())
                      if rec is not recorded[key] and key not in touched)
     final = _final_records(folded, per_model)
-    gateway_action = _gateway(final, observed, gateway)
+    gateway_action = _gateway(final, observed, gateway, declared)
     ordered: list[Action] = [a for a in per_model if isinstance(a, RecordOnly | Forget)]
     ordered += [gateway_action] if gateway_action else []
     ordered += [a for a in per_model if isinstance(a, DeleteApp)]
@@ -190,11 +209,14 @@ def _fold(rec: ModelRecord, spec: ModelSpec | None, clock: Clock) -> ModelRecord
     routes to it now; ``rec`` itself when neither changed."""
     spec_json = rec.spec
     if spec is not None and rec.spec.get("aliases", []) != list(spec.aliases):
-        spec_json = {**rec.spec, "aliases": list(spec.aliases)}
+        spec_json = {**spec_json, "aliases": list(spec.aliases)}
+    if spec is not None and spec.version is not None and rec.spec.get("weight") != spec.weight:
+        spec_json = {**spec_json, "weight": spec.weight}  # the gateway's, never a deploy
     routed = clock.routed_aliases.get(rec.app_name, ()) if rec.app_name in clock.routed else ()
-    if spec_json is rec.spec and routed == rec.routed_aliases:
+    weight = clock.routed_weights.get(rec.app_name) if rec.app_name in clock.routed else None
+    if spec_json is rec.spec and routed == rec.routed_aliases and weight == rec.routed_weight:
         return rec
-    return replace(rec, spec=spec_json, routed_aliases=routed)
+    return replace(rec, spec=spec_json, routed_aliases=routed, routed_weight=weight)
 
 
 def _fold_reason(old: ModelRecord, new: ModelRecord) -> str:
@@ -203,6 +225,10 @@ def _fold_reason(old: ModelRecord, new: ModelRecord) -> str:
         parts.append(f"aliases now {new.spec.get('aliases')}")
     if old.routed_aliases != new.routed_aliases:
         parts.append(f"the gateway routes aliases {list(new.routed_aliases)}")
+    if old.spec.get("weight") != new.spec.get("weight"):
+        parts.append(f"weight asked now {new.spec.get('weight')}")
+    if old.routed_weight != new.routed_weight:
+        parts.append(f"weight in effect now {new.routed_weight}")
     return "; ".join(parts)
 
 
@@ -210,9 +236,37 @@ def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) ->
     return Event.at_time(clock.now, kind, message, revision)
 
 
-def _admit(spec: ModelSpec, revision: str | None, clock: Clock) -> Action:
-    prefix = naming.model_prefix(spec.user_id, clock.now)
+def _reshaped(rec: ModelRecord, specs: Mapping[ModelName, ModelSpec],
+              by_name: Mapping[ModelName, ModelRecord], clock: Clock) -> bool:
+    """Is undeclared ``rec`` the model's old shape (plain while the file now gives
+    ``versions``, or a version while it now gives ``model_source``) whose new
+    shape the gateway does not surely route yet? Then it is left serving: the
+    name never goes dark while the model changes shape; it is deleted once
+    the settled gateway routes the new shape (:attr:`Clock.routed`)."""
+    new = [s for s in specs.values() if s.user_id == rec.user_id
+           and s.model_id == rec.model_id and (s.version is None) != (rec.version is None)]
+    return bool(new) and rec.state is not State.DELETING and not any(
+        by_name.get(s.name) is not None and by_name[s.name].app_name in clock.routed
+        for s in new)
+
+
+def _sibling(spec: ModelSpec, by_name: Mapping[ModelName, ModelRecord]) -> ModelRecord | None:
+    """For a model not yet recorded: the first admitted record of its
+    ``model_id`` in another shape or version (another version, or the model
+    before or after it had versions), whose public id it takes."""
+    same = [r for (user, _), r in by_name.items()
+            if user == spec.user_id and r.model_id == spec.model_id]
+    return min(same, key=lambda r: (r.created_at, r.model_key), default=None)
+
+
+def _admit(spec: ModelSpec, revision: str | None, clock: Clock,
+           sibling: ModelRecord | None = None) -> Action:
+    prefix = sibling.prefix if sibling else naming.model_prefix(spec.user_id, clock.now)
     key = naming.model_key(spec.user_id, spec.suffix, clock.now)
+    if spec.version is not None:  # one public id and key stem for all of a model's versions
+        stem = sibling.model_key.split(".", 1)[0] if sibling else \
+            naming.model_key(spec.user_id, spec.model_id, clock.now)
+        key = naming.version_key(stem, spec.version)
     base = ModelRecord(
         model_key=key, user_id=spec.user_id, suffix=spec.suffix, prefix=prefix, app_name=key,
         spec_hash=spec.spec_hash(), spec=spec.to_json(), state=State.QUEUED,
@@ -583,16 +637,31 @@ def _routed_aliases(recorded: Mapping[str, ModelRecord], gateway: GatewayRecord,
     settle, one removed is not counted from the update on)."""
     out: dict[str, list[str]] = defaultdict(list)
     if settled:
-        app_of = dict(gateway.members)
+        apps_of: dict[str, list[str]] = defaultdict(list)  # a model's versions: several
+        for public_id, app in gateway.members:
+            apps_of[public_id].append(app)
         for alias, public_id in gateway.aliases:
-            if public_id in app_of:
-                out[app_of[public_id]].append(alias)
+            for app in apps_of.get(public_id, ()):
+                out[app].append(alias)
     else:
         listed = set(gateway.aliases)
         for r in recorded.values():
             if r.app_name in routed:
                 out[r.app_name] = [a for a in r.routed_aliases if (a, r.public_id) in listed]
     return {app: tuple(sorted(names)) for app, names in out.items() if names}
+
+
+def _routed_weights(recorded: Mapping[str, ModelRecord], gateway: GatewayRecord,
+                    routed: frozenset[str], *, settled: bool) -> dict[str, int]:
+    """A version's share a client's request surely gets now, by application: a
+    settled gateway's. Before it settles, a record's last one while the
+    gateway's update keeps it (a changed weight counts once settled)."""
+    if settled:
+        return {app: weight for app, _, weight in gateway.weights}
+    listed = {(app, weight) for app, _, weight in gateway.weights}
+    return {r.app_name: r.routed_weight for r in recorded.values()
+            if r.app_name in routed and r.routed_weight is not None
+            and (r.app_name, r.routed_weight) in listed}
 
 
 def _key(action: Action) -> str | None:
@@ -633,26 +702,46 @@ def _serves(rec: ModelRecord, observed: Observed) -> bool:
 
 
 def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
-             gateway: GatewayRecord) -> UpdateGateway | None:
-    routed: dict[str, ModelRecord] = {}
+             gateway: GatewayRecord, declared: Set[ModelName] = frozenset()
+             ) -> UpdateGateway | None:
+    serving: dict[str, list[ModelRecord]] = defaultdict(list)
     for r in sorted(final.values(), key=lambda r: (r.created_at, r.model_key)):
         if _serves(r, observed):
-            # Two users may end up with one public id (user ids may hold '-'):
-            # the first admitted keeps it; the other is never routed (its
-            # status waits for the gateway, then fails at the deadline).
-            routed.setdefault(r.public_id, r)
-    members = tuple(sorted((r.public_id, r.app_name) for r in routed.values()))
-    aliases = _gateway_aliases(routed.values(), {r.public_id for r in final.values()})
+            serving[r.public_id].append(r)
+    routed: dict[str, list[ModelRecord]] = {}
+    for public_id, found in serving.items():
+        # Two users may end up with one public id (user ids may hold '-'):
+        # the first admitted keeps it; the other is never routed (its
+        # status waits for the gateway, then fails at the deadline).
+        owner = (found[0].user_id, found[0].model_id)
+        mine = [r for r in found if (r.user_id, r.model_id) == owner]
+        # a model changing shape: its declared records, once one of them serves
+        mine = [r for r in mine if (r.user_id, r.suffix) in declared] or mine
+        versions = sorted((r for r in mine if r.version is not None),
+                          key=lambda r: r.version or "")
+        routed[public_id] = versions or mine[:1]
+    members = tuple(sorted((r.public_id, r.app_name) for rs in routed.values() for r in rs))
+    weights = tuple(sorted(w for rs in routed.values() if rs[0].version is not None
+                           for w in weighting.in_effect(
+                               [(r.app_name, r.version or "", r.weight) for r in rs])))
+    firsts = sorted((rs[0] for rs in routed.values()), key=lambda r: (r.created_at, r.model_key))
+    aliases = _gateway_aliases(firsts, {r.public_id for r in final.values()})
     status = observed.status(naming.GATEWAY_APP)
+    if weights != gateway.weights and members == gateway.members \
+            and aliases == gateway.aliases:
+        change = [f"{app.rsplit('.', 1)[-1]} {w}%" for app, _, w in weights]
+        return UpdateGateway(members, "weights " + " ".join(change), aliases=aliases,
+                             weights=weights)
     if members != gateway.members or aliases != gateway.aliases:
         old, new = set(gateway.members), set(members)
         change = [f"+{m[0]}" for m in sorted(new - old)] + [f"-{m[0]}" for m in sorted(old - new)]
         was, now = set(gateway.aliases), set(aliases)
         change += [f"+alias {a}" for a, _ in sorted(now - was)]
         change += [f"-alias {a}" for a, _ in sorted(was - now)]
-        return UpdateGateway(members, " ".join(change), aliases=aliases)
+        return UpdateGateway(members, " ".join(change), aliases=aliases, weights=weights)
     if members and status is AppStatus.MISSING:
-        return UpdateGateway(members, "gateway application missing from Ray", aliases=aliases)
+        return UpdateGateway(members, "gateway application missing from Ray", aliases=aliases,
+                             weights=weights)
     if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
         return UpdateGateway((), "no model to serve")
     return None

@@ -51,10 +51,12 @@ class Applier(Protocol):
         ...
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
-                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+                       aliases: Sequence[tuple[str, str]] = (),
+                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
         """Route exactly ``(public model id, app name)`` ``members`` and
         ``(alias name, public model id)`` ``aliases`` (each to a member), in
-        place; no members deletes the gateway."""
+        place; a public id with several members (versions) split by ``(app
+        name, version, weight)`` ``weights``; no members deletes the gateway."""
         ...
 
     def delete_app(self, app_name: str) -> None: ...

@@ -186,9 +186,10 @@ class Reconciler:
         for action in calls:
             try:
                 if isinstance(action, act.UpdateGateway):
-                    self.applier.deploy_gateway(action.members, aliases=action.aliases)
+                    self.applier.deploy_gateway(action.members, aliases=action.aliases,
+                                                weights=action.weights)
                     gateway = GatewayRecord(members=action.members, deployed_at=stamp(now),
-                                            aliases=action.aliases)
+                                            aliases=action.aliases, weights=action.weights)
                 else:
                     self.applier.delete_app(action.record.app_name)
                     done.append(_submitted(action.record, now, "application deletion accepted"))

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from servesync.desired.specs import base_suffix, version_of
+
 MAX_EVENTS = 50
 
 
@@ -104,11 +106,30 @@ class ModelRecord:
     # spec became RUNNING, or its schedule changed while running; None: not running)
     running_since: str | None = None
     schedule_stop: str | None = None  # stopped by the schedule: "stop_after" or "active_hours"
+    routed_weight: int | None = None  # a version's share (0-100) of its model's requests
+    # that the settled gateway gives it now; None: not routed, or not a version
 
     @property
     def public_id(self) -> str:
-        """The model name clients send: ``<user_id>-<YYYYMMDDHHMM>-<suffix>``."""
-        return f"{self.prefix}-{self.suffix}"
+        """The model name clients send: ``<user_id>-<YYYYMMDDHHMM>-<model_id>``
+        (a version's too: its suffix without ``@<version>``)."""
+        return f"{self.prefix}-{self.model_id}"
+
+    @property
+    def model_id(self) -> str:
+        """The ``model_id`` as written (a version's suffix without ``@<version>``)."""
+        return base_suffix(self.suffix)
+
+    @property
+    def version(self) -> str | None:
+        """The version's name, for a record of one of a model's ``versions``."""
+        return version_of(self.suffix)
+
+    @property
+    def weight(self) -> int:
+        """The weight its spec asks (0 when not a version)."""
+        asked = self.spec.get("weight")
+        return asked if isinstance(asked, int) else 0
 
     @property
     def alias_names(self) -> tuple[str, ...]:
@@ -148,6 +169,8 @@ class ModelRecord:
             # absent before schedules: a state file without them reads as before
             **({"running_since": self.running_since} if self.running_since else {}),
             **({"schedule_stop": self.schedule_stop} if self.schedule_stop else {}),
+            # only for a version: a plain model's record reads as before versions
+            **({"routed_weight": self.routed_weight} if self.routed_weight is not None else {}),
         }
 
     @classmethod
@@ -166,16 +189,21 @@ class GatewayRecord:
     members: tuple[tuple[str, str], ...] = ()  # sorted (public model id, app_name)
     deployed_at: str | None = None
     aliases: tuple[tuple[str, str], ...] = ()  # sorted (alias name, public model id of a member)
+    weights: tuple[tuple[str, str, int], ...] = ()  # sorted (app_name, version, weight in
+    # effect) of the members that are versions of a model
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"members": [list(m) for m in self.members],
                                "deployed_at": self.deployed_at}
         if self.aliases:  # a state file without aliases reads as before them
             out["aliases"] = [list(a) for a in self.aliases]
+        if self.weights:  # nor one without versions
+            out["weights"] = [list(w) for w in self.weights]
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> GatewayRecord:
         return cls(members=tuple((m[0], m[1]) for m in d.get("members", ())),
                    deployed_at=d.get("deployed_at"),
-                   aliases=tuple((a[0], a[1]) for a in d.get("aliases", ())))
+                   aliases=tuple((a[0], a[1]) for a in d.get("aliases", ())),
+                   weights=tuple((w[0], w[1], int(w[2])) for w in d.get("weights", ())))

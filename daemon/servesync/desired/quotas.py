@@ -11,7 +11,9 @@ so this module never imports converge. Pure: no I/O, no clock.
 What a model takes (:func:`usage`): one model, its replicas (``num_replicas``,
 or autoscaling's ``max_replicas``) and its GPUs (GPUs per replica, from
 :func:`~servesync.desired.specs.replica_gpus`, x those replicas); nothing at
-all when ``enabled: false``.
+all when ``enabled: false``. Each version of a model with ``versions`` is
+counted as a model of its own (it is its own application, with its own
+replicas and GPUs).
 
 The count (stable: the verdicts do not change between ticks while the
 records and the files do not), per user:
@@ -117,7 +119,8 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     for fi, f in enumerate(desired.files):
         for di, d in enumerate(f.documents):
             if d.ok and d.spec is not None:
-                where[d.spec.name] = (fi, di)
+                for one in d.spec.expanded():  # each version counts as a model of its own
+                    where[one.name] = (fi, di)
     recorded: dict[str, list[Admitted]] = defaultdict(list)
     for a in sorted(admitted, key=lambda a: a.order):
         recorded[a.name[0]].append(a)
@@ -126,7 +129,7 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     for name, (fi, di) in sorted(where.items(), key=lambda kv: (
             desired.files[kv[1][0]].path, desired.files[kv[1][0]].documents[kv[1][1]].index)):
         if name not in known:
-            new[name[0]].append(_spec(desired, fi, di))
+            new[name[0]].append(_spec(desired, fi, di, name))
     refused: dict[tuple[int, int], tuple[Issue, ...]] = {}
     for user in sorted({name[0] for name in where}):
         quota = quotas.for_user(user)
@@ -136,7 +139,7 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
         asks: list[_Ask] = []
         for a in recorded.get(user, ()):
             if a.name in where:
-                asks.append(ledger.keep(_spec(desired, *where[a.name]), a))
+                asks.append(ledger.keep(_spec(desired, *where[a.name], a.name), a))
             elif a.name not in desired.revoked and desired.holds(a.name, a.source_file):
                 ledger.used += a.usage  # held at its last good version: it keeps running
         asks += [ledger.keep(spec, None) for spec in new.get(user, ())]
@@ -147,10 +150,12 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     return _refuse(desired, refused) if refused else desired
 
 
-def _spec(desired: DesiredState, fi: int, di: int) -> ModelSpec:
+def _spec(desired: DesiredState, fi: int, di: int, name: ModelName) -> ModelSpec:
+    """The spec named ``name`` in document ``di`` of file ``fi``: the document's
+    own, or one of its versions'."""
     spec = desired.files[fi].documents[di].spec
     assert spec is not None  # positions come from valid documents only
-    return spec
+    return next(s for s in spec.expanded() if s.name == name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +214,11 @@ class _Ledger:
                      f"{want.gpus} GPUs ({replicas} x {ask.per_replica})"),
         }[dim]
         outcome = "its last good version keeps serving" if ask.serving else "not deployed"
-        return Issue(IssueCode.UNPROCESSABLE, spec.source_file, spec.line_of(pointer), pointer,
+        version = f" (version {spec.version})" if spec.version is not None else ""
+        return Issue(IssueCode.UNPROCESSABLE, spec.source_file, spec.line_of(pointer),
+                     spec.pointer_of(pointer),
                      f"over user {self.user!r}'s {what} quota (serving.quotas): asks {asked}; "
-                     f"{left} of {limit} left for it; {outcome}")
+                     f"{left} of {limit} left for it{version}; {outcome}")
 
 
 def _refuse(desired: DesiredState, refused: Mapping[tuple[int, int], tuple[Issue, ...]]

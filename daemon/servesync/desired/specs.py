@@ -119,6 +119,8 @@ class ModelSpec:
     line: int = 1  # line of the document's first key
     # lines of the fields a cross-document check (quotas) names: JSON pointer -> line
     field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # ... and, for a version, where each is written when not at its own pointer
+    field_pointers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Issue 10's knobs; each left out of serving_json() when unset, so a file
     # without them hashes (and deploys) exactly as before they existed.
     parallelism: Parallelism | None = None  # None: tensor = GPUs per replica, pipeline 1
@@ -134,11 +136,26 @@ class ModelSpec:
     notify: tuple[str, ...] = ()  # notification sink names (the config's notifications)
     schedule: Schedule | None = None  # when it must not run (desired/schedules.py)
     lora: Lora | None = None  # issue 11: LoRA adapters from object storage
+    # Weighted versions (issue 11): a document with ``versions`` is one spec whose
+    # ``versions`` are the full specs of each (suffix ``<model_id>@<name>``, own record
+    # and Serve application); a version spec has its ``version`` name and ``weight``.
+    versions: tuple[ModelSpec, ...] = ()
+    version: str | None = None
+    weight: int | None = None
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
 
     @property
     def name(self) -> ModelName:
         return (self.user_id, self.suffix)
+
+    @property
+    def model_id(self) -> str:
+        """The ``model_id`` as written (a version's suffix without ``@<version>``)."""
+        return base_suffix(self.suffix)
+
+    def expanded(self) -> tuple[ModelSpec, ...]:
+        """What runs: each version's own spec, or this spec when it has none."""
+        return self.versions or (self,)
 
     @property
     def tensor_parallel(self) -> int:
@@ -192,6 +209,18 @@ class ModelSpec:
             out["schedule"] = self.schedule.to_json()
         return out
 
+    def version_json(self) -> dict[str, Any]:
+        """A version's name and asked weight (recorded, never sent to Ray:
+        the weight lives in the gateway's routes); empty for a plain model."""
+        if self.version is None:
+            return {}
+        return {"version": self.version, "weight": self.weight}
+
+    def pointer_of(self, pointer: str) -> str:
+        """Where ``pointer`` (one of :data:`LINED_FIELDS`) is written: a
+        version's own field is under ``/versions/<i>``."""
+        return self.field_pointers.get(pointer, pointer)
+
     def line_of(self, pointer: str) -> int:
         """The line of ``pointer`` as written (kept for :data:`LINED_FIELDS`),
         else the document's first line."""
@@ -218,7 +247,24 @@ class ModelSpec:
         out["aliases"] = list(self.aliases)
         out["source_file"] = self.source_file
         out["line"] = self.line
+        out.update(self.version_json())
         return out
+
+
+VERSION_SEPARATOR = "@"
+"""Between a model_id and a version name in a version's suffix and record key
+(``model_id`` never holds it)."""
+
+
+def base_suffix(suffix: str) -> str:
+    """A suffix without its ``@<version>``: the ``model_id`` clients call."""
+    return suffix.split(VERSION_SEPARATOR, 1)[0]
+
+
+def version_of(suffix: str) -> str | None:
+    """The version name in a suffix, or None for a plain model."""
+    _, sep, version = suffix.partition(VERSION_SEPARATOR)
+    return version if sep else None
 
 
 LINED_FIELDS = ("/model_id", "/num_replicas", "/autoscaling/max_replicas", "/gpus_per_replica",
@@ -314,7 +360,9 @@ class DesiredState:
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
-        return tuple(d.spec for f in self.files for d in f.documents if d.ok and d.spec)
+        """The valid models, a document with ``versions`` as one spec per version."""
+        return tuple(s for f in self.files for d in f.documents if d.ok and d.spec
+                     for s in d.spec.expanded())
 
     @property
     def held_files(self) -> frozenset[str]:
@@ -344,6 +392,7 @@ class DesiredState:
                                                 tuple(self.held_folders)))
         assert self._holds is not None
         files, names, folders = self._holds
+        name = (name[0], base_suffix(name[1]))  # a version is held with its document
         return (source_file in files or name in names
                 or any(source_file.startswith(folder) for folder in folders))
 

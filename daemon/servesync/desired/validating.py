@@ -72,14 +72,24 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from servesync import schemas
 from servesync.config import Config
-from servesync.desired import allowlists, knobs, loading, lora, model_dirs, model_paths, schedules
+from servesync.desired import (
+    allowlists,
+    knobs,
+    loading,
+    lora,
+    model_dirs,
+    model_paths,
+    schedules,
+    versioning,
+)
 from servesync.desired.loading import LoadedFile, RawDocument
 from servesync.desired.specs import (
     LINED_FIELDS,
+    VERSION_SEPARATOR,
     Autoscaling,
     DesiredState,
     DocumentResult,
@@ -95,6 +105,16 @@ RANGE_KEYWORDS = frozenset({"minimum", "exclusiveMinimum", "maximum", "exclusive
 MAX_FILE_ISSUES = 20  # issues shown per file, then one "and N more"
 MAX_PLACES = 3  # other places a 409 names
 MAX_SOURCE_PARTS = 64  # '/'-separated parts of a model_source
+
+
+class _Lines(Protocol):
+    """Where a document's fields are written: a :class:`RawDocument`, or the
+    view of one of its versions (:class:`versioning.VersionView`)."""
+
+    @property
+    def line(self) -> int: ...
+
+    def line_of(self, pointer: str) -> int: ...
 
 
 class ValidationCache:
@@ -320,6 +340,7 @@ class _Checked:
     cut: bool = False  # checking stopped at the limit: there may be more issues
     source_checked: bool = False  # _check_source ran; its answer:
     source_got: str | Issue | None = None
+    version_gots: tuple[str | Issue | None, ...] = ()  # each version's, as source_got
 
     def result(self, doc: RawDocument) -> DocumentResult:
         issues = tuple(sorted(set(self.issues), key=lambda i: (i.line, i.pointer, i.code)))
@@ -345,6 +366,12 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
     if not isinstance(data, dict):
         return out
     flagged = {i.pointer for i in out.issues}  # as Issue keeps them: scrubbed
+    out.issues.extend(i for i in versioning.list_issues(data, doc, file.path)
+                      if i.pointer not in flagged)
+    found = versioning.versions(data)
+    if found is not None and "model_source" not in data:
+        _check_versions(out, data, found, doc, file, config, limit, flagged)
+        return out
     source = data.get("model_source")
     if isinstance(source, str) and source.count("/") >= MAX_SOURCE_PARTS \
             and "/model_source" not in flagged:  # resolving costs a stat per part
@@ -366,6 +393,51 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
     if not out.issues and resolved is not None:
         out.spec = _build(data, doc, file, config, resolved)
     return out
+
+
+def _check_versions(out: _Checked, data: dict[str, Any], found: list[dict[str, Any]],
+                    doc: RawDocument, file: LoadedFile, config: Config, limit: int,
+                    flagged: set[str]) -> None:
+    """Check each version as the document it stands for (:func:`versioning.merged`),
+    its issues pointing where each field is written; build the model's spec,
+    with one spec per version, when all pass."""
+    specs: list[ModelSpec] = []
+    gots: list[str | Issue | None] = []
+    for i, version in enumerate(found):
+        view = _version_view(doc, i, version)
+        vdata = versioning.merged(data, version)
+        local = view.local(flagged)
+        got = None if "/model_source" in local else _version_source(vdata, view, file, config)
+        gots.append(got)
+        if isinstance(got, Issue):
+            out.issues.append(got)
+        out.issues.extend(view.relocate(issue) for issue in itertools.islice(
+            _semantic_issues(vdata, view, file.path, config, local, str(file.user_id)),
+            max(0, limit - len(out.issues))))
+        if isinstance(got, str) and isinstance(version.get("name"), str):
+            vdata["model_id"] = f"{data.get('model_id')}{VERSION_SEPARATOR}{version['name']}"
+            specs.append(replace(_build(vdata, view, file, config, got),
+                                 version=version["name"], weight=int(version["weight"]),
+                                 field_pointers={p: view.pointer(p) for p in LINED_FIELDS
+                                                 if view.pointer(p) != p}))
+    out.source_checked, out.version_gots = True, tuple(gots)
+    out.cut = len(out.issues) >= limit
+    if not out.issues and len(specs) == len(found):
+        out.spec = replace(specs[0], suffix=str(data["model_id"]), model_source="",
+                           resolved_source="", version=None, weight=None,
+                           versions=tuple(specs))
+
+
+def _version_view(doc: RawDocument, index: int,
+                  version: dict[str, Any]) -> versioning.VersionView:
+    return versioning.VersionView(doc, index, frozenset(
+        k for k in version if k in versioning.OVERRIDES))
+
+
+def _version_source(vdata: dict[str, Any], view: versioning.VersionView, file: LoadedFile,
+                    config: Config) -> str | Issue | None:
+    got = _check_source(vdata, view, file, config)
+    return view.relocate(got) if isinstance(got, Issue) else got
 
 
 # --- schema -------------------------------------------------------------------------
@@ -467,13 +539,18 @@ def _pointer(path: Iterable[object]) -> str:
 
 def _same_source(c: _Checked, doc: RawDocument, file: LoadedFile, config: Config) -> bool:
     """The document's model_source resolves as it did when ``c`` was checked."""
+    found = versioning.versions(doc.data) if isinstance(doc.data, dict) else None
+    if c.version_gots and found is not None and len(found) == len(c.version_gots):
+        return all(got is None or _version_source(versioning.merged(doc.data, v),
+                                                  _version_view(doc, i, v), file, config) == got
+                   for i, (v, got) in enumerate(zip(found, c.version_gots, strict=True)))
     return not c.source_checked or (
         isinstance(doc.data, dict)
         and _check_source(doc.data, doc, file, config) == c.source_got)
 
 
 def _check_source(
-    data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Config,
+    data: dict[str, Any], doc: _Lines, file: LoadedFile, config: Config,
 ) -> str | Issue | None:
     """The resolved model_source, or the issue saying why not (None: no string)."""
     source = data.get("model_source")
@@ -490,7 +567,7 @@ def _check_source(
 
 
 def _semantic_issues(
-    data: dict[str, Any], doc: RawDocument, rel: str, config: Config, flagged: set[str],
+    data: dict[str, Any], doc: _Lines, rel: str, config: Config, flagged: set[str],
     user_id: str,
 ) -> Iterator[Issue]:
     def issue(code: IssueCode, pointer: str, message: str) -> Issue:
@@ -634,7 +711,7 @@ def _default(*path: str) -> Any:
     return node["default"]
 
 
-def _build(data: dict[str, Any], doc: RawDocument, file: LoadedFile, config: Config,
+def _build(data: dict[str, Any], doc: _Lines, file: LoadedFile, config: Config,
            resolved: str) -> ModelSpec:
     auto = data.get("autoscaling")
     scaling = None

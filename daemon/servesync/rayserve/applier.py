@@ -286,9 +286,11 @@ class RayApplier:
         return failed
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
-                       aliases: Sequence[tuple[str, str]] = ()) -> None:
+                       aliases: Sequence[tuple[str, str]] = (),
+                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
         """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs,
-        with ``(alias name, public model id)`` aliases; no members deletes the
+        with ``(alias name, public model id)`` aliases and the ``(app_name,
+        version, weight)`` of a model's versions; no members deletes the
         gateway application.
 
         The deployment's code version never depends on the members or their
@@ -299,7 +301,7 @@ class RayApplier:
         if not members:
             self.delete_app(GATEWAY_APP)
             return
-        config = gateway.user_config(llmconfigs.gateway_routes(members, aliases))
+        config = gateway.user_config(llmconfigs.gateway_routes(members, aliases, weights))
         replicas = self._config.serving.gateway_replicas
 
         def submit() -> None:

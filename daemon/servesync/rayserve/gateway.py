@@ -25,6 +25,15 @@ rewritten to ``<public id>:<adapter>`` first (:func:`resolve`). For
 own replica (``LLMServer.llm_config``), so the routes need not carry it and
 changing a model's ``lora`` never touches the gateway; it asks again after
 :data:`LORA_PATH_TTL_S` (a model's new ``lora`` is listed within that).
+A route may also be split among a model's *versions* (issue 11), each its own
+application: the route lists them with the weight in effect the planner
+worked out (only versions whose application serves; the weights sum to 100
+unless all are 0), and each request goes to one version drawn by weight
+(:func:`pick`). A request with the header ``X-Servesync-Version: <name>``
+goes to that version (weight 0 included; 404 for a version not routed, 400
+on a model without versions), and every answer of a versioned model names
+its version in that header. Weights ride in the ``user_config`` too: a
+weight change restarts no replica.
 
 Built by :mod:`servesync.rayserve.applier` (``deploy_gateway``) and run inside
 Ray's replica processes, which need not have servesync installed: the applier
@@ -35,13 +44,18 @@ and unit-tested without Ray; :func:`ingress_class` imports Ray Serve LLM.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextvars
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-3"  # 2: routes carry aliases; 3: LoRA adapters
+CODE_ID = "servesync-gateway-4"  # 2: aliases; 3: LoRA adapters; 4: versions by weight
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
+
+VERSION_HEADER = "X-Servesync-Version"
+"""Request header pinning a version; response header naming the version that answered."""
 
 
 LORA_PATH_TTL_S = 30.0
@@ -55,6 +69,16 @@ ADAPTER_SEPARATOR = ":"
 
 
 @dataclass(frozen=True, slots=True)
+class Backend:
+    """One version of a model, as the gateway routes it."""
+
+    version: str  # its name
+    app: str  # its Serve application
+    deployment: str  # its LLMServer deployment inside that application
+    weight: int  # its share in effect, 0-100
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where the gateway sends one public model id."""
 
@@ -63,15 +87,70 @@ class Route:
     deployment: str  # its LLMServer deployment inside that application
     card: Mapping[str, Any]  # the fields of Ray's ModelCard, listed on /v1/models
     aliases: tuple[str, ...] = ()  # other names clients may send for the same model
+    versions: tuple[Backend, ...] = ()  # a model with versions: each request goes to one
+
+    def backends(self) -> tuple[tuple[str, str], ...]:
+        """Every (app, deployment) this route sends requests to."""
+        return tuple((b.app, b.deployment) for b in self.versions) or \
+            ((self.app, self.deployment),)
 
 
 def user_config(routes_: list[Route]) -> dict[str, Any]:
     """The gateway deployment's ``user_config`` for these routes (JSON data)."""
     return {"routes": [
         {"model": r.model, "app": r.app, "deployment": r.deployment, "card": dict(r.card),
-         **({"aliases": sorted(r.aliases)} if r.aliases else {})}
+         **({"aliases": sorted(r.aliases)} if r.aliases else {}),
+         **({"versions": [{"name": b.version, "app": b.app, "deployment": b.deployment,
+                           "weight": b.weight} for b in r.versions]} if r.versions else {})}
         for r in sorted(routes_, key=lambda r: r.model)
     ]}
+
+
+def _versions(entry: Mapping[str, Any], model: str) -> tuple[Backend, ...]:
+    found = entry.get("versions", [])
+    if not isinstance(found, list):
+        raise ValueError(f"gateway user_config: the versions of {model} must be a list")
+    out = []
+    for v in found:
+        if not isinstance(v, Mapping) or not all(
+                isinstance(v.get(k), str) and v.get(k) for k in ("name", "app", "deployment")) \
+                or not isinstance(v.get("weight"), int) or not 0 <= v["weight"] <= 100:
+            raise ValueError(f"gateway user_config: a version of {model} needs name, app, "
+                             "deployment and a weight 0-100")
+        out.append(Backend(version=v["name"], app=v["app"], deployment=v["deployment"],
+                           weight=v["weight"]))
+    if len({b.version for b in out}) != len(out):
+        raise ValueError(f"gateway user_config: a version of {model} is listed twice")
+    return tuple(out)
+
+
+def pick(backends: Sequence[Backend], draw: float) -> Backend:
+    """The version a request goes to, for a ``draw`` in [0, 1): by weight;
+    all weights 0 (every version asked 0 serves): each alike."""
+    total = sum(b.weight for b in backends)
+    if total <= 0:
+        return backends[min(int(draw * len(backends)), len(backends) - 1)]
+    point = draw * total
+    for b in backends:
+        if point < b.weight:
+            return b
+        point -= b.weight
+    return next(b for b in reversed(backends) if b.weight > 0)
+
+
+def choose(route: Route, pinned: str | None, draw: float) -> Backend | str:
+    """The version for a request to ``route`` (``pinned``: the header's name),
+    or why none: an error message (the caller answers 404 / 400)."""
+    if pinned is not None:
+        if not route.versions:
+            return f"model {route.model} has no versions: drop the {VERSION_HEADER} header"
+        for b in route.versions:
+            if b.version == pinned:
+                return b
+        return (f"version {pinned[:64]!r} of model {route.model} is not routed (unknown, or "
+                f"its application is not RUNNING); routed: "
+                f"{', '.join(b.version for b in route.versions)}")
+    return pick(route.versions, draw)
 
 
 def routes(config: Mapping[str, Any] | None) -> dict[str, Route]:
@@ -103,7 +182,7 @@ def routes(config: Mapping[str, Any] | None) -> dict[str, Route]:
                              f"be a list of names")
         route = Route(model=str(fields["model"]), app=str(fields["app"]),
                       deployment=str(fields["deployment"]), card=dict(card),
-                      aliases=tuple(names))
+                      aliases=tuple(names), versions=_versions(entry, str(fields["model"])))
         if route.model in out:
             raise ValueError(f"gateway user_config: {route.model} routed twice")
         out[route.model] = route
@@ -148,9 +227,10 @@ def resolve(aliases_: Mapping[str, str], model: object) -> object:
 
 def changed(old: Mapping[str, Route], new: Mapping[str, Route]) -> set[str]:
     """Model ids whose handle must be (re)made: new, or moved to another app or
-    deployment. A card-only change keeps the model's handle."""
+    deployment (or another set of versions). A card-only or weight-only change
+    keeps the model's handles."""
     return {m for m, r in new.items()
-            if m not in old or (old[m].app, old[m].deployment) != (r.app, r.deployment)}
+            if m not in old or old[m].backends() != r.backends()}
 
 
 def ingress_class() -> type:
@@ -162,6 +242,7 @@ def ingress_class() -> type:
     import logging
     import time
 
+    from fastapi import HTTPException
     from ray import serve
     from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
     from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
@@ -174,6 +255,11 @@ def ingress_class() -> type:
             self._routes: dict[str, Route] = {}
             self._aliases: dict[str, str] = {}
             self._lora_checked: dict[str, float] = {}  # model -> when its path was asked
+            self._versions: dict[str, dict[str, Any]] = {}  # model -> version -> handle
+            # per request: the version pinned (``pin``) and the one chosen (``version``);
+            # made here, in the replica: a ContextVar cannot be pickled with the class
+            self._request: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+                "servesync_request")
 
         def reconfigure(self, config: dict[str, Any] | None) -> None:
             """Serve calls this on each running replica with the new ``user_config``
@@ -187,12 +273,17 @@ def ingress_class() -> type:
                                                        _check_exists=False)
                            if m in fresh else self._default_serve_handles[m])
                        for m, r in new.items()}
+            versions = {m: {b.version: (serve.get_deployment_handle(
+                b.deployment, app_name=b.app, _check_exists=False).options(stream=True)
+                if m in fresh else self._versions[m][b.version]) for b in r.versions}
+                for m, r in new.items() if r.versions}
             listed = {name: ModelCard(**card) for name, card in cards(new).items()}
             # Whole-dict swaps: a request in flight sees the old routes or the new.
             self._configured_serve_handles = {
                 m: h for m, h in self._configured_serve_handles.items()
                 if m in new and m not in fresh}
             self._default_serve_handles = handles
+            self._versions = versions
             self._aliases = aliases(new)
             self._model_cards = listed
             self._routes = new
@@ -256,6 +347,38 @@ def ingress_class() -> type:
                 await self._learn_lora_paths()
                 return await super().model(resolved)
             return await super().model(model_id)
+
+        def _get_configured_serve_handle(self, model_id: str) -> Any:
+            """Ray's, except for a model with versions: one version's handle,
+            by weight or by the request's pin (a 404/400 when it cannot be)."""
+            route = self._routes.get(model_id)
+            request = self._request.get(None)
+            pinned = request.get("pin") if request is not None else None
+            if route is None or (not route.versions and pinned is None):
+                return super()._get_configured_serve_handle(model_id)
+            chosen = choose(route, pinned, random.random())
+            if isinstance(chosen, str):
+                raise HTTPException(404 if route.versions else 400, chosen)
+            if request is not None:
+                request["version"] = chosen.version
+            return self._versions[model_id][chosen.version]
+
+        async def _process_llm_request(self, body: Any, call_method: str,
+                                       raw_request: Any = None) -> Any:
+            """Ray's, with the version that answered in the response's header."""
+            request: dict[str, str] = {}
+            pinned = raw_request.headers.get(VERSION_HEADER) if raw_request is not None \
+                else None
+            if pinned is not None:
+                request["pin"] = pinned
+            token = self._request.set(request)
+            try:
+                response = await super()._process_llm_request(body, call_method, raw_request)
+            finally:
+                self._request.reset(token)
+            if "version" in request:
+                response.headers[VERSION_HEADER] = request["version"]
+            return response
 
         async def _get_model_id(self, model: str | None) -> str:
             """As Ray's (no model: the only one), counting models, not aliases."""

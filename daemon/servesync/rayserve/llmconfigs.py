@@ -51,7 +51,7 @@ from typing import Any
 
 from servesync.config import ServingConfig
 from servesync.desired.specs import Autoscaling, ModelSpec
-from servesync.rayserve.gateway import Route
+from servesync.rayserve.gateway import Backend, Route
 
 SERVER_NAME_PREFIX = "LLMServer:"
 """``build_llm_deployment``'s default ``name_prefix`` (``LLMServer.__name__ + ":"``)."""
@@ -177,17 +177,30 @@ def gateway_version(code_id: str) -> str:
 
 
 def gateway_routes(members: Sequence[tuple[str, str]],
-                   aliases: Sequence[tuple[str, str]] = ()) -> list[Route]:
+                   aliases: Sequence[tuple[str, str]] = (),
+                   weights: Sequence[tuple[str, str, int]] = ()) -> list[Route]:
     """The gateway's routes for ``(public model id, app name)`` members, each
-    with its names among ``(alias name, public model id)`` aliases."""
-    cards = gateway_model_cards([public_id for public_id, _ in members])
+    with its names among ``(alias name, public model id)`` aliases. A public
+    id with members in ``(app name, version, weight)`` ``weights`` is one
+    route split among those versions (a model's versions, each its own
+    application); its ``app`` is its first version's."""
+    cards = gateway_model_cards(sorted({public_id for public_id, _ in members}))
     names: dict[str, list[str]] = {}
     for alias, public_id in sorted(aliases):
         names.setdefault(public_id, []).append(alias)
-    return [Route(model=public_id, app=app_name,
-                  deployment=server_deployment_name(public_id), card=cards[public_id],
-                  aliases=tuple(names.get(public_id, ())))
-            for public_id, app_name in sorted(members)]
+    versions = {app: (version, weight) for app, version, weight in weights}
+    apps: dict[str, list[str]] = {}
+    for public_id, app_name in sorted(members):
+        apps.setdefault(public_id, []).append(app_name)
+    out = []
+    for public_id, found in apps.items():
+        deployment = server_deployment_name(public_id)
+        split = tuple(Backend(version=versions[a][0], app=a, deployment=deployment,
+                              weight=versions[a][1]) for a in found if a in versions)
+        out.append(Route(model=public_id, app=found[0], deployment=deployment,
+                         card=cards[public_id], aliases=tuple(names.get(public_id, ())),
+                         versions=split))
+    return out
 
 
 def _version(kind: str, inputs: dict[str, Any]) -> str:

@@ -195,7 +195,8 @@ class Metrics:
         rows: dict[tuple[str, str], tuple[int, int]] = {}
         for rec in report.records.values():
             obs = report.observed.apps.get(rec.app_name)
-            rows[(rec.user_id, rec.public_id)] = (asked(rec),
+            model = rec.public_id if rec.version is None else f"{rec.public_id}@{rec.version}"
+            rows[(rec.user_id, model)] = (asked(rec),
                                                   obs.running_replicas if obs else 0)
         self.desired_total.set(sum(d for d, _ in rows.values()))
         self.running_total.set(sum(r for _, r in rows.values()))

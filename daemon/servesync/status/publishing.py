@@ -6,7 +6,9 @@
   URL, one summary per model and the desired-state files' validation errors
   (schema ``status-index``);
 * ``models/<model_key>.json``: one model in the MVP ServingModel shape plus
-  what servesync knows of it (schema ``status-model``);
+  what servesync knows of it (schema ``status-model``); a model with versions
+  is one file, ``models/<stem>.json``, with its ``versions``
+  (:mod:`servesync.status.versioned`), not a file per version;
 * ``metrics.prom`` and ``metrics-models-<n>.prom``: the operators' Prometheus
   metrics (:mod:`servesync.status.metrics`), through
   :meth:`StatusFiles.publish_metrics`;
@@ -63,6 +65,7 @@ from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
 from servesync.state.atomicio import atomic_write, remove_temps, write_if_changed
+from servesync.status import versioned
 from servesync.status.metrics import Metrics
 from servesync.status.pages import Pages, row
 
@@ -149,12 +152,22 @@ def publish(
         memo.pages = Pages(Path(status_dir))
     docs = {}
     problems = model_issues(desired) if desired is not None else {}
+    groups: dict[str, list[ModelRecord]] = {}
     for key, rec in sorted(records.items()):
         if not _SAFE_KEY.match(key):
             log.error("not publishing model %r: unsafe as a file name", key)
             continue
+        stem = versioned.stem(key)
+        if stem is not None:
+            groups.setdefault(stem, []).append(rec)
+            continue
         docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo,
                                    problems.get((rec.user_id, rec.suffix), ()), now=now)
+    for stem, recs in groups.items():
+        docs[stem] = _publish_versions(models_dir, stem, recs, observed, serving, memo,
+                                       problems.get((recs[0].user_id, recs[0].model_id), ()),
+                                       now=now)
+    docs = dict(sorted(docs.items()))  # by model key, models with versions among the rest
     index = {
         "generated_at": iso(now),
         "servesync_version": servesync.__version__,
@@ -206,6 +219,29 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
     doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url,
                                      issues=issues, now=now),
                         memo.known or ())
+    return _write_model(models_dir, key, doc, inputs, memo, line=rec.spec.get("line"),
+                        serving=serving, now=now)
+
+
+def _publish_versions(models_dir: Path, key: str, recs: list[ModelRecord], observed: Observed,
+                      serving: ServingConfig, memo: Memo,
+                      issues: tuple[Issue, ...] = (), *, now: datetime) -> dict[str, Any]:
+    """As :func:`_publish_model`, for the records of one model's versions."""
+    inputs = (tuple(recs), tuple(observed.apps.get(r.app_name) for r in recs),
+              observed.reachable, observed.error, issues)
+    last = memo.inputs.get(key)
+    if last is not None and last == inputs:
+        return memo.summaries[key]
+    doc = versioned.versioned_status(recs, observed=observed, one=lambda r: model_status(
+        r, observed=observed, base_url=serving.base_url, issues=issues, now=now))
+    return _write_model(models_dir, key, scrub_strings(doc, memo.known or ()), inputs, memo,
+                        line=recs[0].spec.get("line"), serving=serving, now=now)
+
+
+def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
+                 inputs: tuple[object, ...], memo: Memo, *, line: object,
+                 serving: ServingConfig, now: datetime) -> dict[str, Any]:
+    """Write a model's JSON file and HTML page where they changed; its index line."""
     data = dump(doc)
     if key not in memo.written:  # no fsync: a power cut's damage is repaired here at start
         write_if_changed(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
@@ -213,7 +249,6 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
         atomic_write(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
     if memo.written.get(key) != data or key not in memo.rows:
         assert memo.pages is not None
-        line = rec.spec.get("line")
         memo.pages.write_model(models_dir, doc, line=line if isinstance(line, int) else None,
                                base_url=serving.base_url, now=now)
         memo.rows[key] = row(doc)
