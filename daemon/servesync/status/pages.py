@@ -105,6 +105,11 @@ def row(doc: Mapping[str, Any]) -> dict[str, Any]:
         "attempted_revision": doc.get("attempted_revision"),
         "error_summary": doc.get("error_summary"), "since": state_since(doc),
         "description": doc.get("description"), "labels": dict(doc.get("labels") or {}),
+        "versions": [{"name": v.get("name"), "state": v.get("state"),
+                      "weight": v.get("weight_in_effect")}
+                     for v in doc.get("versions") or () if isinstance(v, Mapping)],
+        "next_stop_at": doc.get("next_stop_at"), "next_start_at": doc.get("next_start_at"),
+        "stopped_reason": doc.get("stopped_reason"),
     }
 
 

@@ -211,3 +211,35 @@ def test_index_page_for_1000_models_is_under_1_mb(tmp_path: Path) -> None:
           f"{os.path.getsize(tmp_path / 'models' / f'{key}.html') / 1e3:.1f} kB")
     assert size < 1_000_000
     assert (tmp_path / "index.html").read_text().count('<tr class="model"') == 1000
+
+
+def test_versions_schedule_and_lora_reach_the_pages(tmp_path: Path) -> None:
+    """A model with versions (one row, a versions table), a schedule's next
+    stop, and a LoRA call form: each shown, each escaped like the rest."""
+    stable = record("svc-alice-c.stable", suffix="canary@stable", app_name="svc-alice-c.stable",
+                    spec={"weight": 80}, routed_weight=100)
+    broken = record("svc-alice-c.b", suffix="canary@b", app_name="svc-alice-c.b",
+                    spec={"weight": 20}, routed_weight=None, state=State.FAILED,
+                    error_summary=SCRIPT)
+    timed = record("svc-alice-d", suffix="timed", running_since="2025-03-01T12:01:00Z",
+                   spec={"schedule": {"stop_after": "2h"},
+                         "lora": {"path": "s3://adapters/alice/timed",
+                                  "max_adapters_per_replica": 2}})
+    records = {**RECORDS, stable.model_key: stable, broken.model_key: broken,
+               timed.model_key: timed}
+    publish(tmp_path, records=records, desired=None, observed=OBSERVED, tick=1,
+            revision=SHA1, source_error=None, serving=SERVING, now=NOW)
+    index = (tmp_path / "index.html").read_text()
+    assert index.count('data-key="svc-alice-c"') == 1  # one row for the model
+    assert '<span class="version s-RUNNING" title="RUNNING">stable 100%</span>' in index
+    assert '<span class="version s-FAILED" title="FAILED">b 0%</span>' in index
+    assert '<div class="muted">stops <time datetime="2025-03-01T14:01:00+00:00">' in index
+    page = (tmp_path / "models" / "svc-alice-c.html").read_text()
+    versions = page.split('<h2 id="versions">')[1].split("</table>")[0]
+    assert '<tr data-version="stable"><td>stable</td>' in versions
+    assert '<td class="num">80</td><td class="num">100</td>' in versions  # asked, in effect
+    assert '<td class="num">20</td><td class="num">0</td>' in versions
+    assert "&lt;script&gt;" in versions and "<script>document" not in page
+    timed_page = (tmp_path / "models" / "svc-alice-d.html").read_text()
+    assert "<th>next stop</th>" in timed_page
+    assert "<code>alice-202503011200-timed:&lt;adapter&gt;</code>" in timed_page
