@@ -14,7 +14,8 @@ it is delivered, refused, or dropped: a sink that is down holds its own queue
 (retried with exponential backoff, 1 s doubling up to ``max_backoff_s``)
 while the other sinks keep going. An entry older than the sink's
 ``max_age_s`` or that failed ``max_attempts`` times is dropped; more than
-``max_pending`` entries for a sink drop the oldest (each drop logged with the
+``max_pending`` entries for a sink drop the oldest of the user with the most
+waiting (:func:`fair_drops`; each drop logged with the
 sink's name and counted). At least once: an entry is marked done only after a
 2xx, so a crash between the POST and the mark sends it again, with the same
 ``X-Servesync-Delivery`` id, which receivers deduplicate on.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import hmac
 import http.client
 import json
@@ -98,6 +100,39 @@ def payload(t: Transition) -> dict[str, Any]:
         "at": r.updated_at,
         "tick": t.tick,
     }
+
+
+def _user_of(entry: Entry) -> str:
+    try:
+        user = json.loads(entry.body)["model"]["user_id"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return user if isinstance(user, str) else ""
+
+
+def fair_drops(queue: Sequence[Entry], keep: int) -> list[Entry]:
+    """The entries to drop so that at most ``keep`` of a sink's ``queue``
+    (oldest first) wait: each time, the oldest entry of the user with the
+    most waiting, so a tenant whose models flap during an outage pushes out
+    its own notifications, not other tenants'."""
+    excess = len(queue) - keep
+    if excess <= 0:
+        return []
+    by_user: dict[str, list[Entry]] = {}
+    for entry in queue:
+        by_user.setdefault(_user_of(entry), []).append(entry)
+    heap = [(-len(entries), user) for user, entries in by_user.items()]
+    heapq.heapify(heap)
+    taken: dict[str, int] = {}
+    drops: list[Entry] = []
+    for _ in range(excess):
+        count, user = heapq.heappop(heap)
+        n = taken.get(user, 0)
+        drops.append(by_user[user][n])
+        taken[user] = n + 1
+        if count + 1 < 0:
+            heapq.heappush(heap, (count + 1, user))
+    return drops
 
 
 class PostTimeout(Exception):
@@ -340,7 +375,7 @@ class Notifier:
                 self._wake.notify_all()
 
     def _cap(self, sink: NotificationSink) -> None:
-        over = self.outbox.oldest(sink.name, sink.max_pending)
+        over = fair_drops(self.outbox.pending(sink.name), sink.max_pending)
         if not over:
             return
         self.outbox.finish([e.id for e in over], "dropped")

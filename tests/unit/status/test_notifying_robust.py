@@ -16,6 +16,7 @@ against a real loopback receiver or the real outbox file:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -309,3 +310,21 @@ def test_a_fifo_or_oversized_secret_file_is_refused_not_read(
         assert notifier.deliver(notifier.config.notifications[0], entry) == Outcome.RETRY
         notifier.outbox.done(entry.id)
     assert receiver.received == []
+
+
+def test_over_max_pending_the_user_with_most_waiting_loses_its_oldest_first() -> None:
+    """A tenant flooding a shared sink during an outage pushes out its own
+    notifications, never another tenant's."""
+    from servesync.state.outbox import Entry
+    from servesync.status.notifying import fair_drops
+
+    def entry(n: int, user: str) -> Entry:
+        body = json.dumps({"model": {"user_id": user}, "n": n})
+        return Entry(id=f"e{n}", sink="shared", body=body, at=float(n))
+
+    queue = [entry(0, "bob"), *(entry(n, "mallory") for n in range(1, 9)), entry(9, "bob")]
+    dropped = fair_drops(queue, keep=4)
+    assert [e.id for e in dropped] == ["e1", "e2", "e3", "e4", "e5", "e6"]  # mallory's oldest
+    assert fair_drops(queue, keep=10) == []
+    even = [entry(0, "a"), entry(1, "b"), entry(2, "a"), entry(3, "b")]
+    assert sorted(e.id for e in fair_drops(even, keep=2)) == ["e0", "e1"]  # oldest of each
