@@ -48,8 +48,13 @@ then one "and N more" issue; a document is checked only until the file has
 that many (at least until its first issue, which decides that it is invalid),
 so a document with thousands of unknown keys costs no more than one with
 twenty (every message is clipped by :class:`~servesync.errors.Issue` itself),
-and a ``model_source`` of more than :data:`MAX_SOURCE_PARTS` path parts is a
-400 before its real path is resolved (a stat per part).
+and a ``model_source`` (a version's too) of more than :data:`MAX_SOURCE_PARTS`
+path parts is a 400 before its real path is resolved (a stat per part).
+
+Safety net (:func:`_guarded`): an exception while checking one document (a
+bug: every rule above reports, never raises) becomes a 400 on that document,
+naming the exception's class only, and is logged; the rest of the tree is
+validated as usual, so one tenant's file can never fail a tick for all.
 
 Caching (:class:`ValidationCache`, held by the reconciler across ticks): a
 file whose text, path (so its user folder) and the config are those of the
@@ -67,7 +72,9 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import logging
 import re
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -105,6 +112,8 @@ RANGE_KEYWORDS = frozenset({"minimum", "exclusiveMinimum", "maximum", "exclusive
 MAX_FILE_ISSUES = 20  # issues shown per file, then one "and N more"
 MAX_PLACES = 3  # other places a 409 names
 MAX_SOURCE_PARTS = 64  # '/'-separated parts of a model_source
+
+log = logging.getLogger(__name__)
 
 
 class _Lines(Protocol):
@@ -207,7 +216,7 @@ def validate_loaded(
     with model_dirs.one_pass():
         for f in files:
             hit = cache._get(f) if cache is not None else None
-            if hit is not None and all(_same_source(c, d, f, config)
+            if hit is not None and all(_unchanged(c, d, f, config)
                                        for c, d in zip(hit, f.documents, strict=True)):
                 for c, d in zip(hit, f.documents, strict=True):
                     checked[(f.path, d.index)] = c  # shared: copied before any change below
@@ -217,8 +226,8 @@ def validate_loaded(
             for d in f.documents:
                 # room for one more than the file shows (so "and N more" has an N), and
                 # always for one: a document's first issue decides that it is invalid
-                checked[(f.path, d.index)] = c = _check(d, f, config,
-                                                        max(1, MAX_FILE_ISSUES + 1 - found))
+                checked[(f.path, d.index)] = c = _guarded(d, f, config,
+                                                          max(1, MAX_FILE_ISSUES + 1 - found))
                 found += len(c.issues)
             if cache is not None:
                 cache.checked += len(f.documents)
@@ -348,14 +357,60 @@ class _Checked:
                               issues=issues, spec=None if issues else self.spec)
 
 
-def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _Checked:
-    """The document's issues (at most ``limit``, then ``cut``) and spec."""
+def _named(doc: RawDocument) -> _Checked:
+    """A document's result with no issue yet: its model_id and aliases, as written."""
     data = doc.data
     model_id = data.get("model_id") if isinstance(data, dict) else None
     aliases = data.get("aliases") if isinstance(data, dict) else None
-    out = _Checked(model_id=model_id if isinstance(model_id, str) else None,
-                   aliases=tuple((i, a) for i, a in enumerate(aliases)
-                                 if isinstance(a, str)) if isinstance(aliases, list) else ())
+    return _Checked(model_id=model_id if isinstance(model_id, str) else None,
+                    aliases=tuple((i, a) for i, a in enumerate(aliases)
+                                  if isinstance(a, str)) if isinstance(aliases, list) else ())
+
+
+def _guarded(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _Checked:
+    """:func:`_check`, with a bug it hits on one tenant's document turned into a
+    400 on that document (held at its last good spec, as for any issue) rather
+    than a failed pass for every tenant. The issue and the log name the
+    exception's class and where it was raised, never its message: that may
+    quote the document's values (an env value may be a secret)."""
+    try:
+        return _check(doc, file, config, limit)
+    except Exception as error:  # the safety net: one document fails, not the tick
+        name = type(error).__name__
+        log.error("internal error validating %s (document at line %d): %s; traceback "
+                  "(message not shown):\n%s", file.path, doc.line, name,
+                  "".join(traceback.format_tb(error.__traceback__)).rstrip())
+        out = _named(doc)
+        out.issues.append(Issue(IssueCode.INVALID, file.path, doc.line, "",
+                                f"this document could not be checked: internal error ({name}) "
+                                "in the validator; the operator's log has the details. Until "
+                                "a fix, change the document (e.g. a field's value or type)"))
+        return out
+
+
+def _unchanged(c: _Checked, doc: RawDocument, file: LoadedFile, config: Config) -> bool:
+    """:func:`_same_source`; an internal error means "check the document again"
+    (through :func:`_guarded`)."""
+    try:
+        return _same_source(c, doc, file, config)
+    except Exception:  # checked again, under the safety net
+        return False
+
+
+def _too_many_parts(data: dict[str, Any], doc: _Lines, rel: str) -> Issue | None:
+    """400 for a ``model_source`` of more than :data:`MAX_SOURCE_PARTS` parts:
+    resolving it costs a stat per part."""
+    source = data.get("model_source")
+    if isinstance(source, str) and source.count("/") >= MAX_SOURCE_PARTS:
+        return Issue(IssueCode.INVALID, rel, doc.line_of("/model_source"), "/model_source",
+                     f"model_source has more than {MAX_SOURCE_PARTS} path parts")
+    return None
+
+
+def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _Checked:
+    """The document's issues (at most ``limit``, then ``cut``) and spec."""
+    data = doc.data
+    out = _named(doc)
     if doc.issues or file.user_id is None:
         out.issues.extend(doc.issues)
         return out
@@ -372,13 +427,10 @@ def _check(doc: RawDocument, file: LoadedFile, config: Config, limit: int) -> _C
     if found is not None and "model_source" not in data:
         _check_versions(out, data, found, doc, file, config, limit, flagged)
         return out
-    source = data.get("model_source")
-    if isinstance(source, str) and source.count("/") >= MAX_SOURCE_PARTS \
-            and "/model_source" not in flagged:  # resolving costs a stat per part
+    too_long = None if "/model_source" in flagged else _too_many_parts(data, doc, file.path)
+    if too_long is not None:
         flagged.add("/model_source")
-        out.issues.append(Issue(IssueCode.INVALID, file.path, doc.line_of("/model_source"),
-                                "/model_source", f"model_source has more than "
-                                f"{MAX_SOURCE_PARTS} path parts"))
+        out.issues.append(too_long)
     got = None if "/model_source" in flagged else _check_source(data, doc, file, config)
     out.source_checked, out.source_got = "/model_source" not in flagged, got
     resolved = got if isinstance(got, str) else None
@@ -400,13 +452,17 @@ def _check_versions(out: _Checked, data: dict[str, Any], found: list[dict[str, A
                     flagged: set[str]) -> None:
     """Check each version as the document it stands for (:func:`versioning.merged`),
     its issues pointing where each field is written; build the model's spec,
-    with one spec per version, when all pass."""
-    specs: list[ModelSpec] = []
+    with one spec per version, when all pass (as for a plain model: only a
+    document with no issue at all, so no field the schema flagged, is built)."""
     gots: list[str | Issue | None] = []
     for i, version in enumerate(found):
         view = _version_view(doc, i, version)
         vdata = versioning.merged(data, version)
         local = view.local(flagged)
+        too_long = None if "/model_source" in local else _too_many_parts(vdata, view, file.path)
+        if too_long is not None:
+            local.add("/model_source")
+            out.issues.append(view.relocate(too_long))
         got = None if "/model_source" in local else _version_source(vdata, view, file, config)
         gots.append(got)
         if isinstance(got, Issue):
@@ -414,15 +470,20 @@ def _check_versions(out: _Checked, data: dict[str, Any], found: list[dict[str, A
         out.issues.extend(view.relocate(issue) for issue in itertools.islice(
             _semantic_issues(vdata, view, file.path, config, local, str(file.user_id)),
             max(0, limit - len(out.issues))))
-        if isinstance(got, str) and isinstance(version.get("name"), str):
-            vdata["model_id"] = f"{data.get('model_id')}{VERSION_SEPARATOR}{version['name']}"
-            specs.append(replace(_build(vdata, view, file, config, got),
-                                 version=version["name"], weight=int(version["weight"]),
-                                 field_pointers={p: view.pointer(p) for p in LINED_FIELDS
-                                                 if view.pointer(p) != p}))
     out.source_checked, out.version_gots = True, tuple(gots)
     out.cut = len(out.issues) >= limit
-    if not out.issues and len(specs) == len(found):
+    if out.issues or not all(isinstance(got, str) for got in gots):
+        return
+    specs: list[ModelSpec] = []
+    for i, (version, got) in enumerate(zip(found, gots, strict=True)):
+        view = _version_view(doc, i, version)
+        vdata = versioning.merged(data, version)
+        vdata["model_id"] = f"{data.get('model_id')}{VERSION_SEPARATOR}{version['name']}"
+        specs.append(replace(_build(vdata, view, file, config, str(got)),
+                             version=version["name"], weight=int(version["weight"]),
+                             field_pointers={p: view.pointer(p) for p in LINED_FIELDS
+                                             if view.pointer(p) != p}))
+    if specs:
         out.spec = replace(specs[0], suffix=str(data["model_id"]), model_source="",
                            resolved_source="", version=None, weight=None,
                            versions=tuple(specs))

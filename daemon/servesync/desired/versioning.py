@@ -8,7 +8,9 @@ path, allow-list and knob rule of a plain model applies to it unchanged
 it is written (:class:`VersionView`: ``/versions/<i>/...`` when the version
 sets it, else the model-level one). The list itself has two rules of its own
 (:func:`list_issues`): names unique (409, both places) and weights summing to
-100 (422, with the sum, on the ``versions`` line). docs/ARCHITECTURE.md,
+100 (422, with the sum, on the ``versions`` line); and ``lora`` is refused on
+a model with versions (422: the gateway cannot yet route ``<model>:<adapter>``
+by version weight). docs/ARCHITECTURE.md,
 "Weighted versions".
 """
 
@@ -90,8 +92,9 @@ class VersionView:
 
 
 def list_issues(data: Mapping[str, Any], doc: RawDocument, rel: str) -> Iterator[Issue]:
-    """Both-or-neither of ``model_source`` and ``versions`` (400), duplicate
-    version names (409 at each), weights not summing to 100 (422)."""
+    """Both-or-neither of ``model_source`` and ``versions`` (400), ``lora``
+    with ``versions`` (422: not supported yet), duplicate version names (409
+    at each), weights not summing to 100 (422)."""
     has_source, has_versions = "model_source" in data, "versions" in data
     if has_source and has_versions:
         yield Issue(IssueCode.INVALID, rel, doc.line_of("/versions"), "/versions",
@@ -99,6 +102,9 @@ def list_issues(data: Mapping[str, Any], doc: RawDocument, rel: str) -> Iterator
     if not has_source and not has_versions:
         yield Issue(IssueCode.INVALID, rel, doc.line, "/model_source",
                     "model_source is required (or versions, for several weighted versions)")
+    if has_versions and "lora" in data:  # the gateway routes <model>:<adapter> by name only
+        yield Issue(IssueCode.UNPROCESSABLE, rel, doc.line_of("/lora"), "/lora",
+                    "lora is not supported on a model with versions")
     found = versions(data)
     if found is None:
         return
