@@ -34,6 +34,7 @@ class FakeRay:
         self.calls: list[tuple[str, str]] = []
         self.aliases: tuple[tuple[str, str], ...] = ()  # the gateway's last (alias, public id)s
         self.weights: tuple[tuple[str, str, int], ...] = ()  # ... and (app, version, weight)s
+        self.lora: tuple[tuple[str, str], ...] = ()  # ... and (public id, LoRA path)s
         self.batches: list[int] = []  # the size of each deploy_models call
         self.fail_next: Exception | None = None
         self.reachable = True
@@ -78,10 +79,12 @@ class FakeRay:
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
                        aliases: Sequence[tuple[str, str]] = (),
-                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
+                       weights: Sequence[tuple[str, str, int]] = (),
+                       lora: Sequence[tuple[str, str]] = ()) -> None:
         self.calls.append(("gateway", ",".join(m[0] for m in members)))
         self.aliases = tuple(aliases)
         self.weights = tuple(weights)
+        self.lora = tuple(lora)
         if members:
             self.apps[GATEWAY_APP] = AppStatus.DEPLOYING
         else:

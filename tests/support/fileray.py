@@ -102,7 +102,8 @@ class FileRay:
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
                        aliases: Sequence[tuple[str, str]] = (),
-                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
+                       weights: Sequence[tuple[str, str, int]] = (),
+                       lora: Sequence[tuple[str, str]] = ()) -> None:
         data = self.load()
         if members:
             data["apps"][GATEWAY_APP] = {"status": "DEPLOYING", "public_id": "",

@@ -54,13 +54,16 @@ class UpdateGateway:
     """Route exactly these (public model id, app name) members, and these
     (alias name, public model id) aliases, each to a member; a public id with
     several members (a model's versions) is split by ``weights``, (app name,
-    version, weight in effect) of each."""
+    version, weight in effect) of each; ``lora``, (public model id, LoRA
+    path) of each routed model with adapters, is what ``/v1/models`` lists
+    them from."""
 
     members: tuple[tuple[str, str], ...]
     reason: str
     kind: Kind = Kind.GATEWAY
     aliases: tuple[tuple[str, str], ...] = ()
     weights: tuple[tuple[str, str, int], ...] = ()
+    lora: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

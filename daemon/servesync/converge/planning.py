@@ -61,6 +61,9 @@ deploys. Rules (level-based: every tick re-reads the whole state):
   gives the version, like ``routed_aliases``. While a public id has versions
   that serve, a plain record with that id (a model just turned into versions)
   is not routed.
+* A routed model's LoRA path (its recorded spec's ``lora.path``) rides with
+  its route too, so the gateway lists its adapters without asking its
+  replica; a change of the recorded paths alone is a gateway update.
 """
 
 from __future__ import annotations
@@ -726,25 +729,49 @@ def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
                                [(r.app_name, r.version or "", r.weight) for r in rs])))
     firsts = sorted((rs[0] for rs in routed.values()), key=lambda r: (r.created_at, r.model_key))
     aliases = _gateway_aliases(firsts, {r.public_id for r in final.values()})
+    lora = _gateway_lora(routed)
     status = observed.status(naming.GATEWAY_APP)
-    if weights != gateway.weights and members == gateway.members \
+    if (weights != gateway.weights or lora != gateway.lora) and members == gateway.members \
             and aliases == gateway.aliases:
-        change = [f"{app.rsplit('.', 1)[-1]} {w}%" for app, _, w in weights]
-        return UpdateGateway(members, "weights " + " ".join(change), aliases=aliases,
-                             weights=weights)
+        reasons = []
+        if weights != gateway.weights:
+            change = [f"{app.rsplit('.', 1)[-1]} {w}%" for app, _, w in weights]
+            reasons.append("weights " + " ".join(change))
+        if lora != gateway.lora:
+            was_at, now_at = dict(gateway.lora), dict(lora)
+            moved = sorted(m for m in was_at.keys() | now_at.keys()
+                           if was_at.get(m) != now_at.get(m))
+            reasons.append("lora paths of " + " ".join(moved))
+        return UpdateGateway(members, "; ".join(reasons), aliases=aliases, weights=weights,
+                             lora=lora)
     if members != gateway.members or aliases != gateway.aliases:
         old, new = set(gateway.members), set(members)
         change = [f"+{m[0]}" for m in sorted(new - old)] + [f"-{m[0]}" for m in sorted(old - new)]
         was, now = set(gateway.aliases), set(aliases)
         change += [f"+alias {a}" for a, _ in sorted(now - was)]
         change += [f"-alias {a}" for a, _ in sorted(was - now)]
-        return UpdateGateway(members, " ".join(change), aliases=aliases, weights=weights)
+        return UpdateGateway(members, " ".join(change), aliases=aliases, weights=weights,
+                             lora=lora)
     if members and status is AppStatus.MISSING:
         return UpdateGateway(members, "gateway application missing from Ray", aliases=aliases,
-                             weights=weights)
+                             weights=weights, lora=lora)
     if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
         return UpdateGateway((), "no model to serve")
     return None
+
+
+def _gateway_lora(routed: Mapping[str, list[ModelRecord]]) -> tuple[tuple[str, str], ...]:
+    """(public id, LoRA path) of each routed model whose recorded spec has
+    ``lora``: the gateway lists its adapters from that path, never asking the
+    model's replica (which would start a model scaled to zero). A model
+    routed as versions has none (validation refuses ``lora`` with versions)."""
+    out = []
+    for public_id, rs in routed.items():
+        lora = rs[0].spec.get("lora")
+        path = lora.get("path") if isinstance(lora, Mapping) else None
+        if rs[0].version is None and isinstance(path, str) and path:
+            out.append((public_id, path))
+    return tuple(sorted(out))
 
 
 def _gateway_aliases(routed: Iterable[ModelRecord],

@@ -52,11 +52,13 @@ class Applier(Protocol):
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
                        aliases: Sequence[tuple[str, str]] = (),
-                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
+                       weights: Sequence[tuple[str, str, int]] = (),
+                       lora: Sequence[tuple[str, str]] = ()) -> None:
         """Route exactly ``(public model id, app name)`` ``members`` and
         ``(alias name, public model id)`` ``aliases`` (each to a member), in
         place; a public id with several members (versions) split by ``(app
-        name, version, weight)`` ``weights``; no members deletes the gateway."""
+        name, version, weight)`` ``weights``; ``(public model id, LoRA path)``
+        ``lora`` for the listing of adapters; no members deletes the gateway."""
         ...
 
     def delete_app(self, app_name: str) -> None: ...

@@ -187,9 +187,10 @@ class Reconciler:
             try:
                 if isinstance(action, act.UpdateGateway):
                     self.applier.deploy_gateway(action.members, aliases=action.aliases,
-                                                weights=action.weights)
+                                                weights=action.weights, lora=action.lora)
                     gateway = GatewayRecord(members=action.members, deployed_at=stamp(now),
-                                            aliases=action.aliases, weights=action.weights)
+                                            aliases=action.aliases, weights=action.weights,
+                                            lora=action.lora)
                 else:
                     self.applier.delete_app(action.record.app_name)
                     done.append(_submitted(action.record, now, "application deletion accepted"))

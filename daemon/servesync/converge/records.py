@@ -191,6 +191,8 @@ class GatewayRecord:
     aliases: tuple[tuple[str, str], ...] = ()  # sorted (alias name, public model id of a member)
     weights: tuple[tuple[str, str, int], ...] = ()  # sorted (app_name, version, weight in
     # effect) of the members that are versions of a model
+    lora: tuple[tuple[str, str], ...] = ()  # sorted (public model id, LoRA path) of the
+    # routed models with adapters
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"members": [list(m) for m in self.members],
@@ -199,6 +201,8 @@ class GatewayRecord:
             out["aliases"] = [list(a) for a in self.aliases]
         if self.weights:  # nor one without versions
             out["weights"] = [list(w) for w in self.weights]
+        if self.lora:  # nor one without LoRA paths
+            out["lora"] = [list(p) for p in self.lora]
         return out
 
     @classmethod
@@ -206,4 +210,5 @@ class GatewayRecord:
         return cls(members=tuple((m[0], m[1]) for m in d.get("members", ())),
                    deployed_at=d.get("deployed_at"),
                    aliases=tuple((a[0], a[1]) for a in d.get("aliases", ())),
-                   weights=tuple((w[0], w[1], int(w[2])) for w in d.get("weights", ())))
+                   weights=tuple((w[0], w[1], int(w[2])) for w in d.get("weights", ())),
+                   lora=tuple((p[0], p[1]) for p in d.get("lora", ())))

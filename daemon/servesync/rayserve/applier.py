@@ -287,21 +287,24 @@ class RayApplier:
 
     def deploy_gateway(self, members: Sequence[tuple[str, str]], *,
                        aliases: Sequence[tuple[str, str]] = (),
-                       weights: Sequence[tuple[str, str, int]] = ()) -> None:
+                       weights: Sequence[tuple[str, str, int]] = (),
+                       lora: Sequence[tuple[str, str]] = ()) -> None:
         """Deploy the OpenAI gateway for ``(public model id, app_name)`` pairs,
-        with ``(alias name, public model id)`` aliases and the ``(app_name,
-        version, weight)`` of a model's versions; no members deletes the
+        with ``(alias name, public model id)`` aliases, the ``(app_name,
+        version, weight)`` of a model's versions and the ``(public model id,
+        LoRA path)`` of the models with adapters; no members deletes the
         gateway application.
 
-        The deployment's code version never depends on the members or their
-        aliases: they are its ``user_config``, which Serve hands to the running
+        The deployment's code version never depends on the members, their
+        aliases or LoRA paths: they are its ``user_config``, which Serve hands to the running
         replicas' ``reconfigure`` in place (no replica restarts; measured in
         tests/e2e/test_applier_e2e.py). Returns once Serve accepted it."""
         self._ensure_reachable()
         if not members:
             self.delete_app(GATEWAY_APP)
             return
-        config = gateway.user_config(llmconfigs.gateway_routes(members, aliases, weights))
+        config = gateway.user_config(
+            llmconfigs.gateway_routes(members, aliases, weights, lora))
         replicas = self._config.serving.gateway_replicas
 
         def submit() -> None:

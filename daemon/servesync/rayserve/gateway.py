@@ -21,10 +21,13 @@ model id (``OpenAiIngress._get_configured_serve_handle``), and the replica
 loads the adapter from its own ``lora_config``. ``<alias>:<adapter>`` is
 rewritten to ``<public id>:<adapter>`` first (:func:`resolve`). For
 ``/v1/models`` Ray lists ``<base>:<folder>`` for each folder under a base's
-``lora_paths`` entry; the gateway learns each model's path from the model's
-own replica (``LLMServer.llm_config``), so the routes need not carry it and
-changing a model's ``lora`` never touches the gateway; it asks again after
-:data:`LORA_PATH_TTL_S` (a model's new ``lora`` is listed within that).
+``lora_paths`` entry; each route carries its model's path (``lora_path``, in
+the same ``user_config``), so the gateway never asks a model's replica for it
+(a call to a model scaled to zero would start it) and a changed path is
+listed as soon as Serve hands the new routes to :meth:`reconfigure`. An
+adapter name that could step out of that path (:func:`adapter_refusal`:
+``/``, ``\\``, ``..``, a control character) is refused with a 400 before Ray
+builds ``<path>/<adapter>`` from it.
 A route may also be split among a model's *versions* (issue 11), each its own
 application: the route lists them with the weight in effect the planner
 worked out (only versions whose application serves; the weights sum to 100
@@ -50,19 +53,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-4"  # 2: aliases; 3: LoRA adapters; 4: versions by weight
+CODE_ID = "servesync-gateway-4"  # 2: aliases; 3: LoRA adapters; 4: versions by weight,
+# LoRA paths in the routes
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
 
 VERSION_HEADER = "X-Servesync-Version"
 """Request header pinning a version; response header naming the version that answered."""
-
-
-LORA_PATH_TTL_S = 30.0
-"""How long the gateway trusts a model's LoRA path (or that it has none)."""
-
-LORA_PATH_ASK_S = 5.0
-"""How long a listing waits for a model's replica to tell its LoRA path."""
 
 ADAPTER_SEPARATOR = ":"
 """``<model>:<adapter>``: Ray Serve LLM's name of an adapter of a model."""
@@ -88,6 +85,7 @@ class Route:
     card: Mapping[str, Any]  # the fields of Ray's ModelCard, listed on /v1/models
     aliases: tuple[str, ...] = ()  # other names clients may send for the same model
     versions: tuple[Backend, ...] = ()  # a model with versions: each request goes to one
+    lora_path: str | None = None  # where its LoRA adapters are (a folder each); none: no LoRA
 
     def backends(self) -> tuple[tuple[str, str], ...]:
         """Every (app, deployment) this route sends requests to."""
@@ -101,7 +99,8 @@ def user_config(routes_: list[Route]) -> dict[str, Any]:
         {"model": r.model, "app": r.app, "deployment": r.deployment, "card": dict(r.card),
          **({"aliases": sorted(r.aliases)} if r.aliases else {}),
          **({"versions": [{"name": b.version, "app": b.app, "deployment": b.deployment,
-                           "weight": b.weight} for b in r.versions]} if r.versions else {})}
+                           "weight": b.weight} for b in r.versions]} if r.versions else {}),
+         **({"lora_path": r.lora_path} if r.lora_path else {})}
         for r in sorted(routes_, key=lambda r: r.model)
     ]}
 
@@ -180,9 +179,16 @@ def routes(config: Mapping[str, Any] | None) -> dict[str, Route]:
         if not isinstance(names, list) or not all(isinstance(a, str) and a for a in names):
             raise ValueError(f"gateway user_config: the aliases of {fields['model']} must "
                              f"be a list of names")
+        lora_path = entry.get("lora_path")
+        if lora_path is not None and not (isinstance(lora_path, str) and lora_path):
+            raise ValueError(f"gateway user_config: the lora_path of {fields['model']} must "
+                             f"be a non-empty string")
         route = Route(model=str(fields["model"]), app=str(fields["app"]),
                       deployment=str(fields["deployment"]), card=dict(card),
-                      aliases=tuple(names), versions=_versions(entry, str(fields["model"])))
+                      aliases=tuple(names), versions=_versions(entry, str(fields["model"])),
+                      lora_path=lora_path)
+        if route.versions and route.lora_path is not None:
+            raise ValueError(f"gateway user_config: {route.model} has versions: no lora_path")
         if route.model in out:
             raise ValueError(f"gateway user_config: {route.model} routed twice")
         out[route.model] = route
@@ -225,6 +231,22 @@ def resolve(aliases_: Mapping[str, str], model: object) -> object:
     return aliases_.get(base, base) + sep + adapter
 
 
+def adapter_refusal(model: str) -> str | None:
+    """Why ``<model>:<adapter>`` is refused (a 400), or None: an empty
+    adapter, or one holding ``/``, ``\\``, ``..`` or a control character,
+    which Ray would append to the model's LoRA path (``<path>/<adapter>``)
+    and could so name another folder than one under it."""
+    base, sep, adapter = model.partition(ADAPTER_SEPARATOR)
+    if not sep:
+        return None
+    if not adapter or "/" in adapter or "\\" in adapter or ".." in adapter or any(
+            ord(c) < 32 or 127 <= ord(c) < 160 for c in adapter):
+        return (f"adapter {adapter[:64]!r} of model {base[:128]!r}: an adapter name is one "
+                f"folder under the model's LoRA path (no '/', '\\', '..' or control "
+                f"characters)")
+    return None
+
+
 def changed(old: Mapping[str, Route], new: Mapping[str, Route]) -> set[str]:
     """Model ids whose handle must be (re)made: new, or moved to another app or
     deployment (or another set of versions). A card-only or weight-only change
@@ -238,9 +260,7 @@ def ingress_class() -> type:
     ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``... and its 404
     for a model not routed) starting with no routes, plus :meth:`reconfigure`.
     Imports Ray Serve LLM (seconds), so it is called only when deploying."""
-    import asyncio
     import logging
-    import time
 
     from fastapi import HTTPException
     from ray import serve
@@ -254,7 +274,6 @@ def ingress_class() -> type:
             super().__init__(llm_deployments={}, model_cards={})
             self._routes: dict[str, Route] = {}
             self._aliases: dict[str, str] = {}
-            self._lora_checked: dict[str, float] = {}  # model -> when its path was asked
             self._versions: dict[str, dict[str, Any]] = {}  # model -> version -> handle
             # per request: the version pinned (``pin``) and the one chosen (``version``);
             # made here, in the replica: a ContextVar cannot be pickled with the class
@@ -286,47 +305,12 @@ def ingress_class() -> type:
             self._versions = versions
             self._aliases = aliases(new)
             self._model_cards = listed
+            self._lora_paths = {m: r.lora_path for m, r in new.items() if r.lora_path}
             self._routes = new
-            self._lora_checked = {m: t for m, t in self._lora_checked.items()
-                                  if m in new and m not in fresh}
-            self._lora_paths = {m: p for m, p in self._lora_paths.items()
-                                if m in self._lora_checked}
-
-        async def _learn_lora_paths(self) -> None:
-            """Ask the routed models' replicas (together, each within
-            :data:`LORA_PATH_ASK_S`) for their LoRA paths, unless asked within
-            :data:`LORA_PATH_TTL_S`. A model that does not answer is listed
-            without adapters this time (its requests still route)."""
-            now = time.monotonic()
-            due = [m for m in self._routes
-                   if now - self._lora_checked.get(m, -LORA_PATH_TTL_S) >= LORA_PATH_TTL_S]
-            if not due:
-                return
-
-            async def ask(model: str) -> Any:
-                handle = self._default_serve_handles[model]
-                return await asyncio.wait_for(handle.llm_config.remote(), LORA_PATH_ASK_S)
-
-            answers = await asyncio.gather(*(ask(m) for m in due), return_exceptions=True)
-            paths = dict(self._lora_paths)
-            for model, config in zip(due, answers, strict=True):
-                if isinstance(config, BaseException):  # starting, gone, slow: ask next time
-                    logging.getLogger(__name__).warning(
-                        "gateway: no LoRA path from %s (%s)", model, type(config).__name__)
-                    continue
-                lora = getattr(config, "lora_config", None)
-                path = getattr(lora, "dynamic_lora_loading_path", None)
-                if isinstance(path, str):
-                    paths[model] = path
-                else:
-                    paths.pop(model, None)
-                self._lora_checked[model] = now
-            self._lora_paths = paths
 
         async def models(self) -> Any:
             """Ray's listing (every model, and ``<model>:<adapter>`` for each
-            adapter folder under a model's LoRA path), paths learnt first."""
-            await self._learn_lora_paths()
+            adapter folder under the LoRA path its route carries)."""
             try:
                 return await super().models()
             except Exception as e:  # e.g. no boto3 on this node: list the models alone
@@ -341,19 +325,35 @@ def ingress_class() -> type:
                     self._lora_paths = paths
 
         async def model(self, model_id: str) -> Any:
-            """Ray's card of one name; ``<alias>:<adapter>`` as its public id's."""
+            """Ray's card of one name; ``<alias>:<adapter>`` as its public id's;
+            none (Ray's 404) for a refused adapter name, storage never asked."""
             resolved = resolve(self._aliases, model_id)
             if isinstance(resolved, str) and ADAPTER_SEPARATOR in resolved:
-                await self._learn_lora_paths()
+                if adapter_refusal(resolved) is not None:
+                    return None
                 return await super().model(resolved)
             return await super().model(model_id)
 
         def _get_configured_serve_handle(self, model_id: str) -> Any:
             """Ray's, except for a model with versions: one version's handle,
-            by weight or by the request's pin (a 404/400 when it cannot be)."""
-            route = self._routes.get(model_id)
+            by weight or by the request's pin (a 404/400 when it cannot be).
+            ``<model>:<adapter>``: a 400 for a refused adapter name
+            (:func:`adapter_refusal`), for a pin (as on the model itself) and
+            on a model with versions (they serve no adapters)."""
+            refused = adapter_refusal(model_id)
+            if refused is not None:
+                raise HTTPException(400, refused)
+            base, sep, _ = model_id.partition(ADAPTER_SEPARATOR)
+            route = self._routes.get(base)
             request = self._request.get(None)
             pinned = request.get("pin") if request is not None else None
+            if sep and route is not None:
+                if route.versions:
+                    raise HTTPException(400, f"model {base} has versions: they serve no "
+                                             f"LoRA adapters")
+                if pinned is not None:
+                    # no versions: choose gives the plain model's refusal of a pin
+                    raise HTTPException(400, str(choose(route, pinned, 0.0)))
             if route is None or (not route.versions and pinned is None):
                 return super()._get_configured_serve_handle(model_id)
             chosen = choose(route, pinned, random.random())

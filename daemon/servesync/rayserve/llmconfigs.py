@@ -178,17 +178,20 @@ def gateway_version(code_id: str) -> str:
 
 def gateway_routes(members: Sequence[tuple[str, str]],
                    aliases: Sequence[tuple[str, str]] = (),
-                   weights: Sequence[tuple[str, str, int]] = ()) -> list[Route]:
+                   weights: Sequence[tuple[str, str, int]] = (),
+                   lora: Sequence[tuple[str, str]] = ()) -> list[Route]:
     """The gateway's routes for ``(public model id, app name)`` members, each
-    with its names among ``(alias name, public model id)`` aliases. A public
+    with its names among ``(alias name, public model id)`` aliases and its
+    path among ``(public model id, LoRA path)`` ``lora``. A public
     id with members in ``(app name, version, weight)`` ``weights`` is one
     route split among those versions (a model's versions, each its own
-    application); its ``app`` is its first version's."""
+    application; no LoRA path); its ``app`` is its first version's."""
     cards = gateway_model_cards(sorted({public_id for public_id, _ in members}))
     names: dict[str, list[str]] = {}
     for alias, public_id in sorted(aliases):
         names.setdefault(public_id, []).append(alias)
     versions = {app: (version, weight) for app, version, weight in weights}
+    paths = dict(lora)
     apps: dict[str, list[str]] = {}
     for public_id, app_name in sorted(members):
         apps.setdefault(public_id, []).append(app_name)
@@ -199,7 +202,7 @@ def gateway_routes(members: Sequence[tuple[str, str]],
                               weight=versions[a][1]) for a in found if a in versions)
         out.append(Route(model=public_id, app=found[0], deployment=deployment,
                          card=cards[public_id], aliases=tuple(names.get(public_id, ())),
-                         versions=split))
+                         versions=split, lora_path=None if split else paths.get(public_id)))
     return out
 
 
