@@ -12,6 +12,9 @@ application and error. The model's ``state`` (:func:`model_state`):
 * none serves: ``STOPPED`` when all are, ``DELETING`` when all are going,
   ``QUEUED``/``DEPLOYING`` while one is on its way, else ``FAILED``;
 * ``UNKNOWN`` while Ray is unreachable and a version was serving.
+
+When every version that serves asks weight 0, the model takes no unpinned
+request, and ``error_summary`` says so (:data:`NO_UNPINNED`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from servesync.converge.observed import Observed
 from servesync.converge.records import ModelRecord, State
 
 SERVING = (State.RUNNING, State.DEGRADED)
+NO_UNPINNED = ("no unpinned requests: every version that serves asks weight 0 "
+               "(the gateway answers 503; pin one with the X-Servesync-Version header)")
 
 
 def stem(model_key: str) -> str | None:
@@ -64,6 +69,9 @@ def versioned_status(recs: Sequence[ModelRecord], *, observed: Observed,
     endpoints = [d["endpoint"] for d in docs if d["endpoint"] is not None]
     state = model_state(recs, reachable=observed.reachable)
     errors = [f"{r.version}: {r.error_summary}" for r in recs if r.error_summary]
+    serving = [r for r in recs if r.state in SERVING]
+    if serving and all(r.weight <= 0 for r in serving):
+        errors.append(NO_UNPINNED)
     return {
         **first,
         "model_key": key,
