@@ -165,6 +165,7 @@ def plan(
     folded = {k: _fold(r, specs.get((r.user_id, r.suffix)), clock) for k, r in recorded.items()}
     by_name = {(r.user_id, r.suffix): r for r in folded.values()}
     per_model: list[Action] = []
+    after: dict[ModelName, ModelRecord] = {}  # a declared model's record after this tick
     for name, spec in sorted(specs.items()):
         rec = by_name.get(name)
         action = _admit(spec, desired.revision, clock, _sibling(spec, by_name)) \
@@ -173,13 +174,17 @@ def plan(
         )
         if action is not None:
             per_model.append(action)
+        if isinstance(action, RecordOnly | Deploy):
+            after[name] = action.record
+        elif rec is not None:
+            after[name] = rec
     for name, rec in sorted(by_name.items()):
         if name in specs:
             continue
         revoked = desired.revoked.get(name)
         if revoked is not None:
             action = _revoke(rec, revoked, observed, clock)
-        elif _reshaped(rec, specs, by_name, clock):
+        elif _reshaped(rec, specs, after, clock):
             action = None  # keeps serving until its successor under the name runs
         elif not _held(rec, name, desired):
             action = _undeclared(rec, observed, clock)
@@ -240,17 +245,22 @@ def _event(clock: Clock, kind: EventKind, message: str, revision: str | None) ->
 
 
 def _reshaped(rec: ModelRecord, specs: Mapping[ModelName, ModelSpec],
-              by_name: Mapping[ModelName, ModelRecord], clock: Clock) -> bool:
+              after: Mapping[ModelName, ModelRecord], clock: Clock) -> bool:
     """Is undeclared ``rec`` the model's old shape (plain while the file now gives
     ``versions``, or a version while it now gives ``model_source``) whose new
-    shape the gateway does not surely route yet? Then it is left serving: the
-    name never goes dark while the model changes shape; it is deleted once
-    the settled gateway routes the new shape (:attr:`Clock.routed`)."""
+    shape is on its way to serve but the gateway does not surely route yet?
+    Then it is left serving: the name never goes dark while the model changes
+    shape; it is deleted once the settled gateway routes the new shape
+    (:attr:`Clock.routed`). ``after``: the declared records as this tick
+    leaves them. A new shape that no record wants to run (``enabled: false``,
+    stopped by its schedule) keeps nothing serving: the old record takes the
+    undeclared road, as the user's stop asks."""
     new = [s for s in specs.values() if s.user_id == rec.user_id
            and s.model_id == rec.model_id and (s.version is None) != (rec.version is None)]
-    return bool(new) and rec.state is not State.DELETING and not any(
-        by_name.get(s.name) is not None and by_name[s.name].app_name in clock.routed
-        for s in new)
+    records = [after[s.name] for s in new if s.name in after]
+    return rec.state is not State.DELETING and any(
+        r.enabled and r.state not in (State.STOPPED, State.DELETING) for r in records
+    ) and not any(r.app_name in clock.routed for r in records)
 
 
 def _sibling(spec: ModelSpec, by_name: Mapping[ModelName, ModelRecord]) -> ModelRecord | None:

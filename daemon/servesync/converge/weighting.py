@@ -3,8 +3,10 @@
 The gateway splits a model's requests among its versions whose application
 serves (:func:`servesync.converge.planning._serves`); a version that does not
 gets nothing, and its share goes to the others in proportion to their asked
-weights (all of them asked 0: alike). Whole numbers summing to 100, by the
-largest remainder, ties to the version listed first (docs/ARCHITECTURE.md,
+weights. A version asking 0 never gets a share (it is reachable only by the
+pin header): when every version that serves asks 0, all are at 0 and the
+model takes no unpinned request. Whole numbers summing to 100 (or all 0), by
+the largest remainder, ties to the version listed first (docs/ARCHITECTURE.md,
 "Weighted versions").
 """
 
@@ -17,14 +19,15 @@ TOTAL = 100
 
 def in_effect(asked: Sequence[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:
     """``(app, version, asked weight)`` of the versions that serve -> ``(app,
-    version, weight in effect)``, in the same order; empty when none serves."""
-    if not asked:
-        return ()
-    total = sum(w for _, _, w in asked)
-    shares = [w / total * TOTAL if total > 0 else TOTAL / len(asked) for _, _, w in asked]
-    whole = [int(s) for s in shares]
+    version, weight in effect)``, in the same order; empty when none serves.
+    Exact (integers): a version asking 0 gets 0, every time."""
+    total = sum(max(w, 0) for _, _, w in asked)
+    if total <= 0:
+        return tuple((app, version, 0) for app, version, _ in asked)
+    whole = [max(w, 0) * TOTAL // total for _, _, w in asked]
+    rest = [max(w, 0) * TOTAL % total for _, _, w in asked]
     left = TOTAL - sum(whole)
-    order = sorted(range(len(asked)), key=lambda i: (-(shares[i] - whole[i]), i))
+    order = sorted((i for i in range(len(asked)) if rest[i] > 0), key=lambda i: (-rest[i], i))
     for i in order[:left]:
         whole[i] += 1
     return tuple((app, version, whole[i]) for i, (app, version, _) in enumerate(asked))

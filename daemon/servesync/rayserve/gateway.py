@@ -32,7 +32,8 @@ A route may also be split among a model's *versions* (issue 11), each its own
 application: the route lists them with the weight in effect the planner
 worked out (only versions whose application serves; the weights sum to 100
 unless all are 0), and each request goes to one version drawn by weight
-(:func:`pick`). A request with the header ``X-Servesync-Version: <name>``
+(:func:`pick`), never to one at weight 0: with all at 0 an unpinned request
+is a 503 saying so. A request with the header ``X-Servesync-Version: <name>``
 goes to that version (weight 0 included; 404 for a version not routed, 400
 on a model without versions), and every answer of a versioned model names
 its version in that header. Weights ride in the ``user_config`` too: a
@@ -53,8 +54,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-4"  # 2: aliases; 3: LoRA adapters; 4: versions by weight,
-# LoRA paths in the routes
+CODE_ID = "servesync-gateway-5"  # 2: aliases; 3: LoRA adapters; 4: versions by weight,
+# LoRA paths in the routes; 5: no unpinned request to a version at weight 0
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
 
@@ -123,12 +124,13 @@ def _versions(entry: Mapping[str, Any], model: str) -> tuple[Backend, ...]:
     return tuple(out)
 
 
-def pick(backends: Sequence[Backend], draw: float) -> Backend:
-    """The version a request goes to, for a ``draw`` in [0, 1): by weight;
-    all weights 0 (every version asked 0 serves): each alike."""
-    total = sum(b.weight for b in backends)
+def pick(backends: Sequence[Backend], draw: float) -> Backend | None:
+    """The version a request goes to, for a ``draw`` in [0, 1): by weight,
+    never one at 0; None when all are at 0 (every version that serves asks 0:
+    only a pinned request is taken)."""
+    total = sum(b.weight for b in backends if b.weight > 0)
     if total <= 0:
-        return backends[min(int(draw * len(backends)), len(backends) - 1)]
+        return None
     point = draw * total
     for b in backends:
         if point < b.weight:
@@ -139,7 +141,9 @@ def pick(backends: Sequence[Backend], draw: float) -> Backend:
 
 def choose(route: Route, pinned: str | None, draw: float) -> Backend | str:
     """The version for a request to ``route`` (``pinned``: the header's name),
-    or why none: an error message (the caller answers 404 / 400)."""
+    or why none: an error message (the caller answers 400 for a pin on a model
+    without versions, 404 for a pin to a version not routed, 503 for an
+    unpinned request when every routed version is at weight 0: :func:`refusal`)."""
     if pinned is not None:
         if not route.versions:
             return f"model {route.model} has no versions: drop the {VERSION_HEADER} header"
@@ -149,7 +153,19 @@ def choose(route: Route, pinned: str | None, draw: float) -> Backend | str:
         return (f"version {pinned[:64]!r} of model {route.model} is not routed (unknown, or "
                 f"its application is not RUNNING); routed: "
                 f"{', '.join(b.version for b in route.versions)}")
-    return pick(route.versions, draw)
+    chosen = pick(route.versions, draw)
+    if chosen is None:
+        return (f"model {route.model} takes no unpinned request now: every version that "
+                f"serves ({', '.join(b.version for b in route.versions)}) has weight 0; "
+                f"name one in the {VERSION_HEADER} header")
+    return chosen
+
+
+def refusal(route: Route, pinned: str | None) -> int:
+    """The HTTP status for :func:`choose`'s refusal of a request to ``route``."""
+    if not route.versions:
+        return 400
+    return 404 if pinned is not None else 503
 
 
 def routes(config: Mapping[str, Any] | None) -> dict[str, Route]:
@@ -358,7 +374,7 @@ def ingress_class() -> type:
                 return super()._get_configured_serve_handle(model_id)
             chosen = choose(route, pinned, random.random())
             if isinstance(chosen, str):
-                raise HTTPException(404 if route.versions else 400, chosen)
+                raise HTTPException(refusal(route, pinned), chosen)
             if request is not None:
                 request["version"] = chosen.version
             return self._versions[model_id][chosen.version]

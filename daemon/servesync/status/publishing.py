@@ -153,6 +153,7 @@ def publish(
     docs = {}
     problems = model_issues(desired) if desired is not None else {}
     groups: dict[str, list[ModelRecord]] = {}
+    plain: dict[str, ModelRecord] = {}
     for key, rec in sorted(records.items()):
         if not _SAFE_KEY.match(key):
             log.error("not publishing model %r: unsafe as a file name", key)
@@ -160,13 +161,16 @@ def publish(
         stem = versioned.stem(key)
         if stem is not None:
             groups.setdefault(stem, []).append(rec)
-            continue
-        docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo,
-                                   problems.get((rec.user_id, rec.suffix), ()), now=now)
+        else:
+            plain[key] = rec
+    for key, rec in plain.items():
+        if key not in groups:  # else a model turning into versions: one document, below
+            docs[key] = _publish_model(models_dir, key, rec, observed, serving, memo,
+                                       problems.get((rec.user_id, rec.suffix), ()), now=now)
     for stem, recs in groups.items():
         docs[stem] = _publish_versions(models_dir, stem, recs, observed, serving, memo,
                                        problems.get((recs[0].user_id, recs[0].model_id), ()),
-                                       now=now)
+                                       now=now, old=plain.get(stem))
     docs = dict(sorted(docs.items()))  # by model key, models with versions among the rest
     index = {
         "generated_at": iso(now),
@@ -225,15 +229,20 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
 
 def _publish_versions(models_dir: Path, key: str, recs: list[ModelRecord], observed: Observed,
                       serving: ServingConfig, memo: Memo,
-                      issues: tuple[Issue, ...] = (), *, now: datetime) -> dict[str, Any]:
-    """As :func:`_publish_model`, for the records of one model's versions."""
+                      issues: tuple[Issue, ...] = (), *, now: datetime,
+                      old: ModelRecord | None = None) -> dict[str, Any]:
+    """As :func:`_publish_model`, for the records of one model's versions.
+    ``old``: the model's record without versions under the same key (a model
+    just turned into versions), folded into this one document
+    (:func:`versioned.versioned_status`), never written on its own."""
     inputs = (tuple(recs), tuple(observed.apps.get(r.app_name) for r in recs),
-              observed.reachable, observed.error, issues)
+              observed.reachable, observed.error, issues,
+              old, observed.apps.get(old.app_name) if old is not None else None)
     last = memo.inputs.get(key)
     if last is not None and last == inputs:
         return memo.summaries[key]
     doc = versioned.versioned_status(recs, observed=observed, one=lambda r: model_status(
-        r, observed=observed, base_url=serving.base_url, issues=issues, now=now))
+        r, observed=observed, base_url=serving.base_url, issues=issues, now=now), old=old)
     return _write_model(models_dir, key, scrub_strings(doc, memo.known or ()), inputs, memo,
                         line=recs[0].spec.get("line"), serving=serving, now=now)
 

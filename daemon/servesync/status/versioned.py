@@ -12,6 +12,9 @@ application and error. The model's ``state`` (:func:`model_state`):
 * none serves: ``STOPPED`` when all are, ``DELETING`` when all are going,
   ``QUEUED``/``DEPLOYING`` while one is on its way, else ``FAILED``;
 * ``UNKNOWN`` while Ray is unreachable and a version was serving.
+
+When every version that serves asks weight 0, the model takes no unpinned
+request, and ``error_summary`` says so (:data:`NO_UNPINNED`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from servesync.converge.observed import Observed
 from servesync.converge.records import ModelRecord, State
 
 SERVING = (State.RUNNING, State.DEGRADED)
+NO_UNPINNED = ("no unpinned requests: every version that serves asks weight 0 "
+               "(the gateway answers 503; pin one with the X-Servesync-Version header)")
 
 
 def stem(model_key: str) -> str | None:
@@ -54,9 +59,13 @@ def model_state(recs: Sequence[ModelRecord], *, reachable: bool) -> str:
 
 
 def versioned_status(recs: Sequence[ModelRecord], *, observed: Observed,
-                     one: Callable[[ModelRecord], dict[str, Any]]) -> dict[str, Any]:
+                     one: Callable[[ModelRecord], dict[str, Any]],
+                     old: ModelRecord | None = None) -> dict[str, Any]:
     """The model's status document from its versions' records, sorted by
-    version; ``one`` builds a record's own document (``model_status``)."""
+    version; ``one`` builds a record's own document (``model_status``).
+    ``old``: the model's record from before it had versions, same key, while
+    it is still recorded: when it serves and no version does yet, the
+    document's state and endpoint are its own (it is what clients reach)."""
     recs = sorted(recs, key=lambda r: r.version or "")
     docs = [one(r) for r in recs]
     first = docs[0]
@@ -64,6 +73,15 @@ def versioned_status(recs: Sequence[ModelRecord], *, observed: Observed,
     endpoints = [d["endpoint"] for d in docs if d["endpoint"] is not None]
     state = model_state(recs, reachable=observed.reachable)
     errors = [f"{r.version}: {r.error_summary}" for r in recs if r.error_summary]
+    if old is not None and old.state in SERVING and not any(r.state in SERVING for r in recs):
+        old_doc = one(old)
+        state = old_doc["state"]
+        endpoints = [old_doc["endpoint"]] if old_doc["endpoint"] is not None else endpoints
+        errors.append("changing to versions: the model without versions serves until "
+                      "a version runs")
+    serving = [r for r in recs if r.state in SERVING]
+    if serving and all(r.weight <= 0 for r in serving):
+        errors.append(NO_UNPINNED)
     return {
         **first,
         "model_key": key,

@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from servesync.rayserve import gateway
-from servesync.rayserve.gateway import Backend, choose, pick, routes, user_config
+from servesync.rayserve.gateway import (
+    VERSION_HEADER,
+    Backend,
+    choose,
+    pick,
+    refusal,
+    routes,
+    user_config,
+)
 from servesync.rayserve.llmconfigs import gateway_routes, server_deployment_name
 from tests.unit.rayserve.test_gateway_aliases import Handle, chat
 
@@ -44,7 +52,19 @@ def test_pick_follows_the_weights() -> None:
     assert 7_800 < counts["a"] < 8_200 and counts["c"] == 0
     assert pick(backends, 0.0).version == "a" and pick(backends, 0.999999).version == "b"
     zero = (Backend("a", "x", "d", 0), Backend("b", "y", "d", 0))
-    assert {pick(zero, d).version for d in (0.1, 0.9)} == {"a", "b"}
+    assert {pick(zero, d) for d in (0.0, 0.5, 0.999999)} == {None}  # nothing unpinned
+
+
+def test_all_versions_at_weight_0_refuse_unpinned_requests_but_take_pins() -> None:
+    zero = ((A, "svc-1.stable", "stable", 0), (A, "svc-1.canary", "canary", 0))
+    members = tuple((p, app) for p, app, _, _ in zero)
+    weights = tuple((app, v, w) for _, app, v, w in zero)
+    route = routes(user_config(gateway_routes(members, (), weights)))[A]
+    refused = choose(route, None, 0.5)
+    assert isinstance(refused, str) and "weight 0" in refused and VERSION_HEADER in refused
+    assert refusal(route, None) == 503 and refusal(route, "v9") == 404
+    pinned = choose(route, "canary", 0.5)
+    assert isinstance(pinned, Backend) and pinned.version == "canary"
 
 
 def test_a_pin_names_a_routed_version_or_says_why_not() -> None:
@@ -140,6 +160,12 @@ def test_a_weight_change_keeps_every_handle_and_a_bad_pin_is_a_404(
         asyncio.run(ask("canary", model=B))
     assert plain.value.status_code == 400
     assert asyncio.run(ask(model=B)) == "None"  # a plain model: no header
+    instance.reconfigure(user_config(gateway_routes(  # only a version asking 0 serves
+        [(A, CANARY), (B, "app-b")], (), [(CANARY, "canary", 0)])))
+    with pytest.raises(HTTPException) as unpinned:
+        asyncio.run(ask())
+    assert unpinned.value.status_code == 503 and "weight 0" in str(unpinned.value.detail)
+    assert asyncio.run(ask("canary")) == "canary"
 
 
 def test_the_replica_class_pickles_by_value() -> None:

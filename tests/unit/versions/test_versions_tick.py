@@ -239,3 +239,43 @@ def test_metrics_have_a_series_per_version(cpu_config: Config, desired_tree: Pat
     for version in ("stable", "canary"):
         assert f'servesync_model_replicas_desired{{model="{public_id}@{version}",user="alice"}}' \
             in text
+
+
+def test_weights_in_effect_never_give_a_version_at_0_a_share() -> None:
+    from servesync.converge.weighting import in_effect
+
+    assert in_effect([("x", "a", 1), ("y", "b", 0), ("z", "c", 0)]) == (
+        ("x", "a", 100), ("y", "b", 0), ("z", "c", 0))
+    assert in_effect([("x", "a", 0), ("y", "b", 0)]) == (("x", "a", 0), ("y", "b", 0))
+    assert in_effect([("x", "a", 1), ("y", "b", 1), ("z", "c", 1), ("w", "d", 0)]) == (
+        ("x", "a", 34), ("y", "b", 33), ("z", "c", 33), ("w", "d", 0))
+    assert in_effect([]) == ()
+
+
+def test_a_version_at_0_does_not_take_the_share_of_one_that_fails(
+        cpu_config: Config, desired_tree: Path, storage_root: Path) -> None:
+    """stable asks 100 and fails; canary asks 0 and serves: the gateway keeps
+    the route (pins work) with canary at 0, and the status says why."""
+    ray = FakeRay()
+    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    write(desired_tree, a=100, b_weight=0)
+    for _ in range(12):
+        result = rec.tick(snap)
+        ray.settle()
+        for name in list(ray.apps):
+            if name.endswith(".stable"):
+                ray.apps[name] = AppStatus.DEPLOY_FAILED
+        if result.settled and not result.actions:
+            break
+    versions = by_version(rec)
+    assert versions["stable"].state is State.FAILED
+    assert versions["canary"].state is State.RUNNING
+    gateway = rec.store.gateway()
+    assert [app for _, app in gateway.members] == [versions["canary"].app_name]
+    assert gateway.weights == ((versions["canary"].app_name, "canary", 0),)
+    doc = status(cpu_config, versions["canary"].model_key.rsplit(".", 1)[0])
+    assert doc["state"] == "DEGRADED"
+    assert [(v["name"], v["weight_in_effect"]) for v in doc["versions"]] == [
+        ("canary", 0), ("stable", 0)]
+    assert "no unpinned requests" in doc["error_summary"]
