@@ -117,5 +117,5 @@ def wait_s(rec: ModelRecord, now: datetime) -> float | None:
 
 
 def iso(at: datetime) -> str:
-    """``at`` as the status files show times: ISO 8601 UTC to the second."""
-    return at.astimezone(UTC).isoformat(timespec="seconds")
+    """``at`` as the status files show times: ISO 8601 UTC to the second, with a ``Z``."""
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -183,12 +183,6 @@ class Outbox:
                 return list(self._queues.get(sink, {}).values())
             return list(self._pending.values())
 
-    def oldest(self, sink: str, keep: int) -> list[Entry]:
-        """The oldest pending entries of ``sink`` beyond the newest ``keep``."""
-        with self._lock:
-            queue = list(self._queues.get(sink, {}).values())
-            return queue[:max(0, len(queue) - keep)]
-
     def done(self, entry_id: str, how: str = "delivered") -> None:
         """No more attempts at ``entry_id`` (delivered, refused by the
         receiver, or dropped); compacts when due."""

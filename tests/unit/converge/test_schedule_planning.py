@@ -123,7 +123,7 @@ def test_outside_active_hours_a_running_model_is_stopped() -> None:
     assert isinstance(record_only, RecordOnly)
     assert record_only.record.state is State.DELETING
     assert record_only.record.schedule_stop == "active_hours"
-    assert "starts again at 2026-01-07T08:00:00+00:00" in record_only.record.events[-1].message
+    assert "starts again at 2026-01-07T08:00:00Z" in record_only.record.events[-1].message
 
 
 def test_a_model_admitted_outside_its_window_is_recorded_stopped() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from servesync.config import Config
+from servesync.converge import scheduling
 from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import ModelRecord, State
 from servesync.desired.sources import Snapshot
@@ -75,7 +76,7 @@ def test_a_restart_neither_stops_early_nor_loses_the_stop(tree: tuple[Config, Pa
     model = settle(first, ray, snap, clock)
     assert model.state is State.RUNNING and model.running_since is not None
     since = datetime.fromisoformat(model.running_since)
-    assert status(config, model)["next_stop_at"] == (since + 2 * HOUR).isoformat()
+    assert status(config, model)["next_stop_at"] == scheduling.iso(since + 2 * HOUR)
     # the daemon restarts a minute before the stop: the new one does not stop it
     clock.now = since + 2 * HOUR - timedelta(minutes=1)
     second = restart(config, first, ray, clock)
@@ -126,12 +127,12 @@ def test_active_hours_across_a_restart(tree: tuple[Config, Path], restart_at_hou
     first = make_reconciler(config, ray, clock)
     model = settle(first, ray, snap, clock)
     assert model.state is State.RUNNING
-    assert status(config, model)["next_stop_at"] == "2026-01-06T12:00:00+00:00"  # 20:00
+    assert status(config, model)["next_stop_at"] == "2026-01-06T12:00:00Z"  # 20:00
     # 20:00 Shanghai: the window closes, the model is stopped
     clock.now = datetime.fromisoformat("2026-01-06T12:00:00+00:00")
     model = settle(first, ray, snap, clock)
     assert model.state is State.STOPPED and model.schedule_stop == "active_hours"
-    assert status(config, model)["next_start_at"] == "2026-01-07T00:00:00+00:00"  # 08:00
+    assert status(config, model)["next_start_at"] == "2026-01-07T00:00:00Z"  # 08:00
     # the daemon restarts the next day at restart_at_hour Shanghai time
     clock.now = datetime.fromisoformat("2026-01-06T16:00:00+00:00") + \
         timedelta(hours=restart_at_hour)

@@ -233,7 +233,7 @@ def test_versions_schedule_and_lora_reach_the_pages(tmp_path: Path) -> None:
     assert index.count('data-key="svc-alice-c"') == 1  # one row for the model
     assert '<span class="version s-RUNNING" title="RUNNING">stable 100%</span>' in index
     assert '<span class="version s-FAILED" title="FAILED">b 0%</span>' in index
-    assert '<div class="muted">stops <time datetime="2025-03-01T14:01:00+00:00">' in index
+    assert '<div class="muted">stops <time datetime="2025-03-01T14:01:00Z">' in index
     page = (tmp_path / "models" / "svc-alice-c.html").read_text()
     versions = page.split('<h2 id="versions">')[1].split("</table>")[0]
     assert '<tr data-version="stable"><td>stable</td>' in versions
