@@ -42,6 +42,12 @@ def version_key(stem: str, version: str) -> str:
     return f"{stem}.{version}"
 
 
+def key_stem(model_key: str) -> str | None:
+    """The model's key stem of a version's key (:func:`version_key`), else None."""
+    head, sep, _ = model_key.partition(".")
+    return head if sep else None
+
+
 def alias_name(user_id: str, alias: str) -> str:
     """The name clients call a model's ``alias`` by: ``<user_id>-<alias>``."""
     return f"{user_id}-{alias}"

@@ -277,7 +277,7 @@ def _admit(spec: ModelSpec, revision: str | None, clock: Clock,
     prefix = sibling.prefix if sibling else naming.model_prefix(spec.user_id, clock.now)
     key = naming.model_key(spec.user_id, spec.suffix, clock.now)
     if spec.version is not None:  # one public id and key stem for all of a model's versions
-        stem = sibling.model_key.split(".", 1)[0] if sibling else \
+        stem = (naming.key_stem(sibling.model_key) or sibling.model_key) if sibling else \
             naming.model_key(spec.user_id, spec.model_id, clock.now)
         key = naming.version_key(stem, spec.version)
     base = ModelRecord(

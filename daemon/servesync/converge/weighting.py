@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-TOTAL = 100
+from servesync.desired.versioning import TOTAL_WEIGHT as TOTAL
 
 
 def in_effect(asked: Sequence[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from servesync.converge import naming
 from servesync.converge.observed import Observed
-from servesync.converge.records import ModelRecord, State
+from servesync.converge.records import MAX_EVENTS, ModelRecord, State
 
 SERVING = (State.RUNNING, State.DEGRADED)
 NO_UNPINNED = ("no unpinned requests: every version that serves asks weight 0 "
@@ -32,8 +33,7 @@ NO_UNPINNED = ("no unpinned requests: every version that serves asks weight 0 "
 
 def stem(model_key: str) -> str | None:
     """The model's key for a version's record key (``<stem>.<version>``), else None."""
-    head, sep, _ = model_key.partition(".")
-    return head if sep else None
+    return naming.key_stem(model_key)
 
 
 def model_state(recs: Sequence[ModelRecord], *, reachable: bool) -> str:
@@ -108,7 +108,7 @@ def versioned_status(recs: Sequence[ModelRecord], *, observed: Observed,
         "versions": [_version(r, d) for r, d in zip(recs, docs, strict=True)],
         "events": sorted(({**e, "message": f"[{r.version}] {e['message']}"}
                           for r, d in zip(recs, docs, strict=True) for e in d["events"]),
-                         key=lambda e: e["at"])[-50:],
+                         key=lambda e: e["at"])[-MAX_EVENTS:],
     }
 
 
