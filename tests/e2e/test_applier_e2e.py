@@ -109,6 +109,19 @@ def routed_within(client: OpenAI, want: set[str], deadline_s: float) -> float:
                     deadline_s=deadline_s, poll_s=0.05)
 
 
+def wait_gateway_settled(applier: RayApplier) -> float:
+    """Seconds until the gateway application is RUNNING with both replicas
+    RUNNING. Serve applies a ``user_config`` change to one replica at a time
+    (its rolling update), so ``/v1/models`` may list the new routes from one
+    replica while the other still answers with the old ones; the daemon calls a
+    route sure only once the gateway settled, and so do these tests."""
+    def settled() -> bool:
+        return (applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING
+                and len(applier.replica_pids(GATEWAY_APP)) == 2)
+
+    return wait_for("gateway settled", settled, deadline_s=GATEWAY_DEADLINE_S, poll_s=0.1)
+
+
 def test_adding_and_removing_b_leaves_a_alone(
     applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
     timings: dict[str, str],
@@ -129,12 +142,10 @@ def test_adding_and_removing_b_leaves_a_alone(
         took = routed_within(client, {A[0], B[0]}, ROUTE_DEADLINE_S)
         timings["gateway route change (A → A+B): submit, then listed"] = (
             f"{submitted:.2f} s + {took:.2f} s")
-        assert ask(client, B[0]).strip()  # B answers at once
-        wait_for("gateway RUNNING",
-                 lambda: applier.observe().status(GATEWAY_APP) is AppStatus.RUNNING,
-                 deadline_s=GATEWAY_DEADLINE_S, poll_s=0.1)
+        wait_gateway_settled(applier)
         timings["gateway update applied (A → A+B, to RUNNING)"] = (
             f"{time.monotonic() - gw_start:.2f} s")
+        assert ask(client, B[0]).strip()  # B answers through either replica
         timings["adding B, total"] = f"{time.monotonic() - start:.1f} s"
         time.sleep(3.0)  # a few more requests to A through the reconfigured gateway
     timings["requests to A while adding B"] = loop.summary()
@@ -149,6 +160,7 @@ def test_adding_and_removing_b_leaves_a_alone(
     took = routed_within(client, {A[0]}, ROUTE_DEADLINE_S)
     timings["gateway route change (A+B → A): submit, then listed"] = (
         f"{submitted:.2f} s + {took:.2f} s")
+    wait_gateway_settled(applier)
     with pytest.raises(NotFoundError):
         ask(client, B[0])  # not routed: a 404, as for any unknown model
     applier.delete_app(B[1])
@@ -183,6 +195,7 @@ def test_a_gateway_replica_killed_loses_no_request(
     """
     retrying = OpenAI(base_url=e2e_config.serving.base_url, api_key="x", timeout=30.0)
     assert retrying.max_retries == 2  # the openai package's default, untouched
+    wait_gateway_settled(applier)
     pids = applier.replica_pids(GATEWAY_APP)
     assert len(pids) == 2
     victim, pid = sorted(pids.items())[0]
