@@ -6,9 +6,9 @@ place by user_config: routed within 2 s, no gateway replica restarted, one
 killed loses no request of the default ``openai`` client, and at most the one in
 flight of a client that never retries); adding model B keeps
 model A's replica and every request to A succeeds meanwhile; removing B
-takes it off ``/v1/models`` and out of Serve. Stable code versions: scaling A
-1 → 2 keeps its serving replica and adds one, resubmitting an unchanged spec
-or gateway restarts nothing, a real spec change still rolls A's replicas.
+takes it off ``/v1/models`` and out of Serve. Stable code versions:
+resubmitting an unchanged spec or gateway restarts nothing (scaling and a real
+spec change are proven through the reconciler, in test_reconcile_e2e.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -234,69 +233,24 @@ def test_a_gateway_replica_killed_loses_no_request(
         assert loop.ok > ok_before  # every client kept being answered after the kill
 
 
-def settled_at(applier: RayApplier, app_name: str, replicas: int) -> set[str] | None:
-    """The replica actor ids once ``app_name`` is RUNNING with exactly ``replicas``
-    live replicas, all RUNNING (no rolling update under way); else None."""
-    observed = applier.observe()
-    status = observed.status(app_name)
-    assert status not in (AppStatus.DEPLOY_FAILED, AppStatus.UNHEALTHY), status
-    if status is not AppStatus.RUNNING or observed.apps[app_name].running_replicas != replicas:
-        return None
-    ids = applier.replica_actor_ids(app_name)
-    return ids if len(ids) == replicas else None
-
-
-def test_scaling_a_up_adds_a_replica_and_keeps_the_serving_one(
+def test_resubmitting_an_unchanged_spec_and_gateway_restarts_nothing(
     applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
-    timings: dict[str, str],
 ) -> None:
+    """A retry or a drift repair submits the same spec again: Serve sees the same
+    code version and user_config, so no replica of A nor of the gateway restarts.
+    (Scaling 1 → 2 keeping the serving replica, and a real spec change rolling
+    the replicas with no failed request, are proven through the reconciler in
+    test_reconcile_e2e.py's lifecycle.)"""
+    wait_gateway_settled(applier)
     before = applier.replica_actor_ids(A[1])
-    assert len(before) == 1
     gateway_before = applier.replica_actor_ids(GATEWAY_APP)
-    scaled = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2)
+    assert len(before) == 1 and len(gateway_before) == 2
     with requests_to(client, served_a) as loop:
-        start = time.monotonic()
-        applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
-        wait_for("A RUNNING with 2 replicas", lambda: settled_at(applier, A[1], 2) is not None,
-                 deadline_s=START_DEADLINE_S, poll_s=POLL_S)
-        timings["scale A 1 → 2 (submit to 2 RUNNING)"] = f"{time.monotonic() - start:.1f} s"
-        time.sleep(2.0)
-        # Resubmitting the same spec (a retry, a drift repair) changes nothing.
-        applier.deploy_model(scaled, app_name=A[1], public_id=A[0])
+        applier.deploy_model(tiny_spec(tiny_model, "tiny-a"), app_name=A[1], public_id=A[0])
         applier.deploy_gateway([A])
         time.sleep(5.0)
-    timings["requests to A while scaling 1 → 2"] = loop.summary()
-    after = applier.replica_actor_ids(A[1])
-    assert before <= after, f"A's serving replica was replaced: {before} → {after}"
-    assert len(after) == 2
-    assert applier.observe().apps[A[1]].running_replicas == 2
+    assert applier.observe().status(A[1]) is AppStatus.RUNNING
+    assert applier.replica_actor_ids(A[1]) == before
     assert applier.replica_actor_ids(GATEWAY_APP) == gateway_before
     assert loop.failures == []
     assert loop.ok > 0
-
-
-def test_a_spec_change_still_replaces_a_replicas(
-    applier: RayApplier, client: OpenAI, tiny_model: Path, served_a: str,
-    timings: dict[str, str],
-) -> None:
-    """Runs after the scale to 2: Serve starts the new version's replicas
-    before stopping the old ones (max_surge_percent 100), so A keeps answering."""
-    before = applier.replica_actor_ids(A[1])
-    assert len(before) == 2
-    changed = replace(tiny_spec(tiny_model, "tiny-a"), num_replicas=2,
-                      engine_kwargs={"max_model_len": 200})
-    with requests_to(client, served_a) as loop:
-        start = time.monotonic()
-        applier.deploy_model(changed, app_name=A[1], public_id=A[0])
-
-        def replaced() -> bool:
-            ids = settled_at(applier, A[1], 2)
-            return ids is not None and ids.isdisjoint(before)
-
-        wait_for("A's replicas replaced", replaced, deadline_s=2 * START_DEADLINE_S, poll_s=POLL_S)
-        timings["spec change of A, 2 replicas rolled"] = f"{time.monotonic() - start:.1f} s"
-        time.sleep(2.0)
-    timings["requests to A during the spec change"] = loop.summary()
-    assert loop.failures == []
-    assert loop.ok > 0
-    assert ask(client, served_a).strip()
