@@ -15,8 +15,12 @@ model's record; read by the planner and the status files
   ``start`` and ``end`` (``HH:MM``) and an IANA ``timezone``. The window
   opens at ``start`` on each listed day and closes at ``end``; an ``end`` at
   or before ``start`` closes the next day (``22:00`` to ``06:00``), an ``end``
-  equal to ``start`` is refused (422). Outside the window the model is
-  stopped.
+  equal to ``start`` is refused (422), and so is a day listed twice through
+  overlapping items (``mon`` and ``mon-fri``; the same item twice is the
+  schema's ``uniqueItems``, a 400). Outside the window the model is stopped.
+  The zone must be one of :func:`zone_names`: checked by membership, so a
+  tenant's string never reaches :class:`~zoneinfo.ZoneInfo` (which would open
+  a file named by it) unless it is one of the database's own names.
 
 The calendar is apscheduler's :class:`~apscheduler.triggers.cron.CronTrigger`
 in the window's zone, so a window is at the zone's wall-clock times across
@@ -29,9 +33,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -131,7 +135,8 @@ class Schedule:
 def issues(data: Mapping[str, Any], flagged: set[str]) -> Iterator[Problem]:
     """What the schema cannot see in a document's ``schedule`` (``flagged``:
     pointers the schema already refused, left alone): a zero or too long
-    ``stop_after``, an unknown time zone, an empty window."""
+    ``stop_after``, a time zone not in :func:`zone_names`, a day listed twice,
+    an empty window."""
     schedule = data.get("schedule")
     if not isinstance(schedule, Mapping) or "/schedule" in flagged:
         return
@@ -149,8 +154,14 @@ def issues(data: Mapping[str, Any], flagged: set[str]) -> Iterator[Problem]:
     if isinstance(zone, str) and "/schedule/active_hours/timezone" not in flagged \
             and not known_zone(zone):
         yield (IssueCode.UNPROCESSABLE, "/schedule/active_hours/timezone",
-               f"timezone {quote(zone)} is not a time zone this machine knows: use an IANA "
-               "name such as Asia/Shanghai, Europe/Berlin or UTC")
+               f"timezone {quote(zone)} is not an IANA time zone name this machine knows: use "
+               "one such as Asia/Shanghai, Europe/Berlin or UTC (not a posix/ or right/ "
+               "variant, localtime or Factory)")
+    days = hours.get("days")
+    if isinstance(days, list) and not any(
+            p == "/schedule/active_hours/days" or p.startswith("/schedule/active_hours/days/")
+            for p in flagged):
+        yield from _repeated_days(days)
     start, end = hours.get("start"), hours.get("end")
     if isinstance(start, str) and start == end and not flagged & {
             "/schedule/active_hours/start", "/schedule/active_hours/end"}:
@@ -159,14 +170,43 @@ def issues(data: Mapping[str, Any], flagged: set[str]) -> Iterator[Problem]:
                "start closes the next day; to run all day, leave active_hours out)")
 
 
-@lru_cache(maxsize=512)
+def _repeated_days(days: list[Any]) -> Iterator[Problem]:
+    """422 on each item of ``days`` (a list the schema passed: distinct, each a
+    day or a range) that lists a day an earlier item already lists."""
+    seen: dict[int, int] = {}  # weekday -> index of the first item listing it
+    for i, item in enumerate(days):
+        mine = weekdays((str(item),))
+        again = [d for d in mine if d in seen]
+        if again:
+            first = seen[again[0]]
+            yield (IssueCode.UNPROCESSABLE, f"/schedule/active_hours/days/{i}",
+                   f"days {quote(item)} lists {', '.join(DAY_NAMES[d] for d in again)} again "
+                   f"(already in {quote(days[first])}): list each day once")
+        for d in mine:
+            seen.setdefault(d, i)
+
+
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+"""Names in a zoneinfo folder that are no place's time: this machine's own
+setting, the POSIX rules template, and tzdata's "time zone not set"."""
+
+
+@cache
+def zone_names() -> frozenset[str]:
+    """The time zone names a schedule may use: the IANA names of this machine's
+    database (:func:`zoneinfo.available_timezones`: the system's zoneinfo and
+    the ``tzdata`` package), without the ``posix/`` and ``right/`` copies (the
+    latter count leap seconds) and :data:`_NOT_ZONES`; ``UTC`` always. Read
+    once per process."""
+    return frozenset(
+        name for name in available_timezones()
+        if not name.startswith(("posix/", "right/")) and name not in _NOT_ZONES) | {"UTC"}
+
+
 def known_zone(name: str) -> bool:
-    """Is ``name`` an IANA time zone of this machine's database?"""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
+    """Is ``name`` one of :func:`zone_names`? A set lookup: a name that is not
+    never reaches :class:`~zoneinfo.ZoneInfo`, so no tenant string opens a file."""
+    return name in zone_names()
 
 
 @lru_cache(maxsize=1024)

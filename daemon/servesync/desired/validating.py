@@ -535,7 +535,8 @@ def _explain(error: Any) -> Iterable[tuple[str, str]]:
     if keyword == "not" and isinstance(value, dict):
         fields = value.get("required") or []
         where = f"{pointer}/{loading.escape(fields[-1])}" if fields else pointer
-        shown = f"{quote(instance)}: " if isinstance(instance, str) else ""
+        shown = f"{quote(instance)}: " if isinstance(instance, str) else _version_named(
+            pointer, instance)
         return [(where, shown + schemas.message(error))]
     if keyword == "type" and not pointer:
         return [(pointer, f"a document must be a mapping of fields (field: value), "
@@ -548,6 +549,15 @@ def _explain(error: Any) -> Iterable[tuple[str, str]]:
     if keyword == "pattern":
         return [(pointer, f"{quote(instance)} does not match {value}")]
     return [(pointer, schemas.message(error))]
+
+
+def _version_named(pointer: str, instance: Any) -> str:
+    """``version <name>: `` for an error on a whole version (``/versions/<i>``)
+    whose name is a string, so its message says which version; else ``""``."""
+    if re.fullmatch(r"/versions/\d+", pointer) and isinstance(instance, dict) \
+            and isinstance(instance.get("name"), str):
+        return f"version {quote(instance['name'])}: "
+    return ""
 
 
 def _explain_env(pointer: str, keyword: str, value: Any, instance: Any,

@@ -26,6 +26,12 @@ Facts from Ray 2.60's source that shape the output:
   needed for pipeline parallelism across nodes; ``STRICT_PACK`` would not);
 * the deployment is named ``LLMServer:<deployment_config["name"]>``; we set
   the name ourselves so the gateway can address it (:func:`server_deployment_name`);
+* vLLM's CPU build binds each worker of a node to a NUMA node of its own and
+  refuses to start more local workers than allowed NUMA nodes ("Not enough
+  allowed NUMA nodes to bind threads of 2 local CPUWorkers") unless
+  ``VLLM_CPU_OMP_THREADS_BIND`` says how; so a CPU replica of T x P > 1
+  workers gets ``nobind`` (:data:`CPU_THREADS_BIND`) unless its env sets it
+  (:func:`replica_env`);
 * LoRA (``lora_config``): the replica downloads an adapter with boto3 (S3;
   google-cloud-storage / azure for the others) from
   ``<dynamic_lora_loading_path>/<adapter>`` on the first request naming
@@ -67,6 +73,10 @@ one node with T x P GPUs."""
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 """The node label Ray sets from the accelerator it detects
 (``ray._raylet.RAY_NODE_ACCELERATOR_TYPE_KEY``)."""
+
+CPU_THREADS_BIND = ("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+"""The variable, and its value, that let vLLM's CPU build start T x P > 1 workers
+on a node with fewer NUMA nodes (each worker's threads then float, unpinned)."""
 
 GIB = 1024 ** 3
 """``memory_gb_per_replica`` is in GiB; Ray's ``memory`` resource is in bytes."""
@@ -215,9 +225,15 @@ def _version(kind: str, inputs: dict[str, Any]) -> str:
 def replica_env(spec: ModelSpec, *, serving: ServingConfig) -> dict[str, str]:
     """Environment of the model's replicas: the model's ``env`` overlaid by the
     operator's ``serving.replica_env`` (the operator's values win: a commit
-    cannot undo e.g. ``HF_HUB_OFFLINE``). Shown in plain text on the Ray
-    dashboard, so never a place for secrets."""
-    return {**dict(spec.env), **serving.replica_env}
+    cannot undo e.g. ``HF_HUB_OFFLINE``), and on a CPU cluster, for a replica
+    of T x P > 1 workers, :data:`CPU_THREADS_BIND` when neither sets that
+    variable. Shown in plain text on the Ray dashboard, so never a place for
+    secrets."""
+    env = {**dict(spec.env), **serving.replica_env}
+    if serving.cpu_platform and spec.tensor_parallel * spec.pipeline_parallel > 1:
+        name, value = CPU_THREADS_BIND
+        env.setdefault(name, value)
+    return env
 
 
 def _deployment_config(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from servesync.config import Config
-from servesync.desired import validating
+from servesync.desired import schedules, validating
 from servesync.desired.schedules import (
     ActiveHours,
     Schedule,
@@ -115,6 +115,17 @@ def check(tree: Path, config: Config, schedule: str) -> list[tuple[int, str, int
     ("  active_hours: {start: '08:00', end: '20:00'}\n",
      IssueCode.INVALID, "/schedule/active_hours/timezone", 5, "missing required"),
     ("  stop: 2h\n", IssueCode.INVALID, "/schedule/stop", 5, "unknown field"),
+    ("  active_hours: {start: '08:00', end: '20:00', timezone: posix/Asia/Shanghai}\n",
+     IssueCode.UNPROCESSABLE, "/schedule/active_hours/timezone", 5, "IANA"),
+    ("  active_hours: {start: '08:00', end: '20:00', timezone: right/UTC}\n",
+     IssueCode.UNPROCESSABLE, "/schedule/active_hours/timezone", 5, "IANA"),
+    ("  active_hours: {start: '08:00', end: '20:00', timezone: localtime}\n",
+     IssueCode.UNPROCESSABLE, "/schedule/active_hours/timezone", 5, "IANA"),
+    ("  active_hours:\n    days: [mon, mon]\n    start: '08:00'\n    end: '20:00'\n"
+     "    timezone: UTC\n", IssueCode.INVALID, "/schedule/active_hours/days", 6, "repeated"),
+    ("  active_hours:\n    days: [sat, mon-fri,\n      fri-sun]\n    start: '08:00'\n"
+     "    end: '20:00'\n    timezone: UTC\n", IssueCode.UNPROCESSABLE,
+     "/schedule/active_hours/days/2", 7, "'fri-sun' lists fri, sat again (already in 'mon-fri')"),
 ])
 def test_bad_schedules_name_file_line_field_and_class(
         desired_tree: Path, cpu_config: Config, schedule: str, code: IssueCode, pointer: str,
@@ -122,6 +133,23 @@ def test_bad_schedules_name_file_line_field_and_class(
     found = check(desired_tree, cpu_config, schedule)
     assert [(c, p, n) for c, p, n, _ in found] == [(int(code), pointer, line)], found
     assert words in found[0][3]
+
+
+def test_only_the_databases_own_zone_names_pass_and_no_other_reaches_zoneinfo(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Membership first: a tenant's string that is not one of the names never
+    reaches ``ZoneInfo`` (which opens a file named by it)."""
+    names = schedules.zone_names()
+    assert {"UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York"} <= names
+    assert not any(n.startswith(("posix/", "right/")) for n in names)
+    assert not names & {"localtime", "posixrules", "Factory"}
+    opened: list[str] = []
+    monkeypatch.setattr(schedules, "ZoneInfo", opened.append)
+    for hostile in ("../../etc/passwd", "/etc/passwd", "posix/Asia/Shanghai",
+                    "right/Europe/Berlin", "Asia/../../etc/passwd", "utc", ""):
+        assert not schedules.known_zone(hostile), hostile
+    assert schedules.known_zone("Asia/Shanghai")
+    assert opened == []
 
 
 def test_a_valid_schedule_reaches_the_spec_and_not_its_hash(

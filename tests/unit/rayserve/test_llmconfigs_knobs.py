@@ -56,6 +56,7 @@ EXACT = [
      spec(gpus_per_replica=0, cpus_per_replica=2, parallelism=Parallelism(1, 2)), CPU, {
          "deployment_config": {"name": PUBLIC_ID},
          "engine_kwargs": {"max_model_len": 4096, "pipeline_parallel_size": 2},
+         "runtime_env": {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}},
          "placement_group_config": {"bundles": [{"CPU": 2}, {"CPU": 2}], "strategy": "PACK"}}),
     ("any gpu, memory", spec(gpus_per_replica=2, memory_gb_per_replica=1.5), GPU, {
         "deployment_config": {"name": PUBLIC_ID,
@@ -99,6 +100,40 @@ def test_the_exact_llmconfig_kwargs(s: ModelSpec, serving: ServingConfig,
     assert out.pop("model_loading_config") == {"model_id": PUBLIC_ID,
                                                "model_source": "/private/users/alice/m"}
     assert out == expected
+
+
+BIND = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+@pytest.mark.parametrize(("s", "serving", "env_vars"), [
+    pytest.param(spec(gpus_per_replica=0, parallelism=Parallelism(1, 2)), CPU,
+                 {BIND: "nobind"}, id="cpu, pipeline 2"),
+    pytest.param(spec(gpus_per_replica=0, parallelism=Parallelism(2, 1),
+                      env={"OMP_NUM_THREADS": "2"}), CPU,
+                 {"OMP_NUM_THREADS": "2", BIND: "nobind"}, id="cpu, tensor 2, beside the env"),
+    pytest.param(spec(gpus_per_replica=0, parallelism=TP2_PP2, env={BIND: "0-3|4-7|8-11|12-15"}),
+                 CPU, {BIND: "0-3|4-7|8-11|12-15"}, id="cpu, the model's own binding wins"),
+    pytest.param(spec(gpus_per_replica=0, parallelism=TP2_PP2),
+                 replace(CPU, replica_env={BIND: "auto"}), {BIND: "auto"},
+                 id="cpu, the operator's binding wins"),
+    pytest.param(spec(gpus_per_replica=0), CPU, None, id="cpu, T x P = 1: nothing"),
+    pytest.param(spec(gpus_per_replica=0, parallelism=Parallelism(1, 1),
+                      env={"OMP_NUM_THREADS": "2"}), CPU, {"OMP_NUM_THREADS": "2"},
+                 id="cpu, parallelism 1 x 1: the env as written"),
+    pytest.param(spec(gpus_per_replica=4, parallelism=TP2_PP2), H20, None,
+                 id="gpu, T x P = 4: nothing"),
+    pytest.param(spec(gpus_per_replica=2), GPU, None, id="gpu, tensor 2: nothing"),
+])
+def test_a_cpu_replica_of_several_workers_is_told_not_to_bind_threads(
+        s: ModelSpec, serving: ServingConfig, env_vars: dict[str, str] | None) -> None:
+    """vLLM's CPU build refuses T x P > 1 workers on a node with fewer NUMA nodes
+    unless VLLM_CPU_OMP_THREADS_BIND says how: servesync says ``nobind``
+    unless the model's env (or the operator's) already says something."""
+    out = kwargs(s, serving)
+    if env_vars is None:
+        assert "runtime_env" not in out
+    else:
+        assert out["runtime_env"] == {"env_vars": env_vars}
 
 
 @pytest.fixture

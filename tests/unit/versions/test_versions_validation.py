@@ -97,6 +97,30 @@ def test_errors_name_file_line_field_and_class(
     assert state.specs == ()
 
 
+@pytest.mark.parametrize(("extra", "pointer", "line", "words"), [
+    pytest.param("    autoscaling: {max_replicas: 3}\n", "/versions/1/autoscaling", 12,
+                 "num_replicas and autoscaling exclude each other", id="replicas"),
+    pytest.param("    cpus_per_replica: 1\n    gpus_per_replica: 0\n"
+                 "    parallelism: {tensor: 1}\n", "/versions/1/gpus_per_replica", 12,
+                 "gpus_per_replica and parallelism exclude each other", id="parallelism"),
+])
+def test_a_version_may_not_set_both_of_two_exclusive_fields(
+        tmp_path: Path, extra: str, pointer: str, line: int, words: str) -> None:
+    """As at the model level (the schema's ``not``: a 400), a version setting
+    both is refused; the message names the version, the issue its line and
+    field. (One of the two at the model level and the other in the version is
+    fine: the version's replaces the model's.)"""
+    text = TWO + extra if extra.startswith("    auto") \
+        else TWO.replace("    num_replicas: 1\n", extra)
+    state = _validate(tmp_path, text)
+    (issue,) = state.issues()
+    assert (issue.code, issue.file, issue.pointer, issue.line) == (E400, FILE, pointer, line)
+    assert issue.message.startswith("version 'canary': ") and words in issue.message
+    assert state.specs == ()
+    fine = TWO.replace("num_replicas: 2\n", "autoscaling: {max_replicas: 2}\n")
+    assert _validate(tmp_path, fine).issues() == ()
+
+
 def test_the_sum_is_in_the_message(tmp_path: Path) -> None:
     (issue,) = _validate(tmp_path, TWO.replace("weight: 20", "weight: 30")).issues()
     assert "sum to 110 (80 + 30)" in issue.message
