@@ -51,7 +51,6 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from servesync.config import DEFAULT_ENV_ALLOWED
 from tests.e2e.clients import POLL_S, ask, listed, model_yaml, requests_to
 from tests.e2e.conftest import REPLICA_ENV, TIMINGS, free_port
 from tests.e2e.processes import Daemon, RayHead, RayWorker, run_cli, session_pids, tail, titles
@@ -68,11 +67,6 @@ GATEWAY_DEADLINE_S = 120.0
 STOP_DEADLINE_S = 10.0
 MODEL_FILE = "users/alice/tiny.yaml"
 HEAD_RESOURCE, SECOND_RESOURCE = "node_a", "node_b"  # the custom resource naming each node
-OMP_BIND = "VLLM_CPU_OMP_THREADS_BIND"
-"""Allowed in model files here: vLLM's CPU build binds each local worker to a NUMA
-node of its own and refuses 2 workers on this one-NUMA-node machine ("Not
-enough allowed NUMA nodes to bind threads of 2 local CPUWorkers") unless told
-how to bind (the pipeline model says ``nobind``)."""
 
 
 class World:
@@ -97,7 +91,6 @@ class World:
                 "accelerator_type": "cpu", "http_host": "127.0.0.1",
                 "http_port": self.http_port, "deploy_timeout_s": 600,
                 "replica_env": dict(REPLICA_ENV),
-                "env_allowed": [*DEFAULT_ENV_ALLOWED, OMP_BIND],
             },
             "tick_interval_s": 30,
         }, indent=2))  # fmt: skip
@@ -487,8 +480,6 @@ cpus_per_replica: {PP_CPUS}
 parallelism: {{pipeline: 2}}
 engine_kwargs:
   max_model_len: 256
-env:
-  {OMP_BIND}: nobind
 description: two pipeline stages, one placement bundle on each node
 """
 
@@ -516,7 +507,10 @@ def test_a_pipeline_parallel_model_is_placed_across_two_nodes(
     it is: Ray Serve LLM runs a CPU model with vLLM's ``mp`` executor (vLLM's
     CPU platform has no Ray executor: "current platform cpu does not support
     ray"), so both pipeline stages are processes of the replica on the head
-    node, and the second node's bundle is reserved but runs no stage."""
+    node, and the second node's bundle is reserved but runs no stage. The
+    model file sets no env: vLLM's CPU build refuses two local workers on this
+    one-NUMA-node machine unless told how to bind threads, and servesync tells
+    it (``VLLM_CPU_OMP_THREADS_BIND=nobind`` for a CPU replica of tensor x pipeline > 1)."""
     started = time.monotonic()
     with world.explained():
         alive = [n for n in world.head.state("nodes") if n["state"] == "ALIVE"]

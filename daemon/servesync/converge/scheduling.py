@@ -1,8 +1,10 @@
 """What a model's ``schedule:`` asks of it now: the planner's and the status files' view.
 
 Pure: every answer is computed from a record (or a spec) and ``now``; the
-calendar arithmetic is :mod:`servesync.desired.schedules` (apscheduler's
-triggers). The truth is in the record (docs/ARCHITECTURE.md, "Scheduled
+calendar arithmetic is :mod:`servesync.desired.schedules` (one predicate,
+``in_window``, whose flips are ``next_open``/``next_close``, so a reported
+next stop or start is exactly when :func:`due`/:func:`start_reason` change
+their answer, DST included). The truth is in the record (docs/ARCHITECTURE.md, "Scheduled
 stop"): ``running_since`` starts the ``stop_after`` clock and
 ``schedule_stop`` says the model was stopped by its schedule and why, so a
 daemon that restarts reads the same answers as the one that stopped.

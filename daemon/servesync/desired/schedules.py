@@ -22,9 +22,17 @@ model's record; read by the planner and the status files
   tenant's string never reaches :class:`~zoneinfo.ZoneInfo` (which would open
   a file named by it) unless it is one of the database's own names.
 
-The calendar is apscheduler's :class:`~apscheduler.triggers.cron.CronTrigger`
-in the window's zone, so a window is at the zone's wall-clock times across
-daylight-saving changes.
+The calendar is the zone's wall clock (:mod:`zoneinfo`, the IANA database):
+each listed day's window is one interval of instants, from the first instant
+the clock shows ``start`` (or a later time) on that day to the first it shows
+``end`` (or later) on the closing day (:func:`_instant`). So a time the clock
+skips (spring forward) is the instant it skips to (02:30 on a day that jumps
+from 02:00 to 03:00 is 03:00; a window wholly in the skipped hour does not
+open that day), and a time it shows twice (fall back) is its first showing
+(the window runs once). :func:`in_window` is the one predicate, membership
+in those intervals; :func:`next_open` and :func:`next_close` are the instants
+after ``now`` where that predicate turns True and False, so the two can
+never disagree (docs/ARCHITECTURE.md, "Scheduled stop").
 """
 
 from __future__ import annotations
@@ -32,18 +40,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
-
-from apscheduler.triggers.cron import CronTrigger
 
 from servesync.errors import IssueCode
 from servesync.redaction import quote
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_STOP_AFTER_S = 366 * 86400
+HORIZON_DAYS = 400  # a weekly window opens and closes within 8 days (15 across a DST gap)
 _DURATION = re.compile(r"(?=\d)(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?")
 _UNITS = (86400, 3600, 60, 1)
 
@@ -209,41 +216,84 @@ def known_zone(name: str) -> bool:
     return name in zone_names()
 
 
-@lru_cache(maxsize=1024)
-def _triggers(hours: ActiveHours) -> tuple[CronTrigger, CronTrigger]:
-    """apscheduler triggers firing when the window opens and when it closes."""
+def _wall(at: datetime, zone: ZoneInfo) -> datetime:
+    """What ``zone``'s clock shows at the instant ``at`` (naive)."""
+    return at.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def _instant(zone: ZoneInfo, day: date, hhmm: str) -> datetime:
+    """The first instant (UTC) at which ``zone``'s clock shows ``hhmm`` on
+    ``day`` or a later time: for a time shown twice (fall back) its first
+    showing, for a time skipped (spring forward) the instant the clock skips
+    to. Monotonic in the wall time, so a window's close is never before its
+    open (in a skipped hour they may be equal: an empty window)."""
+    h, m = hhmm.split(":")
+    wall = datetime.combine(day, time(int(h), int(m)))
+    early, late = sorted(wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1))
+    if _wall(early, zone) == wall:
+        return early  # an ordinary or a repeated time: its first showing
+    if _wall(late, zone) == wall:
+        return late
+    # skipped: the clock shows less than ``wall`` at ``early`` and more at
+    # ``late``; the jump (a whole second) is the first instant showing more
+    lo, hi = early, late
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + timedelta(seconds=(hi - lo) // timedelta(seconds=2))
+        if _wall(mid, zone) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@lru_cache(maxsize=8192)
+def _interval(hours: ActiveHours, day: date) -> tuple[datetime, datetime] | None:
+    """The window opening on the local date ``day`` as [open, close) in UTC
+    (possibly empty, in a skipped hour); None when ``day`` is not listed."""
+    if day.weekday() not in weekdays(hours.days):
+        return None
     zone = ZoneInfo(hours.timezone)
-    days = weekdays(hours.days)
-    close_days = tuple((d + 1) % 7 for d in days) if hours.overnight else days
-
-    def cron(on: tuple[int, ...], hhmm: str) -> CronTrigger:
-        h, m = hhmm.split(":")
-        return CronTrigger(day_of_week=",".join(DAY_NAMES[d] for d in on), hour=int(h),
-                           minute=int(m), second=0, timezone=zone)
-
-    return cron(days, hours.start), cron(close_days, hours.end)
-
-
-def _fire_after(trigger: CronTrigger, now: datetime) -> datetime:
-    """The trigger's first fire time strictly after ``now``, in UTC (fire times
-    are whole seconds)."""
-    after = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    fire: datetime | None = trigger.get_next_fire_time(None, after)
-    assert fire is not None  # a weekly cron fires forever
-    return fire.astimezone(UTC)
-
-
-def next_open(hours: ActiveHours, now: datetime) -> datetime:
-    """When the window next opens, strictly after ``now`` (UTC)."""
-    return _fire_after(_triggers(hours)[0], now)
-
-
-def next_close(hours: ActiveHours, now: datetime) -> datetime:
-    """When the window next closes, strictly after ``now`` (UTC)."""
-    return _fire_after(_triggers(hours)[1], now)
+    close_day = day + timedelta(days=1) if hours.overnight else day
+    return _instant(zone, day, hours.start), _instant(zone, close_day, hours.end)
 
 
 def in_window(hours: ActiveHours, now: datetime) -> bool:
     """Is ``now`` inside the window (its opening instant included, its closing
-    one not)? Yes when the window's next boundary is a close."""
-    return next_close(hours, now) < next_open(hours, now)
+    one not)? The one predicate :func:`next_open` and :func:`next_close` follow."""
+    today = now.astimezone(ZoneInfo(hours.timezone)).date()
+    for back in range(-1, 3):  # windows opening up to 2 days before (overnight, DST)
+        span = _interval(hours, today - timedelta(days=back))
+        if span is not None and span[0] <= now < span[1]:
+            return True
+    return False
+
+
+def _next_flip(hours: ActiveHours, now: datetime, to: bool) -> datetime:
+    """The first instant strictly after ``now`` where :func:`in_window` turns
+    ``to``. The predicate only changes at a window's open or close, so those
+    are walked in order (they are sorted: :func:`_instant` is monotonic and a
+    window's end comes before the next day's start) and the predicate asked
+    at each; an open inside another window or an empty window flips nothing."""
+    state = in_window(hours, now)
+    first = now.astimezone(ZoneInfo(hours.timezone)).date() - timedelta(days=2)
+    for n in range(HORIZON_DAYS):
+        span = _interval(hours, first + timedelta(days=n))
+        for edge in span or ():
+            if edge <= now:
+                continue
+            inside = in_window(hours, edge)
+            if inside != state:
+                if inside == to:
+                    return edge
+                state = inside
+    raise AssertionError(f"{hours.describe()}: no boundary in {HORIZON_DAYS} days")
+
+
+def next_open(hours: ActiveHours, now: datetime) -> datetime:
+    """When the window next opens, strictly after ``now`` (UTC)."""
+    return _next_flip(hours, now, True)
+
+
+def next_close(hours: ActiveHours, now: datetime) -> datetime:
+    """When the window next closes, strictly after ``now`` (UTC)."""
+    return _next_flip(hours, now, False)

@@ -1,5 +1,6 @@
-"""A model file's ``schedule:``: the calendar (apscheduler's triggers in the
-window's zone: weekdays, midnight, daylight-saving time) and the checks
+"""A model file's ``schedule:``: the calendar (the window's zone's wall clock:
+weekdays, midnight, daylight-saving time; the DST edge cases are in
+test_schedules_dst.py) and the checks
 (400 for a shape, 422 for a value, each naming file, line and field)."""
 
 from __future__ import annotations
