@@ -296,6 +296,8 @@ def test_a_git_snapshot_carries_its_commit_time_a_folder_none(tmp_path: Path) ->
              "GIT_COMMITTER_DATE": "2026-11-23T05:12:34+01:00"})
     snap = open_source(_config(tmp_path, path=str(repo))).refresh()
     assert snap.committed_at == datetime(2026, 11, 23, 4, 12, 34, tzinfo=UTC)
+    again = open_source(_config(tmp_path, path=str(repo))).refresh()  # a restart: adopted
+    assert (again.revision, again.committed_at) == (snap.revision, snap.committed_at)
     (tmp_path / "tree" / "users").mkdir(parents=True)
     assert open_source(_config(tmp_path, path=str(tmp_path / "tree"))).refresh().committed_at \
         is None
