@@ -75,6 +75,44 @@ class SourceConfig:
     poll_interval_s: float = 15.0
     verify_signatures: bool = False
     trusted_keys_file: str | None = None  # armored public keys imported into a private keyring
+    # The status page's link to a file in the operator's git web UI: an http(s)
+    # URL template with {revision}, {path} and {line} (None: no link)
+    web_url: str | None = None
+
+    def __post_init__(self) -> None:
+        """The schema refuses a non-http(s) ``web_url`` in a config file; this
+        refuses it in a SourceConfig built in code too, and any placeholder but
+        the three it fills."""
+        if self.web_url is not None:
+            check_web_url(self.web_url)
+
+
+WEB_URL_FIELDS = ("revision", "path", "line")
+"""The placeholders of ``source.web_url``, each written ``{name}``."""
+_WEB_URL_EXAMPLE = "https://git.example.com/org/desired/blob/{revision}/{path}#L{line}"
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def check_web_url(template: str) -> None:
+    """Raise :class:`ConfigError` unless ``template`` is an ``http://`` or
+    ``https://`` URL with a host whose only placeholders are
+    :data:`WEB_URL_FIELDS` (a ``javascript:`` or ``data:`` URL would run in
+    the status page's reader's browser when clicked)."""
+    where = "source.web_url"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in template):
+        raise ConfigError(f"{where}: must not contain whitespace or control characters")
+    scheme, _, rest = template.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if scheme not in ("http", "https") or not host or "{" in host:
+        raise ConfigError(f"{where}: must be an http:// or https:// URL template with a "
+                          f"host, e.g. {_WEB_URL_EXAMPLE}")
+    unknown = sorted({m for m in _PLACEHOLDER.findall(template) if m not in WEB_URL_FIELDS})
+    if unknown:
+        raise ConfigError(f"{where}: unknown placeholder {{{unknown[0][:40]}}}: only "
+                          "{revision}, {path} and {line} are filled in")
+    if any(c in _PLACEHOLDER.sub("", template) for c in "{}"):
+        raise ConfigError(f"{where}: a {{ or }} that opens or closes no placeholder (only "
+                          "{revision}, {path} and {line} are filled in)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +487,8 @@ def _message(error: Any) -> str:
     say only what was expected."""
     where = list(error.absolute_path)[:2]
     path = list(error.absolute_path)
+    if path == ["source", "web_url"] and error.validator == "pattern":
+        return f"must be an http:// or https:// URL template, e.g. {_WEB_URL_EXAMPLE}"
     if path[:1] == ["notifications"] and path[2:3] == ["url"]:  # may hold a token
         return f"must be an http:// or https:// URL ({error.validator}; value not shown)"
     if path[:1] == ["notifications"] and len(path) <= 2:  # an item may be a bare URL

@@ -70,7 +70,8 @@ def reconciler(config: Config, *, lock: bool = True, notify: bool = True,
             applier = _applier(config)
             try:
                 yield Reconciler(config, store=store, applier=applier, notifier=notifier,
-                                 publisher=StatusFiles(Path(config.status_dir), config.serving))
+                                 publisher=StatusFiles(Path(config.status_dir), config.serving,
+                                                       config.source))
             finally:
                 applier.shutdown()
         finally:

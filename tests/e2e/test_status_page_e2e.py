@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from servesync.config import Config, ServingConfig
+from servesync.config import Config, ServingConfig, SourceConfig
 from servesync.converge.reconciling import Reconciler
 from servesync.desired.sources import Snapshot
 from servesync.state.store import Store
@@ -44,6 +44,8 @@ FILES = {
                      f"labels:\n  team: {json.dumps(PWN)}\n",  # refused: label syntax
 }
 WANT = {"alice-chat": "RUNNING", "alice-coder": "FAILED", "bob-paused": "STOPPED"}
+WEB_URL = "https://git.example.com/org/desired/blob/{revision}/{path}#L{line}"
+COMMITTED = datetime(2026, 11, 23, 4, 12, 34, tzinfo=UTC)
 
 
 def chromium() -> str:
@@ -73,12 +75,14 @@ def status_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "desired" / "users" / name).write_text(text)
     config = Config(state_dir=str(root / "state"), status_dir=str(root / "status"),
                     storage_root=str(root / "private"),
-                    serving=ServingConfig(accelerator_type="cpu"))
+                    serving=ServingConfig(accelerator_type="cpu"),
+                    source=SourceConfig(path=str(root / "desired"), web_url=WEB_URL))
     ray = FileRay(root / "ray.json")
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     rec = Reconciler(config, store=Store(root / "state"), applier=ray, clock=clock,
-                     publisher=StatusFiles(root / "status", config.serving))
-    snap = Snapshot(root=root / "desired", revision="a" * 40, error=None, watch_paths=())
+                     publisher=StatusFiles(root / "status", config.serving, config.source))
+    snap = Snapshot(root=root / "desired", revision="a" * 40, error=None, watch_paths=(),
+                    committed_at=COMMITTED)
     rec.tick(snap)  # admitted and submitted: DEPLOYING in FileRay
     for _ in range(10):
         data = ray.load()
@@ -114,6 +118,8 @@ def test_index_in_chromium(status_dir: Path, tmp_path: Path) -> None:
     assert unescape(PWN) in unescape(dom)  # shown: the description, and the error list
     assert dom.count("&lt;script&gt;document.title") >= 2
     assert 'id="errors"' in dom and "users/bob/evil.yaml" in dom
+    assert '<time id="committed" datetime="2026-11-23T04:12:34Z">2026-11-23 04:12Z</time>' \
+        in dom
     # the page's own script ran (CSP lets page.js run): times became "… s ago"-style
     assert re.search(r'<time class="since" datetime="[^"]+" title="[^"]+">\d+ s</time>', dom)
 
@@ -132,6 +138,8 @@ def test_model_page_in_chromium_and_screenshot(status_dir: Path, tmp_path: Path)
     assert f"<title>{chat['model_id']} · servesync</title>" in dom
     assert '<span class="state s-RUNNING" id="state">RUNNING</span>' in dom
     assert "users/alice/chat.yaml:1" in dom
+    assert (f'<a id="source-link" href="https://git.example.com/org/desired/blob/{"a" * 40}/'
+            'users/alice/chat.yaml#L1" rel="noopener noreferrer">') in dom
     assert "<svg class=\"timeline\"" in dom and 'class="seg s-RUNNING"' in dom
     assert "data-pwned" not in dom and "<img" not in dom
     shot = tmp_path / "index.png"

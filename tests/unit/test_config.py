@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,35 @@ def test_gateway_replicas_default_to_two_and_follow_the_file(tmp_path: Path) -> 
     assert _load(tmp_path, "serving:\n  gateway_replicas: 1\n").serving.gateway_replicas == 1
     with pytest.raises(ConfigError, match="gateway_replicas"):
         _load(tmp_path, "serving:\n  gateway_replicas: 0\n")
+
+
+# --- source.web_url ----------------------------------------------------------------
+
+
+def test_a_web_url_template_loads(tmp_path: Path) -> None:
+    url = "https://git.example.com/org/desired/blob/{revision}/{path}#L{line}"
+    assert _load(tmp_path, f"source:\n  web_url: '{url}'\n").source.web_url == url
+    assert _load(tmp_path, "source: {}\n").source.web_url is None
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)//{path}", "data:text/html,x",
+                                 "ftp://git.example.com/{path}", "git.example.com/{path}"])
+def test_a_web_url_that_is_not_http_is_refused_clearly(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, f"source:\n  web_url: '{url}'\n")
+    assert str(err.value) == (
+        f"{tmp_path / 'servesync.yaml'}: /source/web_url: must be an http:// or https:// URL "
+        "template, e.g. https://git.example.com/org/desired/blob/{revision}/{path}#L{line}")
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("https://git.example.com/{user}/{path}", "unknown placeholder {user}: only {revision}"),
+    ("https://git.example.com/{path.__class__}", "unknown placeholder {path.__class__}"),
+    ("https://git.example.com/{path}}", "a { or } that opens or closes no placeholder"),
+])
+def test_a_web_url_placeholder_servesync_does_not_fill_is_refused(
+        tmp_path: Path, url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"servesync.yaml: source.web_url: {why}")):
+        _load(tmp_path, f"source:\n  web_url: '{url}'\n")
+    with pytest.raises(ConfigError, match=re.escape(f"source.web_url: {why}")):  # in code too
+        config.SourceConfig(web_url=url)

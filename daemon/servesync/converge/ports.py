@@ -123,7 +123,11 @@ class Publisher(Protocol):
         revision: str | None,
         source_error: str | None,
         now: datetime,
-    ) -> None: ...
+        committed_at: datetime | None = None,
+    ) -> None:
+        """``revision`` and ``committed_at``: the desired state's commit and its
+        committer time (None for a plain folder)."""
+        ...
 
     def publish_metrics(self, report: TickReport) -> None:
         """The operators' metrics of the tick that just ended (``metrics.prom``)."""

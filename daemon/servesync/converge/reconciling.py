@@ -264,6 +264,7 @@ class Reconciler:
         self.publisher.publish(
             records=recorded, desired=desired, observed=observed, tick=tick,
             revision=snapshot.revision, source_error=source_error, now=self.clock(),
+            committed_at=snapshot.committed_at,
         )
 
     def _result(self, tick: int, snapshot: Snapshot, actions: tuple[act.Action, ...],

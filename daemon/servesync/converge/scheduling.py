@@ -119,5 +119,8 @@ def wait_s(rec: ModelRecord, now: datetime) -> float | None:
 
 
 def iso(at: datetime) -> str:
-    """``at`` as the status files show times: ISO 8601 UTC to the second, with a ``Z``."""
+    """``at`` as the status files show times: ISO 8601 UTC to the second, with a
+    ``Z`` (the one formatter of the status files and pages); naive is UTC."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -13,6 +13,10 @@ SIGHUP handler (``force_fetch()``). :func:`open_source` picks the kind:
   (read from its files, no network).
 * otherwise :class:`DirectorySource`: ``config.source_root`` as it is.
 
+A snapshot carries its revision (the commit SHA) and that commit's committer
+time (:attr:`Snapshot.committed_at`, read from the private clone when the tip
+is checked out), which the status files show; a plain folder has neither.
+
 With ``verify_signatures`` a tip is checked out only if ``git verify-commit``
 accepts it against a private keyring (``<state_dir>/gnupg``, mode 0700)
 holding exactly the keys of ``trusted_keys_file``; a refused tip keeps the
@@ -32,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +69,7 @@ class Snapshot:
     revision: str | None  # commit SHA in git mode; None for a plain directory
     error: str | None = None  # why a newer tip was not taken (the tree is still usable)
     watch_paths: tuple[Path, ...] = ()
+    committed_at: datetime | None = None  # the revision's committer time (UTC); None: a folder
 
 
 class Source(Protocol):
@@ -155,6 +161,7 @@ class GitSource:
         self._repo: git.Repo | None = None
         self._last_fetch: float | None = None
         self._good: str | None = None  # the revision checked out and trusted
+        self._good_at: datetime | None = None  # its committer time
         self._refused: tuple[str, str] | None = None  # (tip, why) not to retry every tick
         self._watch: tuple[Path, ...] | None = None
 
@@ -194,7 +201,7 @@ class GitSource:
             if self._good is None:
                 raise SourceError(error or f"no revision of {self.branch} is available yet")
             root = self.checkout_dir / self.subpath if self.subpath else self.checkout_dir
-            return Snapshot(root, self._good, error, self.watch_paths())
+            return Snapshot(root, self._good, error, self.watch_paths(), self._good_at)
 
     def _update(self) -> str | None:
         """Fetch if due and take the tip if acceptable; the error text, if any."""
@@ -327,6 +334,7 @@ class GitSource:
         repo.git.checkout("--force", "--detach", sha)
         repo.git.reset("--hard", sha)
         repo.git.clean("-ffdx", "--quiet")
+        self._good_at = datetime.fromtimestamp(repo.commit(sha).committed_date, UTC)
         previous, self._good, self._refused = self._good, sha, None
         if previous != sha:
             log.info("desired state now at %s of %s", sha[:12], self.branch)

@@ -6,8 +6,9 @@
   user, filterable by user and state (``page.js``, a few lines of vanilla
   JS), reloading itself every :data:`REFRESH_S` seconds;
 * ``models/<model_key>.html``: one model: its spec as written (file and
-  line), its Serve application, how to call it, its events as an inline SVG
-  timeline drawn here (:func:`timeline`);
+  line: a link into the repository's web UI when the operator set
+  ``source.web_url``, :class:`SourceLink`), its Serve application, how to
+  call it, its events as an inline SVG timeline drawn here (:func:`timeline`);
 * ``page.css`` and ``page.js``, the two static assets both pages load
   (a Content-Security-Policy allows no other script or style, inline ones
   included).
@@ -19,17 +20,20 @@ as the JSON files (:mod:`servesync.status.publishing` calls this module):
 a model page from the model's status document (env names only, secrets
 redacted), the index from the rows :func:`row` takes out of those documents.
 :mod:`~servesync.status.publishing` calls :meth:`Pages.write_model` only when
-a model's JSON document changed and :meth:`Pages.write_index` only when a
-row or the cluster's line did, so an idle tick renders nothing and writes
-nothing. Every file goes through :func:`servesync.state.atomicio.atomic_write`
-(not fsynced, as the JSON files: the first tick after a start rewrites them).
+a model's JSON document changed, :meth:`Pages.row` only when a row did (and
+keeps the :class:`Row`, its ``<tr>`` rendered once) and
+:meth:`Pages.write_index` only when a row or the cluster's line did, so an
+idle tick renders nothing and writes nothing. Every file goes through
+:func:`servesync.state.atomicio.atomic_write` (not fsynced, as the JSON
+files: the first tick after a start rewrites them).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ import jinja2
 import markupsafe
 import yaml
 
+from servesync.config import WEB_URL_FIELDS, SourceConfig, check_web_url
+from servesync.converge.scheduling import iso
 from servesync.state.atomicio import atomic_write, write_if_changed
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: 10x faster
@@ -177,11 +183,7 @@ def timeline(events: Sequence[Mapping[str, Any]], now: datetime, *,
             segments.append(Segment(x0, max(x1 - x0, 1.0), state, title))
         if kind in MARKED_EVENTS and t >= start:
             marks.append(Mark(x(t), MARKED_EVENTS[kind], title))
-    return Timeline(width, _iso(start), _iso(now), tuple(segments), tuple(marks))
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return Timeline(width, iso(start), iso(now), tuple(segments), tuple(marks))
 
 
 def spec_text(doc: Mapping[str, Any]) -> str:
@@ -197,17 +199,59 @@ def spec_text(doc: Mapping[str, Any]) -> str:
     return yaml.dump(spec, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
 
 
+@dataclass(frozen=True)
+class SourceLink:
+    """Where a model file can be read in the operator's git web UI: the
+    ``source.web_url`` template (http(s) only, :func:`~servesync.config.check_web_url`)
+    and the folder of the repository that holds ``users/`` (``source.subpath``)."""
+
+    template: str
+    subpath: str = ""
+
+    def __post_init__(self) -> None:
+        check_web_url(self.template)
+
+    @classmethod
+    def of(cls, source: SourceConfig) -> SourceLink | None:
+        """The config's link, or None when it sets no ``web_url``."""
+        return cls(source.web_url, source.subpath.strip("/")) if source.web_url else None
+
+    def url(self, path: str, *, revision: str | None, line: int | None) -> str | None:
+        """The template with ``path`` (relative to the desired state's root),
+        ``revision`` and ``line`` filled in, each URL-quoted (so a quote, ``<``
+        or ``#`` in a file name stays in its path segment); None when the
+        template needs a value there is none of (no revision: a plain folder)."""
+        values = {"revision": revision, "line": str(line) if line is not None else None,
+                  "path": "/".join(p for p in (self.subpath, path) if p) or None}
+        url = self.template
+        for name in WEB_URL_FIELDS:
+            if "{" + name + "}" in url:
+                value = values[name]
+                if value is None:
+                    return None
+                url = url.replace("{" + name + "}", urllib.parse.quote(value, safe="/"))
+        return url
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model's row of ``index.html``: its values (:func:`row`; rows are
+    compared by them) and its ``<tr>``, rendered (escaped) once."""
+
+    values: Mapping[str, Any]
+    html: markupsafe.Markup = field(compare=False)
+
+
 class Pages:
     """Renders and writes the HTML pages; remembers nothing of their content
-    (:mod:`~servesync.status.publishing`'s memo decides when to call)."""
+    (:mod:`~servesync.status.publishing`'s memo decides when to call, and keeps
+    the rendered rows)."""
 
-    def __init__(self, status_dir: Path) -> None:
+    def __init__(self, status_dir: Path, *, link: SourceLink | None = None) -> None:
         self.status_dir = Path(status_dir)
+        self.link = link
         self._env = _environment()
         self._assets_checked = False
-        # model key -> (the row, its <tr>): a row is rendered once per change
-        # (rows are new dicts when they change), the index joins the rest
-        self._row_html: dict[str, tuple[Mapping[str, Any], markupsafe.Markup]] = {}
 
     def write_assets(self) -> None:
         """``page.css`` and ``page.js``, compared with the disk once per start."""
@@ -218,29 +262,23 @@ class Pages:
                              durable=False)
         self._assets_checked = True
 
-    def _row(self, r: Mapping[str, Any]) -> markupsafe.Markup:
-        """One row's ``<tr>`` (escaped by the template), rendered again only
-        when the row is a new one."""
-        cached = self._row_html.get(r["model_key"])
-        if cached is None or cached[0] is not r:
-            html = markupsafe.Markup(self._env.get_template("_row.html.j2").render(r=r))
-            cached = self._row_html[r["model_key"]] = (r, html)
-        return cached[1]
+    def row(self, values: Mapping[str, Any]) -> Row:
+        """One model's row (``values`` from :func:`row`), its ``<tr>`` rendered
+        by the template (escaped)."""
+        html = markupsafe.Markup(self._env.get_template("_row.html.j2").render(r=values))
+        return Row(values, html)
 
-    def render_index(self, cluster: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+    def render_index(self, cluster: Mapping[str, Any], rows: Sequence[Row],
                      errors: Sequence[Mapping[str, Any]]) -> bytes:
         users: dict[str, list[markupsafe.Markup]] = {}
-        for r in sorted(rows, key=lambda r: (r["user_id"], r["model_id"])):
-            users.setdefault(r["user_id"], []).append(self._row(r))
-        if len(self._row_html) > len(rows):  # forget the rows of models gone
-            shown = {r["model_key"] for r in rows}
-            self._row_html = {k: v for k, v in self._row_html.items() if k in shown}
-        states = sorted({r["state"] for r in rows})
+        for r in sorted(rows, key=lambda r: (r.values["user_id"], r.values["model_id"])):
+            users.setdefault(r.values["user_id"], []).append(r.html)
+        states = sorted({r.values["state"] for r in rows})
         return self._env.get_template("index.html.j2").render(
             cluster=cluster, users=users, states=states, errors=errors,
             refresh_s=REFRESH_S, count=len(rows)).encode()
 
-    def write_index(self, cluster: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+    def write_index(self, cluster: Mapping[str, Any], rows: Sequence[Row],
                     errors: Sequence[Mapping[str, Any]]) -> None:
         self.write_assets()
         atomic_write(self.status_dir / INDEX_PAGE, self.render_index(cluster, rows, errors),
@@ -250,9 +288,19 @@ class Pages:
                      now: datetime) -> bytes:
         return self._env.get_template("model.html.j2").render(
             doc=doc, line=line, base_url=base_url, spec=spec_text(doc),
+            source_url=self.source_url(doc, line),
             since=state_since(doc), timeline=timeline(doc.get("events") or (), now),
-            generated_at=_iso(now if now.tzinfo else now.replace(tzinfo=UTC)),
+            generated_at=iso(now),
             refresh_s=REFRESH_S, states=sorted(set(STATE_OF_EVENT.values()))).encode()
+
+    def source_url(self, doc: Mapping[str, Any], line: int | None) -> str | None:
+        """The link to the model's file and line in the operator's git web UI,
+        at the revision its spec was last submitted from (the attempted one:
+        the record's spec, and so its line, is that revision's), or None."""
+        if self.link is None or not doc.get("source_file"):
+            return None
+        revision = doc.get("attempted_revision") or doc.get("applied_revision")
+        return self.link.url(str(doc["source_file"]), revision=revision, line=line)
 
     def write_model(self, models_dir: Path, doc: Mapping[str, Any], *, line: int | None,
                     base_url: str, now: datetime) -> None:

@@ -55,19 +55,20 @@ from pathlib import Path
 from typing import Any
 
 import servesync
-from servesync.config import ServingConfig
+from servesync.config import ServingConfig, SourceConfig
 from servesync.converge import scheduling
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, Observed
 from servesync.converge.ports import TickReport
 from servesync.converge.records import ModelRecord, State
+from servesync.converge.scheduling import iso
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
 from servesync.redaction import REDACTED, SECRET_KEY, SECRET_VALUE, known_secrets, scrub
 from servesync.state.atomicio import atomic_write, remove_temps, write_if_changed
 from servesync.status import versioned
 from servesync.status.metrics import Metrics
-from servesync.status.pages import Pages, row
+from servesync.status.pages import Pages, Row, SourceLink, row
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ class Memo:
     written: dict[str, bytes] = field(default_factory=dict)  # model key -> file content
     index: dict[str, Any] | None = None  # the last index written, without generated_at/tick
     known: tuple[str, ...] | None = None  # the secrets those docs were scrubbed of
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # index.html's rows
-    page_rows: list[dict[str, Any]] | None = None  # the rows index.html last showed
+    rows: dict[str, Row] = field(default_factory=dict)  # index.html's rows, each rendered once
+    page_rows: list[Row] | None = None  # the rows index.html last showed
     pages: Pages | None = None  # the HTML renderer (its templates loaded once)
     started: bool = False
 
@@ -99,18 +100,22 @@ class Memo:
 class StatusFiles:
     """The :class:`~servesync.converge.ports.Publisher` the reconciler writes through."""
 
-    def __init__(self, status_dir: Path, serving: ServingConfig) -> None:
+    def __init__(self, status_dir: Path, serving: ServingConfig,
+                 source: SourceConfig | None = None) -> None:
+        """``source``: the config's, for the status page's links into the
+        repository's web UI (``source.web_url``; None: no links)."""
         self.status_dir = status_dir
         self.serving = serving
         self._metrics: Metrics | None = None  # built at the first tick's end
-        self.memo = Memo()
+        link = SourceLink.of(source) if source is not None else None
+        self.memo = Memo(pages=Pages(Path(status_dir), link=link))
 
     def publish(self, *, records: Mapping[str, ModelRecord], desired: DesiredState | None,
                 observed: Observed, tick: int, revision: str | None, source_error: str | None,
-                now: datetime) -> None:
+                now: datetime, committed_at: datetime | None = None) -> None:
         publish(self.status_dir, records=records, desired=desired, observed=observed,
                 tick=tick, revision=revision, source_error=source_error,
-                serving=self.serving, now=now, memo=self.memo)
+                serving=self.serving, now=now, memo=self.memo, committed_at=committed_at)
 
     def publish_metrics(self, report: TickReport) -> None:
         """Rewrite ``metrics.prom``; a failure to write it is logged, never fatal."""
@@ -135,9 +140,11 @@ def publish(
     serving: ServingConfig,
     now: datetime,
     memo: Memo | None = None,
+    committed_at: datetime | None = None,
 ) -> None:
     """Write the status files of this tick (see the module docstring); ``memo``:
-    what the previous call wrote (None: compare with the disk)."""
+    what the previous call wrote (None: compare with the disk); ``committed_at``:
+    the revision's committer time (None for a plain folder)."""
     memo = Memo() if memo is None else memo
     models_dir = Path(status_dir) / MODELS_DIR
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +184,7 @@ def publish(
         "servesync_version": servesync.__version__,
         "tick": tick,
         "revision": revision,
+        "revision_committed_at": iso(committed_at) if committed_at is not None else None,
         "source_error": source_error,
         "ray_reachable": observed.reachable,
         "openai_base_url": serving.base_url,
@@ -260,7 +268,9 @@ def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
         assert memo.pages is not None
         memo.pages.write_model(models_dir, doc, line=line if isinstance(line, int) else None,
                                base_url=serving.base_url, now=now)
-        memo.rows[key] = row(doc)
+        values = row(doc)
+        if key not in memo.rows or memo.rows[key].values != values:  # else: as shown
+            memo.rows[key] = memo.pages.row(values)
     memo.written[key], memo.inputs[key], memo.summaries[key] = data, inputs, summary(doc)
     memo.lines[key] = json.dumps(memo.summaries[key], ensure_ascii=False)
     return memo.summaries[key]
@@ -470,13 +480,6 @@ def scrub_strings(value: Any, known: Iterable[str] = ()) -> Any:
     if isinstance(value, str):
         return scrub(value, known)
     return value
-
-
-def iso(now: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``; a naive datetime is taken as UTC."""
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def dump_index(index: Mapping[str, Any], lines: list[str]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,21 @@ def test_a_repository_never_holding_users_gives_no_snapshot(tmp_path: Path) -> N
     commit_file(repo, "README.md", "hello\n")
     with pytest.raises(SourceError, match="has no users/ folder"):
         open_source(_config(tmp_path, path=str(repo))).refresh()
+
+
+def test_a_git_snapshot_carries_its_commit_time_a_folder_none(tmp_path: Path) -> None:
+    """The committer time (not the author's), in UTC, read when the tip is checked out."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / "users" / "alice").mkdir(parents=True)
+    (repo / DOC).write_text("v: 1\n")
+    git(repo, "add", DOC)
+    git(repo, "commit", "--quiet", "--no-gpg-sign", "-m", "one",
+        env={"GIT_AUTHOR_DATE": "2020-01-01T00:00:00+00:00",
+             "GIT_COMMITTER_DATE": "2026-11-23T05:12:34+01:00"})
+    snap = open_source(_config(tmp_path, path=str(repo))).refresh()
+    assert snap.committed_at == datetime(2026, 11, 23, 4, 12, 34, tzinfo=UTC)
+    again = open_source(_config(tmp_path, path=str(repo))).refresh()  # a restart: adopted
+    assert (again.revision, again.committed_at) == (snap.revision, snap.committed_at)
+    (tmp_path / "tree" / "users").mkdir(parents=True)
+    assert open_source(_config(tmp_path, path=str(tmp_path / "tree"))).refresh().committed_at \
+        is None
