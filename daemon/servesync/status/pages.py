@@ -254,9 +254,9 @@ class Pages:
             generated_at=_iso(now if now.tzinfo else now.replace(tzinfo=UTC)),
             refresh_s=REFRESH_S, states=sorted(set(STATE_OF_EVENT.values()))).encode()
 
-    def write_model(self, models_dir: Path, doc: Mapping[str, Any], *, line: int | None,
-                    base_url: str, now: datetime) -> None:
+    def write_model(self, models_dir: Path, key: str, doc: Mapping[str, Any], *,
+                    line: int | None, base_url: str, now: datetime) -> None:
         self.write_assets()
-        atomic_write(models_dir / f"{doc['model_key']}.html",
+        atomic_write(models_dir / f"{key}.html",
                      self.render_model(doc, line=line, base_url=base_url, now=now),
                      mode=PAGE_MODE, durable=False)
