@@ -12,7 +12,7 @@ from typing import Any
 from servesync import schemas
 from servesync.config import ServingConfig
 from servesync.converge.observed import AppObservation, AppStatus, Observed
-from servesync.converge.records import ModelRecord
+from servesync.converge.records import ModelRecord, State
 from tests.unit.status.test_publishing import OBSERVED, read, record, run
 
 ALICE_ID = "alice-202503011200-chat"
@@ -114,3 +114,18 @@ def test_the_operators_replica_env_values_are_scrubbed_from_every_document(
                  tmp_path / "index.html"]:
         assert secret not in path.read_text(), path.name
     assert valid(tmp_path)["svc-bob-b"]["serve_status"]["message"] == "runtime_env K=<redacted>"
+
+
+def test_a_versioned_document_is_scrubbed_of_its_versions_env_values_only(
+        tmp_path: Path) -> None:
+    """One document for a model's versions (here with its plain record turning
+    into them): a version's own env values are taken out of it, bob's are not."""
+    key = "svc-alice-20250301-120000-1a2b"
+    stable = record(key + ".stable", suffix="chat@stable", state=State.FAILED,
+                    spec={"weight": 100, "version": "stable", "env": {"A": "version-env-value"}},
+                    error_summary="quoting version-env-value and bobs-value-1234")
+    run(tmp_path, {key: record(key), key + ".stable": stable,
+                   "svc-bob-b": bob({"X": "bobs-value-1234"})})
+    doc = read(tmp_path / "models" / f"{key}.json")
+    assert doc["error_summary"].startswith("stable: quoting <redacted> and bobs-value-1234")
+    assert "version-env-value" not in json.dumps(doc)
