@@ -96,7 +96,8 @@ class Reconciler:
         if checked is not desired:  # a refused recorded model is now held: recheck its source
             desired = validating.recheck_held(checked, recorded, self.config)
         try:
-            observed = self.applier.observe()
+            observed = scrub_messages(self.applier.observe(), records,
+                                      self.config.serving.replica_env.values())
         except TransientError as e:
             observed = Observed(reachable=False, error=str(e))
         if not observed.reachable:
@@ -126,7 +127,7 @@ class Reconciler:
         in_flight = self._apply(actions, tick, snapshot.revision, errors)
         recorded = self.store.models()
         self._notify(recorded, tick, snapshot.revision)
-        self._publish(recorded, desired, observed, tick, snapshot)
+        self._publish(recorded, desired, observed, tick, snapshot, errors)
         gateway_ok = _gateway_ready(self.store.gateway(), observed)
         result = self._result(tick, snapshot, actions, recorded, gateway_ok, desired, errors,
                               in_flight=in_flight)
@@ -256,7 +257,18 @@ class Reconciler:
         return f"{action.kind}: {text}", record
 
     def _publish(self, recorded: dict[str, ModelRecord], desired: DesiredState,
-                 observed: Observed, tick: int, snapshot: Snapshot) -> None:
+                 observed: Observed, tick: int, snapshot: Snapshot, errors: list[str]) -> None:
+        """Write the status files. A failure is logged and added to ``errors``
+        (the tick's outcome is then ``error``) and never stops the tick: its
+        result and metrics still follow, the next tick writes the files again."""
+        try:
+            self._write_status(recorded, desired, observed, tick, snapshot)
+        except Exception as e:
+            log.exception("tick %d: the status files could not be written", tick)
+            errors.append(f"status files: {type(e).__name__}: {scrub(str(e))}")
+
+    def _write_status(self, recorded: dict[str, ModelRecord], desired: DesiredState,
+                      observed: Observed, tick: int, snapshot: Snapshot) -> None:
         source_error = snapshot.error
         if not observed.reachable:
             ray_error = "Ray unreachable" + (f": {observed.error}" if observed.error else "")
@@ -278,6 +290,26 @@ class Reconciler:
                                          in_flight=in_flight or not gateway_ok)
         return TickResult(tick, snapshot.revision, actions, settled, converged, requeue,
                           tuple(errors))
+
+
+def scrub_messages(observed: Observed, records: Iterable[ModelRecord],
+                   operator: Iterable[str]) -> Observed:
+    """``observed`` with each application's message (Ray's, which may quote the
+    deployment's config: its runtime_env, pydantic's input_value) scrubbed of
+    its own record's env values, the operator's ``replica_env`` values
+    (``operator``) and URL credentials and token-shaped strings, before the
+    planner copies it into a record (an error summary, an event, a
+    notification) or the status files show it."""
+    operator = tuple(operator)
+    env = {r.app_name: r.spec.get("env") for r in records}
+    apps = {}
+    for name, obs in observed.apps.items():
+        if obs.message:
+            own = env.get(name)
+            known = known_secrets([*operator, *(own.values() if isinstance(own, Mapping) else ())])
+            obs = replace(obs, message=scrub(obs.message, known))
+        apps[name] = obs
+    return replace(observed, apps=apps)
 
 
 def admissions(records: Iterable[ModelRecord]) -> tuple[quotas.Admitted, ...]:

@@ -54,7 +54,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from servesync.config import Config, NotificationSink
 from servesync.converge.ports import Transition
 from servesync.converge.records import ModelRecord, State
+from servesync.redaction import known_secrets, scrub
 from servesync.state.outbox import Entry, Outbox
 from servesync.status.metrics import write_registry
 
@@ -86,9 +87,14 @@ def backoff_s(attempts: int, max_backoff_s: float) -> float:
     return float(min(max_backoff_s, BACKOFF_START_S * 2 ** max(attempts - 1, 0)))
 
 
-def payload(t: Transition) -> dict[str, Any]:
-    """The JSON body of one transition (the outbox adds its ``id``)."""
+def payload(t: Transition, operator: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON body of one transition (the outbox adds its ``id``). The error
+    summary is scrubbed again (it was when it entered the record): of the
+    model's env values, the operator's ``replica_env`` values (``operator``),
+    URL credentials and token-shaped strings."""
     r = t.record
+    env = r.spec.get("env")
+    known = known_secrets([*operator, *(env.values() if isinstance(env, Mapping) else ())])
     return {
         "event": str(r.state),
         "model": {"public_id": r.public_id, "model_key": r.model_key, "user_id": r.user_id,
@@ -96,7 +102,7 @@ def payload(t: Transition) -> dict[str, Any]:
         "old_state": None if t.old is None else str(t.old),
         "new_state": str(r.state),
         "revision": r.attempted_revision or t.revision,
-        "error_summary": r.error_summary,
+        "error_summary": None if r.error_summary is None else scrub(r.error_summary, known),
         "at": r.updated_at,
         "tick": t.tick,
     }
@@ -362,7 +368,7 @@ class Notifier:
                 sink = config.sink(str(name))
                 if sink is not None and sink.wants(str(t.record.state)) \
                         and sink.allows(t.record.user_id):
-                    items.append((sink.name, payload(t)))
+                    items.append((sink.name, payload(t, config.serving.replica_env.values())))
         entries = self.outbox.add(items, marks=marks)
         for entry in entries:
             log.info("notification %s queued for sink %s", entry.id, entry.sink)

@@ -302,9 +302,9 @@ class Pages:
         revision = doc.get("attempted_revision") or doc.get("applied_revision")
         return self.link.url(str(doc["source_file"]), revision=revision, line=line)
 
-    def write_model(self, models_dir: Path, doc: Mapping[str, Any], *, line: int | None,
-                    base_url: str, now: datetime) -> None:
+    def write_model(self, models_dir: Path, key: str, doc: Mapping[str, Any], *,
+                    line: int | None, base_url: str, now: datetime) -> None:
         self.write_assets()
-        atomic_write(models_dir / f"{doc['model_key']}.html",
+        atomic_write(models_dir / f"{key}.html",
                      self.render_model(doc, line=line, base_url=base_url, now=now),
                      mode=PAGE_MODE, durable=False)

@@ -31,11 +31,16 @@ new, and what a power cut damages the first tick after the start rewrites
 (it compares every model file once and always writes the index).
 
 Secrets never reach these files: env values are left out (names only),
-secret-looking engine_kwargs are redacted, and every string written (Ray's
-messages, errors, events included) goes through
-:func:`servesync.redaction.scrub` with the recorded env values (and the
-operator's ``serving.replica_env``) as known secrets: Ray's and pydantic's
-errors may quote a deployment's config. Files are 0644: users read them.
+secret-looking engine_kwargs are redacted, and every string value written
+(Ray's messages, errors, events included) goes through
+:func:`servesync.redaction.scrub`: Ray's and pydantic's errors may quote a
+deployment's config. A model's document is scrubbed of its own records' env
+values and the operator's ``serving.replica_env`` values, never of another
+tenant's (that would let one tenant blank another's fields, and tell whether
+a text equals another tenant's env value); the index's own fields (errors,
+source error, unmanaged apps) of ``replica_env``'s. Keys are never rewritten:
+they are the schemas' fields, or a tenant's own label and engine_kwargs names.
+Files are 0644: users read them.
 
 Called by the reconciler through :class:`StatusFiles` (its ``Publisher``).
 Side effects: files under ``status_dir``. Reading them back is
@@ -90,7 +95,7 @@ class Memo:
     lines: dict[str, str] = field(default_factory=dict)  # ... encoded (already scrubbed)
     written: dict[str, bytes] = field(default_factory=dict)  # model key -> file content
     index: dict[str, Any] | None = None  # the last index written, without generated_at/tick
-    known: tuple[str, ...] | None = None  # the secrets those docs were scrubbed of
+    known: tuple[str, ...] | None = None  # the operator's secrets those docs were scrubbed of
     rows: dict[str, Row] = field(default_factory=dict)  # index.html's rows, each rendered once
     page_rows: list[Row] | None = None  # the rows index.html last showed
     pages: Pages | None = None  # the HTML renderer (its templates loaded once)
@@ -151,8 +156,7 @@ def publish(
     if not memo.started:
         remove_temps(Path(status_dir))
         remove_temps(models_dir)
-    known = known_secrets([*serving.replica_env.values(),
-                           *(v for rec in records.values() for v in env_values(rec))])
+    known = known_secrets(serving.replica_env.values())  # each model adds its own env's
     if known != memo.known:
         memo.known, memo.inputs = known, {}
     if memo.pages is None:
@@ -230,7 +234,7 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
         return memo.summaries[key]
     doc = scrub_strings(model_status(rec, observed=observed, base_url=serving.base_url,
                                      issues=issues, now=now),
-                        memo.known or ())
+                        own_secrets([rec], memo.known or ()))
     return _write_model(models_dir, key, doc, inputs, memo, line=rec.spec.get("line"),
                         serving=serving, now=now)
 
@@ -251,14 +255,18 @@ def _publish_versions(models_dir: Path, key: str, recs: list[ModelRecord], obser
         return memo.summaries[key]
     doc = versioned.versioned_status(recs, observed=observed, one=lambda r: model_status(
         r, observed=observed, base_url=serving.base_url, issues=issues, now=now), old=old)
-    return _write_model(models_dir, key, scrub_strings(doc, memo.known or ()), inputs, memo,
+    known = own_secrets([*recs, *([old] if old is not None else [])], memo.known or ())
+    return _write_model(models_dir, key, scrub_strings(doc, known), inputs, memo,
                         line=recs[0].spec.get("line"), serving=serving, now=now)
 
 
 def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
                  inputs: tuple[object, ...], memo: Memo, *, line: object,
                  serving: ServingConfig, now: datetime) -> dict[str, Any]:
-    """Write a model's JSON file and HTML page where they changed; its index line."""
+    """Write a model's JSON file and HTML page where they changed; its index line.
+    ``doc["model_key"]`` is ``key`` whatever the scrub did to it: the file's
+    own name (public), what the index and the page link to."""
+    doc = {**doc, "model_key": key}
     data = dump(doc)
     if key not in memo.written:  # no fsync: a power cut's damage is repaired here at start
         write_if_changed(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
@@ -266,7 +274,8 @@ def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
         atomic_write(models_dir / f"{key}.json", data, mode=STATUS_FILE_MODE, durable=False)
     if memo.written.get(key) != data or key not in memo.rows:
         assert memo.pages is not None
-        memo.pages.write_model(models_dir, doc, line=line if isinstance(line, int) else None,
+        memo.pages.write_model(models_dir, key, doc,
+                               line=line if isinstance(line, int) else None,
                                base_url=serving.base_url, now=now)
         values = row(doc)
         if key not in memo.rows or memo.rows[key].values != values:  # else: as shown
@@ -470,11 +479,18 @@ def env_values(rec: ModelRecord) -> list[object]:
     return list(env.values()) if isinstance(env, Mapping) else []
 
 
+def own_secrets(recs: Iterable[ModelRecord], operator: Iterable[str]) -> tuple[str, ...]:
+    """What one model's document is scrubbed of: its records' env values and
+    the operator's secrets (``replica_env``'s values), nobody else's."""
+    return known_secrets([*operator, *(v for rec in recs for v in env_values(rec))])
+
+
 def scrub_strings(value: Any, known: Iterable[str] = ()) -> Any:
-    """A copy of a JSON document with every string (keys too) scrubbed."""
+    """A copy of a JSON document with every string value scrubbed; keys are
+    kept as they are (a scrubbed key would break the document's shape)."""
     known = tuple(known)
     if isinstance(value, Mapping):
-        return {scrub(str(k), known): scrub_strings(v, known) for k, v in value.items()}
+        return {str(k): scrub_strings(v, known) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub_strings(v, known) for v in value]
     if isinstance(value, str):

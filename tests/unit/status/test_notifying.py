@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from servesync.config import Config, NotificationSink
+from servesync.config import Config, NotificationSink, ServingConfig
 from servesync.converge.ports import Transition
 from servesync.converge.records import State
 from servesync.state.outbox import Outbox
@@ -91,6 +91,25 @@ def test_transitions_become_entries_for_the_named_sinks_and_selected_events(
     assert failed["error_summary"] == "boom" and failed["revision"] == "rev0"
     assert failed["model"]["user_id"] == "alice"
     assert failed["model"]["public_id"].startswith("alice-") and failed["id"]
+
+
+def test_a_bodys_error_summary_quotes_no_env_value_operator_secret_or_url_credential(
+        tmp_path: Path) -> None:
+    """Ray's message enters records scrubbed; payload() scrubs again (review 2, finding 3)."""
+    config = Config(notifications=(sink("http://127.0.0.1:9/a"),),
+                    serving=ServingConfig(replica_env={"K": "operator-value-99"}))
+    quoted = ("DEPLOY_FAILED: pydantic: input_value={'OTHER': 'plain-value', 'K': "
+              "'operator-value-99', 'HF_TOKEN': 'hf_verysecretvalue123', "
+              "'DB': 'postgres://u:pw@h/db'}")
+    t = moved("b", State.DEPLOYING, State.FAILED, error=quoted)
+    t = replace(t, record=replace(t.record, spec={**t.record.spec, "env": {
+        "OTHER": "plain-value", "HF_TOKEN": "hf_verysecretvalue123"}}))
+    box = Outbox(tmp_path)
+    Notifier(config, box).enqueue([t])
+    (entry,) = box.pending()
+    assert json.loads(entry.body)["error_summary"] == (
+        "DEPLOY_FAILED: pydantic: input_value={'OTHER': '<redacted>', 'K': '<redacted>', "
+        "'HF_TOKEN': '<redacted>', 'DB': 'postgres://***@h/db'}")
 
 
 def test_delivered_in_order_signed_once_each(receiver: Receiver, secret_file: Path,
