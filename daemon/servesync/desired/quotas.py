@@ -47,7 +47,7 @@ untouched.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -131,6 +131,7 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     for a in sorted(admitted, key=lambda a: a.order):
         recorded[a.name[0]].append(a)
     known = {a.name for rows in recorded.values() for a in rows}
+    shapes = {_shape(name) for name in where}
     new: dict[str, list[ModelSpec]] = defaultdict(list)
     for name, (fi, di) in sorted(where.items(), key=lambda kv: (
             desired.files[kv[1][0]].path, desired.files[kv[1][0]].documents[kv[1][1]].index)):
@@ -148,7 +149,7 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
                 asks.append(ledger.keep(_spec(desired, *where[a.name], a.name), a))
             elif a.name not in desired.revoked and desired.holds(a.name, a.source_file):
                 ledger.used += a.usage  # held at its last good version: it keeps running
-            elif a.name not in desired.revoked and _reshaped(a.name, where):
+            elif a.name not in desired.revoked and _reshaped(a.name, shapes):
                 ledger.used += a.usage  # its old shape: serves until the new one does
                 if a.running:
                     ledger.reshaping.add(base_suffix(a.name[1]))
@@ -160,14 +161,19 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     return _refuse(desired, refused) if refused else desired
 
 
-def _reshaped(name: ModelName, where: Mapping[ModelName, object]) -> bool:
+def _shape(name: ModelName) -> tuple[str, str, bool]:
+    """(user, ``model_id``, plain?) of a model or version name."""
+    return name[0], base_suffix(name[1]), version_of(name[1]) is None
+
+
+def _reshaped(name: ModelName, shapes: Set[tuple[str, str, bool]]) -> bool:
     """Is undeclared ``name`` the old shape of a model now declared (valid) in
     the other one (plain while its ``model_id`` now has ``versions``, or a
-    version while it is now plain)? The planner keeps it serving until the new
-    shape serves, so it counts until it is deleted (``running``)."""
-    user, base, plain = name[0], base_suffix(name[1]), version_of(name[1]) is None
-    return any(u == user and base_suffix(s) == base and (version_of(s) is None) != plain
-               for u, s in where)
+    version while it is now plain)? ``shapes``: :func:`_shape` of every valid
+    model. The planner keeps it serving until the new shape serves, so it
+    counts until it is deleted (``running``)."""
+    user, model_id, plain = _shape(name)
+    return (user, model_id, not plain) in shapes
 
 
 def _spec(desired: DesiredState, fi: int, di: int, name: ModelName) -> ModelSpec:
