@@ -85,11 +85,12 @@ class Reconciler:
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
                                            revision=snapshot.revision, cache=self.validation)
-        # A model held at its last-known-good spec runs from its recorded source:
-        # check that one too, so a broken file can't shield a swapped folder.
+        # A model held at its last-known-good spec runs from its recorded source
+        # and LoRA path: check those too, so a broken file can't shield a swapped
+        # folder or a LoRA path the config no longer allows.
         records = self.store.models().values()
-        recorded = [((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")))
-                    for r in records]
+        recorded = [((r.user_id, r.suffix), r.source_file, str(r.spec.get("model_source", "")),
+                     r.spec.get("lora")) for r in records]
         desired = validating.recheck_held(desired, recorded, self.config)
         # quotas span files and count in admission order: a pass over the records
         checked = quotas.apply(desired, admissions(records), self.config.serving.quotas)

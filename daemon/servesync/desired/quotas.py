@@ -21,7 +21,11 @@ records and the files do not), per user:
 1. first what runs: each admitted (recorded) model still declared counts
    what it keeps of its recorded version, the lesser of that and its new
    spec in each quota; a held model (its file has errors) counts its whole
-   recorded version; a model stopped or being deleted counts nothing;
+   recorded version, and so does a model's old shape (plain while its
+   ``model_id`` is now declared with ``versions``, or a version while it is
+   now plain: the planner keeps it serving until the new shape serves), so
+   reshaping never doubles a quota; a model stopped or being deleted counts
+   nothing;
 2. then, one by one, each admitted model's growth beyond that, oldest
    admission first (``created_at``, then the model key, both fixed at
    admission), and then each new model, by file path, then document order;
@@ -43,7 +47,7 @@ untouched.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,7 +57,9 @@ from servesync.desired.specs import (
     DocumentResult,
     ModelName,
     ModelSpec,
+    base_suffix,
     replica_gpus,
+    version_of,
 )
 from servesync.desired.validating import cap_issues
 from servesync.errors import Issue, IssueCode
@@ -125,6 +131,7 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
     for a in sorted(admitted, key=lambda a: a.order):
         recorded[a.name[0]].append(a)
     known = {a.name for rows in recorded.values() for a in rows}
+    shapes = {_shape(name) for name in where}
     new: dict[str, list[ModelSpec]] = defaultdict(list)
     for name, (fi, di) in sorted(where.items(), key=lambda kv: (
             desired.files[kv[1][0]].path, desired.files[kv[1][0]].documents[kv[1][1]].index)):
@@ -142,12 +149,31 @@ def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -
                 asks.append(ledger.keep(_spec(desired, *where[a.name], a.name), a))
             elif a.name not in desired.revoked and desired.holds(a.name, a.source_file):
                 ledger.used += a.usage  # held at its last good version: it keeps running
+            elif a.name not in desired.revoked and _reshaped(a.name, shapes):
+                ledger.used += a.usage  # its old shape: serves until the new one does
+                if a.running:
+                    ledger.reshaping.add(base_suffix(a.name[1]))
         asks += [ledger.keep(spec, None) for spec in new.get(user, ())]
         for ask in asks:
             issues = ledger.grow(ask)
             if issues:
                 refused[where[ask.spec.name]] = issues
     return _refuse(desired, refused) if refused else desired
+
+
+def _shape(name: ModelName) -> tuple[str, str, bool]:
+    """(user, ``model_id``, plain?) of a model or version name."""
+    return name[0], base_suffix(name[1]), version_of(name[1]) is None
+
+
+def _reshaped(name: ModelName, shapes: Set[tuple[str, str, bool]]) -> bool:
+    """Is undeclared ``name`` the old shape of a model now declared (valid) in
+    the other one (plain while its ``model_id`` now has ``versions``, or a
+    version while it is now plain)? ``shapes``: :func:`_shape` of every valid
+    model. The planner keeps it serving until the new shape serves, so it
+    counts until it is deleted (``running``)."""
+    user, model_id, plain = _shape(name)
+    return (user, model_id, not plain) in shapes
 
 
 def _spec(desired: DesiredState, fi: int, di: int, name: ModelName) -> ModelSpec:
@@ -175,6 +201,7 @@ class _Ledger:
 
     def __init__(self, user: str, quota: Quota) -> None:
         self.user, self.quota, self.used = user, quota, Usage()
+        self.reshaping: set[str] = set()  # model_ids whose old shape counts (it serves)
 
     def keep(self, spec: ModelSpec, recorded: Admitted | None) -> _Ask:
         """Count what ``spec`` keeps of its recorded version; its ask for later."""
@@ -214,7 +241,11 @@ class _Ledger:
                      f"{want.gpus} GPUs ({replicas} x {ask.per_replica})"),
         }[dim]
         outcome = "its last good version keeps serving" if ask.serving else "not deployed"
-        version = f" (version {spec.version})" if spec.version is not None else ""
+        notes = [f"version {spec.version}"] if spec.version is not None else []
+        if spec.model_id in self.reshaping:
+            notes.append(f"{spec.model_id!r} in its old shape serves, and counts, until the "
+                         "new one does")
+        version = f" ({'; '.join(notes)})" if notes else ""
         return Issue(IssueCode.UNPROCESSABLE, spec.source_file, spec.line_of(pointer),
                      spec.pointer_of(pointer),
                      f"over user {self.user!r}'s {what} quota (serving.quotas): asks {asked}; "

@@ -16,8 +16,8 @@ Revocation (``DesiredState.revoked``): a document refused *only* by a 403 on
 its ``model_source`` (the path rules, the folder walk included) names a model
 the planner stops rather than holds at its last-known-good spec, since that
 spec reads the same refused source. :func:`recheck_held` does the same for a
-model held for any other reason: its *recorded* source is checked again, and
-revoked if it fails. Every other issue keeps the hold.
+model held for any other reason: its *recorded* source and LoRA path are
+checked again, and it is revoked if one fails. Every other issue keeps the hold.
 
 jsonschema keyword -> issue class:
 
@@ -261,23 +261,30 @@ def validate_loaded(
     return DesiredState(revision=revision, files=results, revoked=revoked)
 
 
-RecordedSource = tuple[ModelName, str, str]
+RecordedSource = tuple[ModelName, str, str, object]
 """A recorded model: its name, its recorded source file, the model_source it was
-deployed with (resolved: an absolute path or a hub id)."""
+deployed with (resolved: an absolute path or a hub id), and its recorded spec's
+``lora`` (a mapping, or None)."""
 
 
 def recheck_held(desired: DesiredState, recorded: Iterable[RecordedSource],
                  config: Config) -> DesiredState:
-    """``desired``, with the held models whose recorded source now fails revoked.
+    """``desired``, with the held models whose recorded source or LoRA path now
+    fails revoked.
 
     A model held at its last-known-good spec (its file or document has errors)
     runs from the source it was deployed with, which validation of the file as
     now written never sees; without this, breaking the file and then swapping
-    the folder for a symlink would keep the model running. Models with a
-    valid spec, not held, or already revoked are left to the planner."""
+    the folder for a symlink would keep the model running. Likewise its
+    recorded ``lora`` (the gateway lists adapters from that path): an operator
+    who narrows ``serving.lora`` (prefix, a user's entry, the adapter limit) or
+    removes it turns the file invalid, and the held spec must not keep the path
+    the config no longer allows (:func:`lora.issues`: every problem, 403 or
+    422, revokes). Models with a valid spec, not held, or already revoked are
+    left to the planner."""
     revoked = dict(desired.revoked)
     names = {s.name for s in desired.specs}
-    for name, source_file, source in recorded:
+    for name, source_file, source, recorded_lora in recorded:
         if name in names or name in revoked or not desired.holds(name, source_file):
             continue
         got = model_paths.resolve_model_source(
@@ -286,6 +293,11 @@ def recheck_held(desired: DesiredState, recorded: Iterable[RecordedSource],
         if isinstance(got, model_paths.Rejection) and got.code is IssueCode.FORBIDDEN:
             revoked[name] = f"model_source {source} (as last deployed; {source_file} " \
                             f"has errors): {got.message}"
+            continue
+        problem = next(lora.issues({"lora": recorded_lora}, config.serving, name[0], set()),
+                       None)
+        if problem is not None:
+            revoked[name] = f"lora (as last deployed; {source_file} has errors): {problem[2]}"
     return desired if revoked == desired.revoked else replace(desired, revoked=revoked)
 
 

@@ -126,3 +126,40 @@ def test_lora_paths_through_the_tick(cpu_config: Config, desired_tree: Path) -> 
     assert [str(x.kind) for x in result.actions] == ["gateway"]
     assert ray.calls == [("gateway", a.public_id)] and ray.lora == ((a.public_id, PATH),)
     assert not [x for x in result.actions if isinstance(x, Deploy | RecordOnly)]
+
+
+def test_a_narrowed_lora_offer_revokes_a_held_models_path(cpu_config: Config,
+                                                          desired_tree: Path) -> None:
+    """The operator narrows ``serving.lora.prefix``: the model's file turns 403
+    and the model would be held at its last good spec, lora.path included (in
+    its LLMConfig and in the gateway's routes). ``recheck_held`` revokes it
+    instead: stopped, out of the gateway, its path gone from the routes."""
+    offer = LoraOffer(prefix="s3://adapters/{user_id}/", users={}, max_adapters_per_replica=4)
+    config = replace(cpu_config, serving=replace(cpu_config.serving, lora=offer))
+    ray = FakeRay()
+    rec = make_reconciler(config, ray, FakeClock(at(0), step_s=5))
+    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    (desired_tree / "users" / "alice" / "a.yaml").write_text(
+        "model_id: a\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
+        f"lora:\n  path: {PATH}/\n")
+    for _ in range(8):
+        result = rec.tick(snap)
+        ray.settle()
+        if result.settled and not result.actions:
+            break
+    (a,) = rec.store.models().values()
+    assert a.state is State.RUNNING and rec.store.gateway().lora == ((a.public_id, PATH),)
+
+    narrowed = replace(offer, prefix="s3://adapters/{user_id}/ft/")
+    rec.config = replace(config, serving=replace(config.serving, lora=narrowed))  # a reload
+    for _ in range(8):
+        result = rec.tick(snap)
+        ray.settle()
+        if result.settled and not result.actions:
+            break
+    (a,) = rec.store.models().values()
+    assert a.state is State.STOPPED and a.app_name not in ray.apps
+    assert rec.store.gateway().lora == () == ray.lora
+    assert a.error_summary == (
+        "stopped: lora (as last deployed; users/alice/a.yaml has errors): lora.path "
+        f"'{PATH}' is outside your adapters' prefix s3://adapters/alice/ft/ (serving.lora)")

@@ -164,3 +164,41 @@ def test_a_lowered_quota_keeps_what_runs_and_refuses_new_models(
     assert set(c.records()) == {"a", "b"}
     assert c.records()["b"].spec["num_replicas"] == 1
     assert [e["path"] for e in c.index()["errors"]] == ["users/alice/c.yaml"]  # type: ignore[attr-defined]
+
+
+def test_a_reshape_into_versions_counts_the_plain_model_until_it_is_deleted(
+        tmp_path: Path, storage_root: Path, desired_tree: Path) -> None:
+    """The reviewer's bypass: 4 GPUs of 4 as a plain model, then two versions of
+    2 GPUs each. The plain model keeps serving until a version does, so the
+    versions are refused (nothing deployed, the plain one serves on); versions
+    that fit beside it roll in, and once it is deleted its room is theirs."""
+    from tests.unit.desired.test_quotas import versions
+
+    c = Cluster(tmp_path, storage_root, desired_tree, Quotas(default=Quota(gpus=4)))
+    c.write("alice/m.yaml", model("m", 1).replace("gpus_per_replica: 1", "gpus_per_replica: 4"))
+    c.commit()
+    c.converge()
+    plain = c.records()["m"]
+    c.write("alice/m.yaml", versions("m", gpus=2))
+    c.commit()
+    c.ray.calls.clear()
+    c.converge()
+    assert c.records() == {"m": plain} and c.ray.calls == []
+    (error,) = c.index()["errors"]  # type: ignore[misc]
+    assert error["code"] == 422 and "0 of 4 left" in error["message"]  # type: ignore[index]
+
+    c.write("alice/m.yaml", model("m", 1).replace("gpus_per_replica: 1", "gpus_per_replica: 2"))
+    c.commit()
+    c.converge()  # the plain model shrinks to 2 GPUs
+    c.write("alice/m.yaml", versions("m", gpus=1))
+    c.commit()
+    c.converge()  # 2 + 1 + 1: fits while the plain one still serves; then it is deleted
+    c.converge()
+    assert {s: r.state for s, r in c.records().items()} == {"m@a": State.RUNNING,
+                                                           "m@b": State.RUNNING}
+    c.write("alice/m.yaml", versions("m", gpus=2))
+    c.commit()
+    c.converge()
+    assert {s: r.spec["gpus_per_replica"] for s, r in c.records().items()} == {"m@a": 2,
+                                                                               "m@b": 2}
+    assert c.index()["errors"] == []

@@ -12,7 +12,7 @@ import pytest
 from servesync.config import Config, ConfigError, LoraOffer, ServingConfig, load
 from servesync.desired import lora
 from servesync.desired.specs import DesiredState, Lora
-from servesync.desired.validating import validate_tree
+from servesync.desired.validating import recheck_held, validate_tree
 from servesync.errors import IssueCode
 
 HEAD = "model_id: m\nmodel_source: $HOME/common/hf/org/m\nnum_replicas: 1\n"
@@ -168,3 +168,65 @@ def test_a_bad_lora_offer_is_a_config_error(tmp_path: Path, body: str, words: st
 def test_an_offer_built_in_code_needs_user_id_too() -> None:
     with pytest.raises(ConfigError, match="user_id"):
         LoraOffer(prefix="s3://adapters/")
+
+
+# --- recheck_held: the recorded lora of a held model ---------------------------------
+
+RECORDED = {"path": "s3://adapters/alice/x", "max_adapters_per_replica": 8}
+NARROWED = LoraOffer(prefix="s3://adapters/{user_id}/ft/", max_adapters_per_replica=8)
+OWN_ENTRY = LoraOffer(prefix="s3://adapters/{user_id}/", users={"alice": "s3://alice-only/"},
+                      max_adapters_per_replica=8)
+FEWER = LoraOffer(prefix="s3://adapters/{user_id}/", max_adapters_per_replica=4)
+
+
+@pytest.mark.parametrize(("serving", "text", "recorded", "revoked"), [
+    # the operator narrows the prefix: the file turns 403, the recorded path too
+    (ServingConfig(accelerator_type="cpu", lora=NARROWED), HEAD + _lora("s3://adapters/alice/x"),
+     RECORDED, "lora.path 's3://adapters/alice/x' is outside your adapters' prefix "
+               "s3://adapters/alice/ft/ (serving.lora)"),
+    # ... gives alice a prefix of her own elsewhere
+    (ServingConfig(accelerator_type="cpu", lora=OWN_ENTRY), HEAD + _lora("s3://adapters/alice/x"),
+     RECORDED, "lora.path 's3://adapters/alice/x' is outside your adapters' prefix "
+               "s3://alice-only/"),
+    # ... removes serving.lora (422)
+    (WITHOUT, HEAD + _lora("s3://adapters/alice/x"), RECORDED,
+     "this cluster offers no LoRA adapters (serving.lora is not set"),
+    # ... lowers the adapter limit below the recorded count (422)
+    (ServingConfig(accelerator_type="cpu", lora=FEWER),
+     HEAD + _lora("s3://adapters/alice/x", "  max_adapters_per_replica: 8\n"), RECORDED,
+     "lora.max_adapters_per_replica 8 is above this cluster's limit of 4"),
+    # held for another reason while the recorded lora is still allowed: held, not revoked
+    (WITH_LORA, HEAD + "typo: 1\n" + _lora("s3://adapters/alice/x"), RECORDED, None),
+    # the file now asks a forbidden path, the recorded one is fine: held at it
+    (WITH_LORA, HEAD + _lora("s3://adapters/bob/x"), RECORDED, None),
+    # no lora recorded: nothing to revoke
+    (WITHOUT, HEAD + "typo: 1\n", None, None),
+])
+def test_a_held_models_recorded_lora_is_revoked_when_the_config_no_longer_allows_it(
+        tmp_path: Path, serving: ServingConfig, text: str, recorded: dict[str, object] | None,
+        revoked: str | None) -> None:
+    """The held spec keeps its lora.path in the model's LLMConfig and in the
+    gateway's routes: a path the config no longer allows stops the model, as a
+    forbidden recorded model_source does (review finding 6)."""
+    state = _validate(tmp_path, text, serving)
+    assert state.holds(("alice", "m"), "users/alice/m.yaml") and not state.revoked
+    source = str(tmp_path / "private/hf/org/m")
+    config = Config(storage_root=str(tmp_path / "private"), serving=serving)
+    rechecked = recheck_held(state, [(("alice", "m"), "users/alice/m.yaml", source, recorded)],
+                             config)
+    if revoked is None:
+        assert rechecked is state
+    else:
+        assert rechecked.revoked[("alice", "m")].startswith(
+            "lora (as last deployed; users/alice/m.yaml has errors): " + revoked)
+
+
+def test_a_valid_spec_is_the_planners_even_with_a_recorded_lora_now_refused(
+        tmp_path: Path) -> None:
+    """A model whose file is valid is not held: its new spec (here without
+    lora) replaces the recorded one, nothing is revoked."""
+    state = _validate(tmp_path, HEAD, WITHOUT)
+    config = Config(storage_root=str(tmp_path / "private"), serving=WITHOUT)
+    recorded = (("alice", "m"), "users/alice/m.yaml", str(tmp_path / "private/hf/org/m"),
+                RECORDED)
+    assert recheck_held(state, [recorded], config) is state

@@ -125,8 +125,8 @@ def test_forbidding_hub_ids_revokes_hub_models(storage: Path) -> None:
 
 
 def _recorded(storage: Path, folder: str, source_file: str = "users/alice/m.yaml"
-              ) -> tuple[tuple[str, str], str, str]:
-    return ("alice", "m"), source_file, str(storage / "users/alice/models" / folder)
+              ) -> tuple[tuple[str, str], str, str, None]:
+    return ("alice", "m"), source_file, str(storage / "users/alice/models" / folder), None
 
 
 @pytest.mark.parametrize(("text", "folder", "revoked"), [

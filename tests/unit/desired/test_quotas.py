@@ -4,6 +4,7 @@ order, the 422s, and what stays valid or held."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,73 @@ def test_parallelism_counts_tensor_times_pipeline_gpus(root: Path, storage_root:
     state = judge(root, config(storage_root, Quota(gpus=3)))
     assert refusals(state) == [("users/alice/big.yaml", 4, "/parallelism")]
     assert names(state) == {"small"}
+
+
+# --- a model changing shape (plain <-> versions) ------------------------------------
+
+
+def versions(model_id: str, *, gpus: int, names: str = "ab") -> str:
+    """``model_id`` as versions of 1 replica x ``gpus`` each, weights summing to 100."""
+    weights = [100 // len(names)] * len(names)
+    weights[0] += 100 - sum(weights)
+    text = f"model_id: {model_id}\nnum_replicas: 1\ngpus_per_replica: {gpus}\nversions:\n"
+    return text + "".join(f"- name: {n}\n  model_source: $HOME/common/hf/tiny\n  weight: {w}\n"
+                          for n, w in zip(names, weights, strict=True))
+
+
+def test_turning_a_plain_model_into_versions_counts_the_plain_one_until_it_is_deleted(
+        root: Path, storage_root: Path) -> None:
+    """The planner keeps the old plain record serving until a version serves:
+    it counts, so a reshape cannot double the quota (the reviewer's probe:
+    4 GPUs of 4 as plain, then two versions of 2 GPUs each)."""
+    cfg = config(storage_root, Quota(gpus=4))
+    write(root, {"alice/m.yaml": model("m", replicas=1, gpus=4)})
+    plain = admitted(spec_of(judge(root, cfg), "m"), "2026-01-01T00:00:00+00:00")
+    write(root, {"alice/m.yaml": versions("m", gpus=2)})
+    state = judge(root, cfg, [plain])
+    assert names(state) == set()
+    assert refusals(state) == [("users/alice/m.yaml", 3, "/gpus_per_replica")]
+    assert state.issues()[-1].message.endswith(
+        "asks 2 GPUs (1 replica x 2); 0 of 4 left for it (version b; 'm' in its old shape "
+        "serves, and counts, until the new one does); not deployed")
+    assert state.holds(plain.name, plain.source_file)  # so the plain one keeps serving
+    # versions that fit beside it are admitted (a plain m of 2 GPUs, versions of 1)
+    write(root, {"alice/m.yaml": model("m", replicas=1, gpus=2)})
+    small = admitted(spec_of(judge(root, cfg), "m"), "2026-01-01T00:00:00+00:00")
+    write(root, {"alice/m.yaml": versions("m", gpus=1)})
+    assert names(judge(root, cfg, [small])) == {"m@a", "m@b"}
+    # once it is deleted (or stopped) it counts nothing
+    write(root, {"alice/m.yaml": versions("m", gpus=2)})
+    assert names(judge(root, cfg, [replace(plain, running=False)])) == {"m@a", "m@b"}
+
+
+def test_turning_versions_into_a_plain_model_counts_the_versions_until_deleted(
+        root: Path, storage_root: Path) -> None:
+    cfg = config(storage_root, Quota(gpus=4))
+    write(root, {"alice/m.yaml": versions("m", gpus=2)})
+    recorded = [admitted(s, f"2026-01-01T00:00:0{i}+00:00")
+                for i, s in enumerate(judge(root, cfg).specs)]
+    write(root, {"alice/m.yaml": model("m", replicas=1, gpus=4)})
+    state = judge(root, cfg, recorded)
+    assert names(state) == set()
+    assert refusals(state) == [("users/alice/m.yaml", 4, "/gpus_per_replica")]
+    # one version already deleted: 2 GPUs still run, 2 left
+    write(root, {"alice/m.yaml": model("m", replicas=1, gpus=2)})
+    assert names(judge(root, cfg, [recorded[0], replace(recorded[1], running=False)])) == {"m"}
+    assert names(judge(root, cfg, recorded)) == set()
+
+
+def test_a_removed_version_is_no_reshape_and_another_users_model_is_not_counted(
+        root: Path, storage_root: Path) -> None:
+    """Only the other shape of the same user's model_id keeps counting: a version
+    dropped from a model that keeps versions does not, nor does alice's deleted
+    plain ``m`` when bob declares his own ``m`` as versions."""
+    cfg = config(storage_root, Quota(gpus=4))
+    write(root, {"alice/m.yaml": model("m", gpus=4), "carol/v.yaml": versions("v", gpus=2)})
+    recorded = [admitted(s, f"2026-01-01T00:00:0{i}+00:00")
+                for i, s in enumerate(judge(root, cfg).specs)]
+    (root / "users/alice/m.yaml").unlink()
+    write(root, {"alice/n.yaml": model("n", gpus=4), "bob/m.yaml": versions("m", gpus=2),
+                 "carol/v.yaml": versions("v", gpus=2, names="ac")})
+    state = judge(root, cfg, recorded)
+    assert names(state) == {"n", "m@a", "m@b", "v@a", "v@c"} and state.ok
