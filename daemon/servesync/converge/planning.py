@@ -781,12 +781,13 @@ def _gateway_lora(routed: Mapping[str, list[ModelRecord]]) -> tuple[tuple[str, s
     """(public id, LoRA path) of each routed model whose recorded spec has
     ``lora``: the gateway lists its adapters from that path, never asking the
     model's replica (which would start a model scaled to zero). A model
-    routed as versions has none (validation refuses ``lora`` with versions)."""
+    routed as versions has none: validation refuses ``lora`` with versions
+    (and the gateway's ``routes`` a route with both)."""
     out = []
     for public_id, rs in routed.items():
         lora = rs[0].spec.get("lora")
         path = lora.get("path") if isinstance(lora, Mapping) else None
-        if rs[0].version is None and isinstance(path, str) and path:
+        if isinstance(path, str) and path:
             out.append((public_id, path))
     return tuple(sorted(out))
 

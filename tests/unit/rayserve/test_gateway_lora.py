@@ -60,9 +60,11 @@ def test_a_routes_lora_path_round_trips_and_a_malformed_one_is_refused() -> None
     versions = [{"name": "v1", "app": "app-a", "deployment": entry["deployment"], "weight": 100}]
     with pytest.raises(ValueError, match="gateway user_config"):
         routes({"routes": [{**entry, "versions": versions}]})  # versions: no LoRA path
-    # a model split among versions carries none, whatever ``lora`` says
+    # validation refuses ``lora`` with versions; were a path to reach a split
+    # route anyway, the replica refuses the routes (Serve keeps the last good)
     (split,) = gateway_routes([(A, "app-a@v1")], (), [("app-a@v1", "v1", 100)], LORA)
-    assert split.versions and split.lora_path is None
+    with pytest.raises(ValueError, match="has versions: no lora_path"):
+        routes(user_config([split]))
 
 
 class Handle:
