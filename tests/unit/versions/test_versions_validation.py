@@ -119,6 +119,36 @@ def test_a_cached_pass_sees_a_version_source_turn_into_a_symlink_out(tmp_path: P
     assert cache.checked == 2  # a version's source answered otherwise: checked afresh
 
 
+def test_a_cache_hit_merges_no_version(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached file's versions' sources are re-resolved every tick without a
+    merged copy of the document per version."""
+    from servesync.desired import versioning
+
+    cache = ValidationCache()
+    assert len(_validate(tmp_path, TWO, cache).specs) == 2
+    merges: list[str] = []
+    real = versioning.merged
+    monkeypatch.setattr(versioning, "merged", lambda data, version: (
+        merges.append(version["name"]), real(data, version))[1])
+    assert [s.resolved_source[-5:] for s in _validate(tmp_path, TWO, cache).specs] == \
+        ["org/a", "org/b"]
+    assert cache.checked == 1 and merges == []  # a hit; each source checked, nothing merged
+    _validate(tmp_path, TWO.replace("weight: 80", "weight: 70").replace("20", "30"), cache)
+    assert cache.checked == 2 and set(merges) == {"stable", "canary"}  # a miss merges
+
+
+def test_model_source_is_the_merged_documents() -> None:
+    from servesync.desired import versioning
+
+    data = {"model_source": "top", "versions": []}
+    for version in ({"name": "a"}, {"name": "b", "model_source": "own"},
+                    {"name": "c", "model_source": None}):
+        assert versioning.model_source(data, version) == \
+            versioning.merged(data, version).get("model_source")
+    assert versioning.model_source({}, {"name": "a"}) is None
+
+
 def test_a_missing_folder_is_not_a_validation_error(tmp_path: Path) -> None:
     """As for model_source: a path with no model yet is Ray's failure to load
     (that version FAILED, never routed), not the file's."""
