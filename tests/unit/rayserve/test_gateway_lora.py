@@ -22,6 +22,7 @@ import pytest
 from servesync.rayserve import gateway
 from servesync.rayserve.gateway import adapter_refusal, resolve, routes, user_config
 from servesync.rayserve.llmconfigs import gateway_routes
+from tests.support.gateways import gateway_replica
 
 A, B = "alice-202601061230-a", "bob-202601061230-b"
 MEMBERS = [(A, "app-a"), (B, "app-b")]
@@ -96,20 +97,12 @@ class Handle:
 @pytest.fixture
 def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle], list[Any]]:
     pytest.importorskip("ray.serve.llm")
-    from ray import serve
     from ray.llm._internal.common.utils import lora_utils
     from ray.llm._internal.serve.core.ingress import ingress
 
     calls: list[tuple[str, ...]] = []
-    handles: dict[str, Handle] = {}
-
-    def get_handle(deployment: str, app_name: str, _check_exists: bool = True) -> Handle:
-        handles[app_name] = Handle(app_name, calls)
-        return handles[app_name]
-
     listed: list[str] = []  # the folders the object storage holds under PATH
     storage: list[str] = []  # each uri the gateway listed or read
-    monkeypatch.setattr(serve, "get_deployment_handle", get_handle)
 
     def subfolders(uri: str) -> list[str]:
         storage.append(uri)
@@ -125,10 +118,8 @@ def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle], li
                 "bucket_uri": uri}
 
     monkeypatch.setattr(ingress, "get_lora_model_metadata", metadata)
-    wrapped = gateway.ingress_class()
-    cls = next(c for c in wrapped.__mro__ if c.__module__ == gateway.__name__)
-    instance = cls()
-    instance.reconfigure(user_config(gateway_routes(MEMBERS, ALIASES, lora=LORA)))
+    instance, handles = gateway_replica(monkeypatch, lambda app: Handle(app, calls),
+                                        user_config(gateway_routes(MEMBERS, ALIASES, lora=LORA)))
     return instance, handles, [calls, listed, storage]
 
 
