@@ -47,11 +47,14 @@ def ticking(config: Config, tree: Path, clock: FakeClock | None = None
 
 
 def settle(rec: Reconciler, ray: FakeRay, snap: Snapshot, *, fail: str | None = None) -> None:
+    """Tick until nothing is left to do; ``fail``: a version whose application
+    Ray fails to start (DEPLOY_FAILED after each tick)."""
     for _ in range(12):
         result = rec.tick(snap)
         ray.settle()
-        if fail is not None and fail in ray.apps:
-            ray.apps[fail] = AppStatus.DEPLOY_FAILED
+        for name in list(ray.apps):
+            if fail is not None and name.endswith(f".{fail}"):
+                ray.apps[name] = AppStatus.DEPLOY_FAILED
         if result.settled and not result.actions:
             return
     raise AssertionError(f"not settled: {rec.store.models()}")
@@ -129,20 +132,7 @@ def test_a_version_that_fails_gets_no_traffic(cpu_config: Config, desired_tree: 
                                               storage_root: Path) -> None:
     rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree, b="missing")  # a path with no model: Ray fails to start it
-    stem_apps: list[str] = []
-
-    def failing() -> None:
-        for name in list(ray.apps):
-            if name.endswith(".canary"):
-                ray.apps[name] = AppStatus.DEPLOY_FAILED
-                stem_apps.append(name)
-
-    for _ in range(12):
-        result = rec.tick(snap)
-        ray.settle()
-        failing()
-        if result.settled and not result.actions:
-            break
+    settle(rec, ray, snap, fail="canary")
     versions = by_version(rec)
     assert versions["canary"].state is State.FAILED
     assert versions["stable"].state is State.RUNNING
@@ -255,14 +245,7 @@ def test_a_version_at_0_does_not_take_the_share_of_one_that_fails(
     the route (pins work) with canary at 0, and the status says why."""
     rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree, a=100, b_weight=0)
-    for _ in range(12):
-        result = rec.tick(snap)
-        ray.settle()
-        for name in list(ray.apps):
-            if name.endswith(".stable"):
-                ray.apps[name] = AppStatus.DEPLOY_FAILED
-        if result.settled and not result.actions:
-            break
+    settle(rec, ray, snap, fail="stable")
     versions = by_version(rec)
     assert versions["stable"].state is State.FAILED
     assert versions["canary"].state is State.RUNNING
