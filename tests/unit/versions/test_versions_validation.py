@@ -14,6 +14,7 @@ from servesync.errors import IssueCode
 E400, E403, E409, E422 = (IssueCode.INVALID, IssueCode.FORBIDDEN, IssueCode.CONFLICT,
                           IssueCode.UNPROCESSABLE)
 FILE = "users/alice/m.yaml"
+CPU = ServingConfig(accelerator_type="cpu")
 TWO = """model_id: m
 num_replicas: 2
 engine_kwargs: {max_model_len: 512}
@@ -28,17 +29,25 @@ versions:
 """
 
 
-def _validate(tmp_path: Path, text: str, cache: ValidationCache | None = None) -> DesiredState:
+def validate_files(tmp_path: Path, files: dict[str, str], *,
+                   serving: ServingConfig = CPU,
+                   cache: ValidationCache | None = None) -> DesiredState:
+    """``files`` (path in the tree: text) validated, the storage holding the
+    models ``hf/org/a`` and ``hf/org/b``."""
     root = tmp_path / "tree"
-    (root / FILE).parent.mkdir(parents=True, exist_ok=True)
-    (root / FILE).write_text(text, encoding="utf-8")
+    for rel, body in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(body, encoding="utf-8")
     for name in ("a", "b"):
         model = tmp_path / "private" / "hf" / "org" / name
         model.mkdir(parents=True, exist_ok=True)
         (model / "config.json").write_text("{}", encoding="utf-8")
-    config = Config(storage_root=str(tmp_path / "private"),
-                    serving=ServingConfig(accelerator_type="cpu"))
+    config = Config(storage_root=str(tmp_path / "private"), serving=serving)
     return validate_tree(root, config, cache=cache)
+
+
+def _validate(tmp_path: Path, text: str, cache: ValidationCache | None = None) -> DesiredState:
+    return validate_files(tmp_path, {FILE: text}, cache=cache)
 
 
 def _found(state: DesiredState) -> list[tuple[IssueCode, str, int]]:
