@@ -741,45 +741,53 @@ def _gateway(final: Mapping[str, ModelRecord], observed: Observed,
     aliases = _gateway_aliases(firsts, {r.public_id for r in final.values()})
     lora = _gateway_lora(routed)
     status = observed.status(naming.GATEWAY_APP)
-    if (weights != gateway.weights or lora != gateway.lora) and members == gateway.members \
-            and aliases == gateway.aliases:
-        reasons = []
-        if weights != gateway.weights:
-            change = [f"{app.rsplit('.', 1)[-1]} {w}%" for app, _, w in weights]
-            reasons.append("weights " + " ".join(change))
-        if lora != gateway.lora:
-            was_at, now_at = dict(gateway.lora), dict(lora)
-            moved = sorted(m for m in was_at.keys() | now_at.keys()
-                           if was_at.get(m) != now_at.get(m))
-            reasons.append("lora paths of " + " ".join(moved))
-        return UpdateGateway(members, "; ".join(reasons), aliases=aliases, weights=weights,
-                             lora=lora)
+    reason = _gateway_change(gateway, members, aliases, weights, lora)
+    if reason is None and members and status is AppStatus.MISSING:
+        reason = "gateway application missing from Ray"
+    if reason is not None:
+        return UpdateGateway(members, reason, aliases=aliases, weights=weights, lora=lora)
+    if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
+        return UpdateGateway((), "no model to serve")
+    return None
+
+
+def _gateway_change(gateway: GatewayRecord, members: tuple[tuple[str, str], ...],
+                    aliases: tuple[tuple[str, str], ...],
+                    weights: tuple[tuple[str, str, int], ...],
+                    lora: tuple[tuple[str, str], ...]) -> str | None:
+    """Why the gateway's routes must change (None: they need not): its members
+    or aliases, else (the same models routed) its weights or LoRA paths."""
     if members != gateway.members or aliases != gateway.aliases:
         old, new = set(gateway.members), set(members)
         change = [f"+{m[0]}" for m in sorted(new - old)] + [f"-{m[0]}" for m in sorted(old - new)]
         was, now = set(gateway.aliases), set(aliases)
         change += [f"+alias {a}" for a, _ in sorted(now - was)]
         change += [f"-alias {a}" for a, _ in sorted(was - now)]
-        return UpdateGateway(members, " ".join(change), aliases=aliases, weights=weights,
-                             lora=lora)
-    if members and status is AppStatus.MISSING:
-        return UpdateGateway(members, "gateway application missing from Ray", aliases=aliases,
-                             weights=weights, lora=lora)
-    if not members and status not in (AppStatus.MISSING, AppStatus.DELETING):
-        return UpdateGateway((), "no model to serve")
-    return None
+        return " ".join(change)
+    if weights == gateway.weights and lora == gateway.lora:
+        return None
+    reasons = []
+    if weights != gateway.weights:
+        reasons.append("weights " + " ".join(f"{app.rsplit('.', 1)[-1]} {w}%"
+                                             for app, _, w in weights))
+    if lora != gateway.lora:
+        was_at, now_at = dict(gateway.lora), dict(lora)
+        moved = sorted(m for m in was_at.keys() | now_at.keys() if was_at.get(m) != now_at.get(m))
+        reasons.append("lora paths of " + " ".join(moved))
+    return "; ".join(reasons)
 
 
 def _gateway_lora(routed: Mapping[str, list[ModelRecord]]) -> tuple[tuple[str, str], ...]:
     """(public id, LoRA path) of each routed model whose recorded spec has
     ``lora``: the gateway lists its adapters from that path, never asking the
     model's replica (which would start a model scaled to zero). A model
-    routed as versions has none (validation refuses ``lora`` with versions)."""
+    routed as versions has none: validation refuses ``lora`` with versions
+    (and the gateway's ``routes`` a route with both)."""
     out = []
     for public_id, rs in routed.items():
         lora = rs[0].spec.get("lora")
         path = lora.get("path") if isinstance(lora, Mapping) else None
-        if rs[0].version is None and isinstance(path, str) and path:
+        if isinstance(path, str) and path:
             out.append((public_id, path))
     return tuple(sorted(out))
 

@@ -7,7 +7,7 @@ what :mod:`servesync.rayserve.applier` reads from Ray each tick. Pure; no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,10 @@ class ModelRecord:
     schedule_stop: str | None = None  # stopped by the schedule: "stop_after" or "active_hours"
     routed_weight: int | None = None  # a version's share (0-100) of its model's requests
     # that the settled gateway gives it now; None: not routed, or not a version
+    # A cache of scheduling.boundary: (when worked out, the schedule's next stop or
+    # start), kept while it holds; never stored (a changed record is a new one)
+    schedule_memo: tuple[datetime, datetime | None] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def public_id(self) -> str:

@@ -106,12 +106,26 @@ def next_start_at(rec: ModelRecord, now: datetime) -> datetime | None:
     return next_open(schedule.active_hours, now)
 
 
+def boundary(rec: ModelRecord, now: datetime) -> datetime | None:
+    """The record's next scheduled stop, or start once the schedule stopped it
+    (None: none). Worked out once per record and kept on it
+    (``ModelRecord.schedule_memo``) until ``now`` reaches it: no earlier
+    boundary can appear in between (the next fire time after any instant
+    before it is the same), and None does not depend on ``now``."""
+    memo = rec.schedule_memo
+    if memo is not None and memo[0] <= now and (memo[1] is None or now < memo[1]):
+        return memo[1]
+    at = next_start_at(rec, now) if rec.schedule_stop else next_stop_at(rec, now)
+    object.__setattr__(rec, "schedule_memo", (now, at))  # a cache: the record stays as it is
+    return at
+
+
 def wait_s(rec: ModelRecord, now: datetime) -> float | None:
     """Seconds until this model's schedule needs a look (its next stop or
     start), at least :data:`MIN_WAIT_S`; None when it needs none. A stop
     overdue by more than :data:`OVERDUE_S` is one the planner declined (its
     file is held): no look again, not a tick every second."""
-    at = next_start_at(rec, now) if rec.schedule_stop else next_stop_at(rec, now)
+    at = boundary(rec, now)
     if at is None:
         return None
     left = (at - now).total_seconds()

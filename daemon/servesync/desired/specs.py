@@ -143,6 +143,8 @@ class ModelSpec:
     version: str | None = None
     weight: int | None = None
     _hash: str = field(default="", init=False, repr=False, compare=False)  # spec_hash, once
+    _metadata: dict[str, Any] | None = field(default=None, init=False, repr=False,
+                                             compare=False)  # metadata_json, once
 
     @property
     def name(self) -> ModelName:
@@ -194,8 +196,16 @@ class ModelSpec:
         out.update((k, v) for k, v in optional if v is not None)
         return out
 
-    def metadata_json(self) -> dict[str, Any]:
-        """The :data:`METADATA_FIELDS` that are set: shown and recorded, never sent to Ray."""
+    def metadata_json(self) -> Mapping[str, Any]:
+        """The :data:`METADATA_FIELDS` that are set: shown and recorded, never sent to Ray.
+        Worked out once (a spec is frozen; the planner asks for it up to three
+        times a tick): read-only, callers copy what they keep."""
+        if self._metadata is None:
+            object.__setattr__(self, "_metadata", self._metadata_json())
+        assert self._metadata is not None
+        return self._metadata
+
+    def _metadata_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.description is not None:
             out["description"] = self.description

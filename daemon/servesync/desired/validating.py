@@ -624,9 +624,11 @@ def _same_source(c: _Checked, doc: RawDocument, file: LoadedFile, config: Config
     """The document's model_source resolves as it did when ``c`` was checked."""
     found = versioning.versions(doc.data) if isinstance(doc.data, dict) else None
     if c.version_gots and found is not None and len(found) == len(c.version_gots):
-        return all(got is None or _version_source(versioning.merged(doc.data, v),
-                                                  _version_view(doc, i, v), file, config) == got
-                   for i, (v, got) in enumerate(zip(found, c.version_gots, strict=True)))
+        return all(
+            got is None or _version_source(
+                {"model_source": versioning.model_source(doc.data, v)},  # no merged copy
+                _version_view(doc, i, v), file, config) == got
+            for i, (v, got) in enumerate(zip(found, c.version_gots, strict=True)))
     return not c.source_checked or (
         isinstance(doc.data, dict)
         and _check_source(doc.data, doc, file, config) == c.source_got)

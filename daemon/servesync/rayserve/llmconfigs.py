@@ -195,7 +195,7 @@ def gateway_routes(members: Sequence[tuple[str, str]],
     path among ``(public model id, LoRA path)`` ``lora``. A public
     id with members in ``(app name, version, weight)`` ``weights`` is one
     route split among those versions (a model's versions, each its own
-    application; no LoRA path); its ``app`` is its first version's."""
+    application); its ``app`` is its first version's."""
     cards = gateway_model_cards(sorted({public_id for public_id, _ in members}))
     names: dict[str, list[str]] = {}
     for alias, public_id in sorted(aliases):
@@ -212,7 +212,7 @@ def gateway_routes(members: Sequence[tuple[str, str]],
                               weight=versions[a][1]) for a in found if a in versions)
         out.append(Route(model=public_id, app=found[0], deployment=deployment,
                          card=cards[public_id], aliases=tuple(names.get(public_id, ())),
-                         versions=split, lora_path=None if split else paths.get(public_id)))
+                         versions=split, lora_path=paths.get(public_id)))
     return out
 
 

@@ -54,12 +54,14 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from servesync.config import Config, NotificationSink
 from servesync.converge.ports import Transition
@@ -208,12 +210,22 @@ class _Post:
 
 @dataclass(slots=True)
 class SinkStats:
-    """Counters of one sink since start (for ``metrics.prom``)."""
+    """Counters of one sink since start: the only count, which
+    ``metrics-notify.prom`` shows (:class:`NotifyMetrics`)."""
 
     delivered: int = 0
-    failed: int = 0  # attempts that failed (each retried)
+    failed: int = 0  # attempts that failed and will be retried
     refused: int = 0  # entries the receiver refused for good (4xx)
     dropped: int = 0  # entries given up: too old, too many attempts, over max_pending
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        """Add ``n`` to the counter of ``outcome`` (one of :data:`OUTCOMES`)."""
+        setattr(self, outcome, getattr(self, outcome) + n)
+
+
+OUTCOMES = ("delivered", "failed", "refused", "dropped")
+"""The counters of :class:`SinkStats`: the ``outcome`` label of
+``servesync_notifications_total``."""
 
 
 class Outcome:
@@ -231,14 +243,14 @@ class NotifyMetrics:
     ``servesync_notifications_pending{sink}``,
     ``servesync_notifications_oldest_pending_age_seconds{sink}``; and
     ``servesync_notifications_disabled`` (1: the outbox could not be opened,
-    nothing is queued). Rewritten after every change."""
+    nothing is queued). Rewritten after every change. The totals are read
+    from ``stats``, which the :class:`Notifier` counts in (its own ``stats``)."""
 
     def __init__(self, status_dir: Path, sinks: Sequence[str]) -> None:
         self.path = Path(status_dir) / METRICS_FILE
         self.registry = CollectorRegistry()
-        self.total = Counter("servesync_notifications", "Webhook notification attempts by "
-                             "sink and outcome (delivered, failed and retried, refused, "
-                             "dropped)", ["sink", "outcome"], registry=self.registry)
+        self.stats: dict[str, SinkStats] = {sink: SinkStats() for sink in sinks}
+        self.registry.register(_Totals(self.stats, time.time()))
         self.pending = Gauge("servesync_notifications_pending",
                              "Notifications in the outbox not yet delivered, by sink",
                              ["sink"], registry=self.registry)
@@ -250,23 +262,13 @@ class NotifyMetrics:
                               "1 when the notification outbox cannot be opened: "
                               "notifications are off, reconciliation goes on",
                               registry=self.registry)
-        for sink in sinks:
-            self.labels(sink)
         self._lock = threading.Lock()
 
-    def labels(self, sink: str) -> None:
-        for outcome in ("delivered", "failed", "refused", "dropped"):
-            self.total.labels(sink, outcome)
-
-    def update(self, sink: str | None, outcome: str | None, pending: int | None,
-               count: int = 1, oldest_s: float | None = None) -> None:
+    def update(self, sink: str, pending: int, oldest_s: float) -> None:
+        """The file, with ``sink``'s pending count and oldest age (and every total)."""
         with self._lock:
-            if sink is not None and outcome is not None:
-                self.total.labels(sink, outcome).inc(count)
-            if sink is not None and pending is not None:
-                self.pending.labels(sink).set(pending)
-            if sink is not None and oldest_s is not None:
-                self.oldest.labels(sink).set(oldest_s)
+            self.pending.labels(sink).set(pending)
+            self.oldest.labels(sink).set(oldest_s)
             self._write()
 
     def set_disabled(self, disabled: bool) -> None:
@@ -279,6 +281,22 @@ class NotifyMetrics:
             write_registry(self.path, self.registry)
         except OSError as e:
             log.warning("cannot write %s: %s", self.path.name, type(e).__name__)
+
+
+class _Totals(Collector):
+    """``servesync_notifications_total{sink,outcome}`` read from the sinks' :class:`SinkStats`."""
+
+    def __init__(self, stats: Mapping[str, SinkStats], created: float) -> None:
+        self.stats, self.created = stats, created
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "servesync_notifications", "Webhook notification attempts by sink and outcome "
+            "(delivered, failed and retried, refused, dropped)", labels=["sink", "outcome"])
+        for sink, stats in sorted(list(self.stats.items()), key=lambda item: item[0]):
+            for outcome in OUTCOMES:
+                family.add_metric([sink, outcome], getattr(stats, outcome), created=self.created)
+        yield family
 
 
 @dataclass
@@ -298,7 +316,10 @@ class Notifier:
     _lock: threading.Lock = field(default_factory=threading.Lock)  # config and threads
 
     def __post_init__(self) -> None:
-        self.stats = {s.name: SinkStats() for s in self.config.notifications}
+        if self.metrics is not None:  # one count: the one the metrics file shows
+            self.stats = self.metrics.stats
+        for s in self.config.notifications:
+            self.stats.setdefault(s.name, SinkStats())
         self._drop_unconfigured()
 
     def _drop_unconfigured(self) -> None:
@@ -319,8 +340,6 @@ class Notifier:
             self.config = config
             for s in config.notifications:
                 self.stats.setdefault(s.name, SinkStats())
-                if self.metrics is not None:
-                    self.metrics.labels(s.name)
             if self._started:
                 self._start_threads()
         try:
@@ -385,7 +404,6 @@ class Notifier:
         if not over:
             return
         self.outbox.finish([e.id for e in over], "dropped")
-        self.stats.setdefault(sink.name, SinkStats()).dropped += len(over)
         log.warning("sink %s: %d oldest notifications dropped (more than max_pending %d "
                     "waiting)", sink.name, len(over), sink.max_pending)
         self._report(sink.name, Outcome.DROPPED, len(over))
@@ -473,17 +491,21 @@ class Notifier:
 
     def _drop(self, sink: NotificationSink, entry: Entry, why: str) -> None:
         self.outbox.done(entry.id, "dropped")
-        self.stats.setdefault(sink.name, SinkStats()).dropped += 1
         log.warning("sink %s: notification %s dropped: %s", sink.name, entry.id, why)
         self._report(sink.name, Outcome.DROPPED)
 
     def _report(self, sink: str, outcome: str | None, count: int = 1) -> None:
-        """The sink's counters, pending count and oldest age to metrics-notify.prom."""
+        """Count ``outcome`` (one of :data:`OUTCOMES`; None: nothing) in the
+        sink's :class:`SinkStats`, the one count; then the counters, pending
+        count and oldest age to metrics-notify.prom."""
+        stats = self.stats.setdefault(sink, SinkStats())
+        if outcome is not None:
+            stats.count(outcome, count)
         if self.metrics is None:
             return
         first = self.outbox.first(sink)
         oldest = max(0.0, self.outbox.clock() - first.at) if first is not None else 0.0
-        self.metrics.update(sink, outcome, self.outbox.count(sink), count, oldest)
+        self.metrics.update(sink, self.outbox.count(sink), oldest)
 
     def _wait(self, seconds: float) -> None:
         if self.sleep is not None:
@@ -499,19 +521,16 @@ class Notifier:
         event = _event(entry.body)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Servesync-Delivery": entry.id, "X-Servesync-Event": event}
-        stats = self.stats.setdefault(sink.name, SinkStats())
         if sink.secret_file:
             try:
                 key = _secret(sink)
             except (OSError, ValueError) as e:  # never sent unsigned: held until readable
-                stats.failed += 1
                 log.warning("sink %s: notification %s held: secret_file %s; will retry",
                             sink.name, entry.id, _why(e))
                 return Outcome.RETRY
             headers["X-Servesync-Signature"] = signature(key, body)
         previous = self._posts.get(sink.name)
         if previous is not None and previous.thread.is_alive():  # still resolving the name
-            stats.failed += 1
             log.warning("sink %s: notification %s not sent: the previous attempt has not "
                         "ended yet; will retry", sink.name, entry.id)
             return Outcome.RETRY
@@ -520,22 +539,18 @@ class Notifier:
         try:
             code = post.run()
         except (PostTimeout, http.client.HTTPException, OSError, ValueError) as e:
-            stats.failed += 1
             log.warning("sink %s: notification %s not delivered (%s); will retry",
                         sink.name, entry.id, "timed out" if isinstance(e, PostTimeout)
                         else type(e).__name__)
             return Outcome.RETRY
         if 200 <= code < 300:
-            stats.delivered += 1
             log.info("sink %s: notification %s delivered (%s, HTTP %d)", sink.name, entry.id,
                      event, code)
             return Outcome.DELIVERED
         if (400 <= code < 500 and code not in (408, 429)) or code in (301, 308):
-            stats.refused += 1
             log.warning("sink %s: notification %s refused by the receiver (HTTP %d); "
                         "not retried", sink.name, entry.id, code)
             return Outcome.REFUSED
-        stats.failed += 1
         log.warning("sink %s: notification %s not delivered (HTTP %d); will retry",
                     sink.name, entry.id, code)
         return Outcome.RETRY

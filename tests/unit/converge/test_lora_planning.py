@@ -79,15 +79,6 @@ def test_a_changed_lora_rolls_the_model_and_updates_the_gateways_path_in_the_sam
     assert update.lora == ((RA.public_id, OTHER),)
 
 
-def test_a_model_routed_as_versions_has_no_lora_path() -> None:
-    versioned = spec("a@v1", version="v1", weight=100, lora=Lora(PATH, 2))
-    v1 = record(versioned)
-    obs = observed((v1, AppStatus.RUNNING), (GW, AppStatus.RUNNING))
-    actions = run(desired(versioned), (v1,), GatewayRecord(), obs)
-    (update,) = [a for a in actions if isinstance(a, UpdateGateway)]
-    assert update.members and update.lora == ()
-
-
 def test_the_gateway_record_keeps_the_paths_and_an_old_state_file_reads() -> None:
     rec = gw(RA, RB, lora=((RA.public_id, PATH),))
     doc = json.loads(json.dumps(rec.to_json()))

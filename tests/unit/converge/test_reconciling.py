@@ -48,6 +48,14 @@ def write(root: Path, suffix: str, replicas: int | str = 1) -> None:
 make = make_reconciler
 
 
+def started(config: Config, root: Path) -> tuple[Reconciler, FakeRay, Snapshot]:
+    """A reconciler of ``root`` on a fake Ray and a stepping clock, and the
+    snapshot it ticks on."""
+    ray = FakeRay()
+    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    return make(config, ray, stepping_clock()), ray, snap
+
+
 def converge(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 6) -> None:
     for _ in range(ticks):
         result = rec.tick(snap)
@@ -60,9 +68,7 @@ def converge(rec: Reconciler, ray: FakeRay, snap: Snapshot, ticks: int = 6) -> N
 def test_converges_then_idle_ticks_call_no_mutation(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), stepping_clock()
-    rec = make(config, ray, clock)
-    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = started(config, root)
     converge(rec, ray, snap)
     (model,) = rec.store.models().values()
     assert model.state is State.RUNNING and model.applied_revision == "r1"
@@ -115,9 +121,7 @@ def test_bad_edit_keeps_last_good_and_reports(env: tuple[Config, Path]) -> None:
 def test_transient_error_queues_then_retries(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), stepping_clock()
-    rec = make(config, ray, clock)
-    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = started(config, root)
     ray.fail_next = TransientError("GCS unavailable")
     result = rec.tick(snap)
     (model,) = rec.store.models().values()
@@ -167,9 +171,7 @@ def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
         env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), stepping_clock()
-    rec = make(config, ray, clock)
-    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = started(config, root)
     ray.fail_next = RuntimeError("process killed mid-submit")  # not a servesync error
     with pytest.raises(RuntimeError):
         rec.tick(snap)
@@ -183,9 +185,7 @@ def test_crash_during_submit_leaves_a_record_that_is_resubmitted(
 def test_drift_is_redeployed_with_a_drift_event(env: tuple[Config, Path]) -> None:
     config, root = env
     write(root, "a")
-    ray, clock = FakeRay(), stepping_clock()
-    rec = make(config, ray, clock)
-    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = started(config, root)
     converge(rec, ray, snap)
     (model,) = rec.store.models().values()
     del ray.apps[model.app_name]  # someone ran `serve delete`
@@ -229,9 +229,7 @@ def test_a_folder_that_gains_a_symlink_out_is_stopped_then_restored(
     (storage / "users" / "bob" / "weights.safetensors").write_text("bob's")
     doc = root / "users" / "alice" / "m.yaml"
     doc.write_text("model_id: m\nmodel_source: $HOME/models/m\ncpus_per_replica: 1\n")
-    ray, clock = FakeRay(), stepping_clock()
-    rec = make(config, ray, clock)
-    snap = Snapshot(root=root, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = started(config, root)
     converge(rec, ray, snap)
     (model,) = rec.store.models().values()
     ray.calls.clear()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+import pytest
+
 from servesync.converge import naming
 from servesync.converge.actions import Action, DeleteApp, Deploy, Kind, RecordOnly, UpdateGateway
 from servesync.converge.observed import AppStatus, Observed
@@ -197,3 +199,47 @@ def test_a_held_model_past_its_stop_is_left_running_and_not_polled() -> None:
     assert requeue_after({rec.model_key: rec}, now=at(2 * HOUR + 0.5),
                          in_flight=False) == 1.0  # just due: looked at again
     assert requeue_after({rec.model_key: rec}, now=at(3 * HOUR), in_flight=False) is None
+
+
+def test_the_window_is_worked_out_once_per_record_until_it_passes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """requeue_after at every tick reuses the record's next boundary (the
+    calendar is not asked again) until ``now`` reaches it; the answers are
+    those worked out afresh."""
+    from servesync.converge import scheduling
+
+    calls: list[datetime] = []
+    real = scheduling.next_close
+    monkeypatch.setattr(scheduling, "next_close", lambda hours, now: (
+        calls.append(now), real(hours, now))[1])
+    s = spec("a", schedule=OPEN)  # closes Tuesday 20:00, 7.5 h after T0
+    rec = running(s)
+    waits = [requeue_after({rec.model_key: rec}, now=at(t), in_flight=False)
+             for t in (0, 60, HOUR)]
+    assert waits == [7.5 * HOUR, 7.5 * HOUR - 60, 6.5 * HOUR] and calls == [at(0)]
+    assert requeue_after({rec.model_key: rec}, now=at(7.5 * HOUR),
+                         in_flight=False) == 24 * HOUR  # the next close, as afresh
+    assert calls == [at(0), at(7.5 * HOUR)]  # reached: worked out again
+    fresh = running(s)  # an equal record, no memo: the same answer
+    assert requeue_after({fresh.model_key: fresh}, now=at(HOUR), in_flight=False) == 6.5 * HOUR
+    assert fresh == rec and replace(rec, attempts=1).schedule_memo is None
+
+
+def test_a_specs_metadata_is_worked_out_once_per_tick_and_spec(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner asks a spec's metadata up to three times a model a tick;
+    the spec works it out once (and keeps it: a validation cache hands the
+    planner the same spec every tick)."""
+    calls: list[str] = []
+    real = ModelSpec._metadata_json
+    monkeypatch.setattr(ModelSpec, "_metadata_json", lambda self: (
+        calls.append(self.suffix), real(self))[1])
+    old = running(TWO_HOURS)
+    s = spec("a", schedule=Schedule(stop_after="3h"), labels={"team": "x"})
+    actions = run(s, old, up(old), at(60))  # _converge, _metadata_changed, _respec
+    (record_only,) = [a for a in actions if isinstance(a, RecordOnly)]
+    assert record_only.record.spec["labels"] == {"team": "x"}
+    assert record_only.record.spec["schedule"] == {"stop_after": "3h"}
+    assert calls == ["a"]
+    run(s, old, up(old), at(120))
+    assert calls == ["a"] and s.metadata_json() is s.metadata_json()

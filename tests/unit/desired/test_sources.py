@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from servesync.config import Config, SourceConfig
-from servesync.desired.sources import DirectorySource, GitSource, open_source
+from servesync.desired.sources import DirectorySource, GitSource, Source, open_source
 from servesync.errors import SourceError
 from tests.support.gitrepos import GpgKey, commit_file, git, init_repo, make_key
 
@@ -188,15 +188,21 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GpgKey, Gpg
     stranger.close()
 
 
+def signed_source(tmp_path: Path, keys: str) -> tuple[Path, Path, Source]:
+    """A repository whose source takes only tips signed by ``keys`` (exported
+    public keys, in the trusted keys file): (that file, the repo, the source)."""
+    keyfile = tmp_path / "trusted.asc"
+    keyfile.write_text(keys)
+    repo = init_repo(tmp_path / "repo")
+    cfg = _config(tmp_path, path=str(repo), verify_signatures=True, trusted_keys_file=str(keyfile))
+    return keyfile, repo, open_source(cfg)
+
+
 def test_signatures_only_trusted_tips_are_taken(
     tmp_path: Path, keys: tuple[GpgKey, GpgKey]
 ) -> None:
     trusted, stranger = keys
-    keyfile = tmp_path / "trusted.asc"
-    keyfile.write_text(trusted.export())
-    repo = init_repo(tmp_path / "repo")
-    cfg = _config(tmp_path, path=str(repo), verify_signatures=True, trusted_keys_file=str(keyfile))
-    src = open_source(cfg)
+    _, repo, src = signed_source(tmp_path, trusted.export())
 
     unsigned_first = commit_file(repo, DOC, "v: 0\n")
     with pytest.raises(SourceError, match=f"tip {unsigned_first[:12]} of main is not signed"):
@@ -230,11 +236,7 @@ def test_removing_a_key_from_the_file_revokes_it(
     tmp_path: Path, keys: tuple[GpgKey, GpgKey]
 ) -> None:
     trusted, stranger = keys
-    keyfile = tmp_path / "trusted.asc"
-    keyfile.write_text(trusted.export() + stranger.export())
-    repo = init_repo(tmp_path / "repo")
-    cfg = _config(tmp_path, path=str(repo), verify_signatures=True, trusted_keys_file=str(keyfile))
-    src = open_source(cfg)
+    keyfile, repo, src = signed_source(tmp_path, trusted.export() + stranger.export())
     by_stranger = commit_file(repo, DOC, "v: 1\n", sign_with=stranger)
     assert src.refresh().revision == by_stranger
     keyfile.write_text(trusted.export())
@@ -247,11 +249,7 @@ def test_adding_the_signers_key_to_the_file_takes_the_refused_tip(
     tmp_path: Path, keys: tuple[GpgKey, GpgKey]
 ) -> None:
     trusted, stranger = keys
-    keyfile = tmp_path / "trusted.asc"
-    keyfile.write_text(trusted.export())
-    repo = init_repo(tmp_path / "repo")
-    cfg = _config(tmp_path, path=str(repo), verify_signatures=True, trusted_keys_file=str(keyfile))
-    src = open_source(cfg)
+    keyfile, repo, src = signed_source(tmp_path, trusted.export())
     good = commit_file(repo, DOC, "v: 1\n", sign_with=trusted)
     assert src.refresh().revision == good
     by_stranger = commit_file(repo, DOC, "v: 2\n", sign_with=stranger)

@@ -19,6 +19,7 @@ from servesync.config import ServingConfig
 from servesync.rayserve import gateway, llmconfigs
 from servesync.rayserve.gateway import aliases, cards, resolve, routes, user_config
 from servesync.rayserve.llmconfigs import gateway_routes
+from tests.support.gateways import gateway_replica
 from tests.unit.converge.plancases import spec
 
 A, B = "alice-202601061230-a", "bob-202601061230-b"
@@ -111,21 +112,7 @@ class Handle:
 def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle]]:
     """The gateway's replica class (unwrapped from FastAPI), with the routes of
     MEMBERS and ALIASES applied by ``reconfigure`` as Serve does."""
-    pytest.importorskip("ray.serve.llm")
-    from ray import serve
-
-    handles: dict[str, Handle] = {}
-
-    def get_handle(deployment: str, app_name: str, _check_exists: bool = True) -> Handle:
-        handles[app_name] = Handle(app_name)
-        return handles[app_name]
-
-    monkeypatch.setattr(serve, "get_deployment_handle", get_handle)
-    wrapped = gateway.ingress_class()
-    cls = next(c for c in wrapped.__mro__ if c.__module__ == gateway.__name__)
-    instance = cls()
-    instance.reconfigure(user_config(gateway_routes(MEMBERS, ALIASES)))
-    return instance, handles
+    return gateway_replica(monkeypatch, Handle, user_config(gateway_routes(MEMBERS, ALIASES)))
 
 
 def chat(model: str | None) -> Any:

@@ -22,6 +22,7 @@ import pytest
 from servesync.rayserve import gateway
 from servesync.rayserve.gateway import adapter_refusal, resolve, routes, user_config
 from servesync.rayserve.llmconfigs import gateway_routes
+from tests.support.gateways import gateway_replica
 
 A, B = "alice-202601061230-a", "bob-202601061230-b"
 MEMBERS = [(A, "app-a"), (B, "app-b")]
@@ -60,9 +61,11 @@ def test_a_routes_lora_path_round_trips_and_a_malformed_one_is_refused() -> None
     versions = [{"name": "v1", "app": "app-a", "deployment": entry["deployment"], "weight": 100}]
     with pytest.raises(ValueError, match="gateway user_config"):
         routes({"routes": [{**entry, "versions": versions}]})  # versions: no LoRA path
-    # a model split among versions carries none, whatever ``lora`` says
+    # validation refuses ``lora`` with versions; were a path to reach a split
+    # route anyway, the replica refuses the routes (Serve keeps the last good)
     (split,) = gateway_routes([(A, "app-a@v1")], (), [("app-a@v1", "v1", 100)], LORA)
-    assert split.versions and split.lora_path is None
+    with pytest.raises(ValueError, match="has versions: no lora_path"):
+        routes(user_config([split]))
 
 
 class Handle:
@@ -94,20 +97,12 @@ class Handle:
 @pytest.fixture
 def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle], list[Any]]:
     pytest.importorskip("ray.serve.llm")
-    from ray import serve
     from ray.llm._internal.common.utils import lora_utils
     from ray.llm._internal.serve.core.ingress import ingress
 
     calls: list[tuple[str, ...]] = []
-    handles: dict[str, Handle] = {}
-
-    def get_handle(deployment: str, app_name: str, _check_exists: bool = True) -> Handle:
-        handles[app_name] = Handle(app_name, calls)
-        return handles[app_name]
-
     listed: list[str] = []  # the folders the object storage holds under PATH
     storage: list[str] = []  # each uri the gateway listed or read
-    monkeypatch.setattr(serve, "get_deployment_handle", get_handle)
 
     def subfolders(uri: str) -> list[str]:
         storage.append(uri)
@@ -123,10 +118,8 @@ def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle], li
                 "bucket_uri": uri}
 
     monkeypatch.setattr(ingress, "get_lora_model_metadata", metadata)
-    wrapped = gateway.ingress_class()
-    cls = next(c for c in wrapped.__mro__ if c.__module__ == gateway.__name__)
-    instance = cls()
-    instance.reconfigure(user_config(gateway_routes(MEMBERS, ALIASES, lora=LORA)))
+    instance, handles = gateway_replica(monkeypatch, lambda app: Handle(app, calls),
+                                        user_config(gateway_routes(MEMBERS, ALIASES, lora=LORA)))
     return instance, handles, [calls, listed, storage]
 
 

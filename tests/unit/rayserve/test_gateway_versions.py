@@ -24,6 +24,7 @@ from servesync.rayserve.gateway import (
     user_config,
 )
 from servesync.rayserve.llmconfigs import gateway_routes, server_deployment_name
+from tests.support.gateways import gateway_replica
 from tests.unit.rayserve.test_gateway_aliases import Handle, chat
 
 A, B = "alice-202601061230-m", "bob-202601061230-b"
@@ -90,21 +91,8 @@ def test_malformed_versions_are_refused(versions: Any) -> None:
 
 @pytest.fixture
 def replica(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Handle]]:
-    pytest.importorskip("ray.serve.llm")
-    from ray import serve
-
-    handles: dict[str, Handle] = {}
-
-    def get_handle(deployment: str, app_name: str, _check_exists: bool = True) -> Handle:
-        handles[app_name] = Handle(app_name)
-        return handles[app_name]
-
-    monkeypatch.setattr(serve, "get_deployment_handle", get_handle)
-    wrapped = gateway.ingress_class()
-    cls = next(c for c in wrapped.__mro__ if c.__module__ == gateway.__name__)
-    instance = cls()
-    instance.reconfigure(user_config(gateway_routes(MEMBERS, (), WEIGHTS)))
-    return instance, handles
+    return gateway_replica(monkeypatch, Handle,
+                           user_config(gateway_routes(MEMBERS, (), WEIGHTS)))
 
 
 def request(pin: str | None = None) -> Any:

@@ -20,27 +20,16 @@ from servesync.rayserve.llmconfigs import (
     scaling_options,
     server_deployment_name,
 )
+from tests.unit.rayserve import llmcases
+from tests.unit.rayserve.llmcases import CPU, GPU, PUBLIC_ID
 
-PUBLIC_ID = "alice-202501011200-chat"
-CPU = ServingConfig(accelerator_type="cpu")
-GPU = ServingConfig(accelerator_type="gpu")
 H20 = ServingConfig(accelerator_type="H20")
 
 
 def spec(**changes: Any) -> ModelSpec:
-    base = ModelSpec(
-        user_id="alice",
-        suffix="chat",
-        model_source="${STORAGE_ROOT}/alice/m",
-        resolved_source="/private/alice/m",
-        num_replicas=2,
-        autoscaling=None,
-        gpus_per_replica=1,
-        cpus_per_replica=4,
-        engine_kwargs={"max_model_len": 4096},
-        env={"USER_VAR": "1"},
-    )
-    return replace(base, **changes)
+    return llmcases.spec(**{"model_source": "${STORAGE_ROOT}/alice/m",
+                            "resolved_source": "/private/alice/m", "env": {"USER_VAR": "1"},
+                            **changes})
 
 
 def kwargs(s: ModelSpec, serving: ServingConfig) -> dict[str, Any]:

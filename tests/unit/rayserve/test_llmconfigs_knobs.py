@@ -23,20 +23,10 @@ from servesync.rayserve.llmconfigs import (
     rollout_options,
     serving_hash,
 )
+from tests.unit.rayserve.llmcases import CPU, GPU, PUBLIC_ID, spec
 
-PUBLIC_ID = "alice-202501011200-chat"
-CPU = ServingConfig(accelerator_type="cpu")
-GPU = ServingConfig(accelerator_type="gpu")
 H20 = ServingConfig(accelerator_type="H20",
                     accelerator_types={"H20": "9.0", "A100-80G": "8.0", "L40S": "8.9"})
-
-
-def spec(**changes: Any) -> ModelSpec:
-    base = ModelSpec(user_id="alice", suffix="chat", model_source="$HOME/m",
-                     resolved_source="/private/users/alice/m", num_replicas=2,
-                     autoscaling=None, gpus_per_replica=1, cpus_per_replica=4,
-                     engine_kwargs={"max_model_len": 4096})
-    return replace(base, **changes)
 
 
 def kwargs(s: ModelSpec, serving: ServingConfig) -> dict[str, Any]:

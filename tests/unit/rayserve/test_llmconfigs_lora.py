@@ -14,19 +14,16 @@ import pytest
 from servesync.config import ServingConfig
 from servesync.desired.specs import Lora, ModelSpec
 from servesync.rayserve.llmconfigs import code_version, llm_config_kwargs
+from tests.unit.rayserve import llmcases
+from tests.unit.rayserve.llmcases import CPU, GPU, PUBLIC_ID
 
-PUBLIC_ID = "alice-202501011200-chat"
-CPU = ServingConfig(accelerator_type="cpu")
-GPU = ServingConfig(accelerator_type="gpu")
 LORA = Lora(path="s3://adapters/alice/chat", max_adapters_per_replica=3)
 
 
 def spec(**changes: Any) -> ModelSpec:
-    base = ModelSpec(user_id="alice", suffix="chat", model_source="$HOME/m",
-                     resolved_source="/private/users/alice/m", num_replicas=1,
-                     autoscaling=None, gpus_per_replica=0, cpus_per_replica=2,
-                     engine_kwargs={"max_model_len": 256, "max_lora_rank": 32})
-    return replace(base, **changes)
+    return llmcases.spec(**{"num_replicas": 1, "gpus_per_replica": 0, "cpus_per_replica": 2,
+                            "engine_kwargs": {"max_model_len": 256, "max_lora_rank": 32},
+                            **changes})
 
 
 def test_lora_becomes_rays_lora_config_and_vllms_enable_lora() -> None:

@@ -32,7 +32,7 @@ from servesync.config import Config, NotificationSink
 from servesync.converge.records import ModelRecord, State
 from servesync.state import outbox as outbox_mod
 from servesync.state.outbox import OUTBOX_FILE, Outbox
-from servesync.status.notifying import Notifications, Notifier, Outcome
+from servesync.status.notifying import Notifications, Notifier, NotifyMetrics, Outcome
 from tests.support.waiting import wait_for
 from tests.support.webhook import Receiver
 from tests.unit.converge.plancases import record, spec
@@ -273,18 +273,30 @@ def test_an_entry_older_than_max_age_is_dropped_not_sent(
     assert "s3cr3t" not in caplog.text
 
 
-def test_an_entry_failing_max_attempts_is_dropped_and_the_queue_moves_on(
+def test_an_entry_failing_max_attempts_is_dropped_and_counted_once(
         tmp_path: Path, receiver: Receiver) -> None:
+    """The queue moves on past it; SinkStats is the one count: the metrics
+    file's totals are read from it, so they agree (the last failed attempt is
+    not retried: a drop, not a failure)."""
     receiver.status = 503
+    (tmp_path / "status").mkdir()
+    metrics = NotifyMetrics(tmp_path / "status", ["team-alerts"])
     notifier = Notifier(Config(notifications=(sink(receiver.url, max_attempts=2),)),
-                        Outbox(tmp_path), sleep=lambda s: None)
+                        Outbox(tmp_path), sleep=lambda s: None, metrics=metrics)
+    assert notifier.stats is metrics.stats
     notifier.outbox.add([("team-alerts", {"event": "FAILED"})])
     notifier.start()
     try:
         wait_for("dropped", lambda: not notifier.outbox.pending(), deadline_s=10)
     finally:
         notifier.stop()
-    assert len(receiver.received) == 2 and notifier.stats["team-alerts"].dropped == 1
+    assert len(receiver.received) == 2
+    stats = notifier.stats["team-alerts"]
+    assert (stats.delivered, stats.failed, stats.refused, stats.dropped) == (0, 1, 0, 1)
+    text = (tmp_path / "status" / "metrics-notify.prom").read_text()
+    for outcome, n in (("delivered", 0), ("failed", 1), ("refused", 0), ("dropped", 1)):
+        assert f'servesync_notifications_total{{outcome="{outcome}",sink="team-alerts"}} ' \
+               f"{n}.0" in text, outcome
 
 
 def test_a_lone_surrogate_in_a_field_is_delivered(tmp_path: Path, receiver: Receiver) -> None:

@@ -12,34 +12,25 @@ from typing import Any
 
 import pytest
 
-from servesync.config import Config, LoraOffer, ServingConfig
+from servesync.config import LoraOffer, ServingConfig
 from servesync.desired import model_paths, validating
 from servesync.desired.specs import DesiredState, ModelSpec
-from servesync.desired.validating import MAX_SOURCE_PARTS, validate_tree
+from servesync.desired.validating import MAX_SOURCE_PARTS
 from servesync.errors import IssueCode
 
-from .test_versions_validation import TWO
+from .test_versions_validation import CPU, TWO, validate_files
 
 E400, E422 = IssueCode.INVALID, IssueCode.UNPROCESSABLE
 FILE = "users/alice/m.yaml"
 OTHER = "users/alice/other.yaml"
 PLAIN = "model_id: m\nmodel_source: $HOME/common/hf/org/a\nnum_replicas: 1\n"
 NEIGHBOUR = "model_id: fine\nmodel_source: $HOME/common/hf/org/b\n"
-CPU = ServingConfig(accelerator_type="cpu")
 SECRET = "hun" + "ter2"  # a value an exception's message may quote (not in any source line)
 
 
 def _validate(tmp_path: Path, text: str, serving: ServingConfig = CPU) -> DesiredState:
     """``text`` as alice's m.yaml, next to a valid file of hers."""
-    root = tmp_path / "tree"
-    for rel, body in ((FILE, text), (OTHER, NEIGHBOUR)):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(body, encoding="utf-8")
-    for name in ("a", "b"):
-        model = tmp_path / "private" / "hf" / "org" / name
-        model.mkdir(parents=True, exist_ok=True)
-        (model / "config.json").write_text("{}", encoding="utf-8")
-    return validate_tree(root, Config(storage_root=str(tmp_path / "private"), serving=serving))
+    return validate_files(tmp_path, {FILE: text, OTHER: NEIGHBOUR}, serving=serving)
 
 
 def _found(state: DesiredState) -> list[tuple[IssueCode, str, int]]:

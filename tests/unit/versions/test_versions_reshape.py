@@ -11,10 +11,7 @@ import pytest
 
 from servesync.config import Config
 from servesync.converge.records import State
-from servesync.desired.sources import Snapshot
-from tests.support.clock import FakeClock, at
-from tests.support.fakeray import FakeRay, make_reconciler
-from tests.unit.versions.test_versions_tick import settle, write
+from tests.unit.versions.test_versions_tick import settle, ticking, write
 
 PLAIN = "model_id: m\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
 CLOSED = ("schedule:\n  active_hours: {days: [sat], start: '08:00', end: '09:00', "
@@ -25,9 +22,7 @@ CLOSED = ("schedule:\n  active_hours: {days: [sat], start: '08:00', end: '09:00'
 def test_plain_turned_into_versions_that_do_not_run_stops_the_plain_app(
         cpu_config: Config, desired_tree: Path, storage_root: Path, extra: str) -> None:
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     (desired_tree / "users" / "alice" / "m.yaml").write_text(PLAIN)
     settle(rec, ray, snap)
     (plain,) = rec.store.models().values()
@@ -45,9 +40,7 @@ def test_plain_turned_into_versions_that_do_not_run_stops_the_plain_app(
 def test_versions_turned_into_a_disabled_plain_model_stop_the_versions(
         cpu_config: Config, desired_tree: Path, storage_root: Path) -> None:
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree)
     settle(rec, ray, snap)
     apps = {r.app_name for r in rec.store.models().values()}

@@ -37,12 +37,24 @@ def write(root: Path, a: int = 80, b_weight: int = 20, b: str = "tiny2", extra: 
         FILE.format(a=a, b_weight=b_weight, b=b, extra=extra))
 
 
+def ticking(config: Config, tree: Path, clock: FakeClock | None = None
+            ) -> tuple[Reconciler, FakeRay, Snapshot]:
+    """A reconciler of ``tree`` on a fake Ray and clock (5 s a reading), and
+    the snapshot it ticks on."""
+    ray = FakeRay()
+    rec = make_reconciler(config, ray, clock or FakeClock(at(0), step_s=5))
+    return rec, ray, Snapshot(root=tree, revision="r1", error=None, watch_paths=())
+
+
 def settle(rec: Reconciler, ray: FakeRay, snap: Snapshot, *, fail: str | None = None) -> None:
+    """Tick until nothing is left to do; ``fail``: a version whose application
+    Ray fails to start (DEPLOY_FAILED after each tick)."""
     for _ in range(12):
         result = rec.tick(snap)
         ray.settle()
-        if fail is not None and fail in ray.apps:
-            ray.apps[fail] = AppStatus.DEPLOY_FAILED
+        for name in list(ray.apps):
+            if fail is not None and name.endswith(f".{fail}"):
+                ray.apps[name] = AppStatus.DEPLOY_FAILED
         if result.settled and not result.actions:
             return
     raise AssertionError(f"not settled: {rec.store.models()}")
@@ -62,9 +74,7 @@ def by_version(rec: Reconciler) -> dict[str | None, Any]:
 def test_versions_weights_and_one_version_changed(cpu_config: Config, desired_tree: Path,
                                                   storage_root: Path) -> None:
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree)
     settle(rec, ray, snap)
     versions = by_version(rec)
@@ -120,24 +130,9 @@ def test_versions_weights_and_one_version_changed(cpu_config: Config, desired_tr
 
 def test_a_version_that_fails_gets_no_traffic(cpu_config: Config, desired_tree: Path,
                                               storage_root: Path) -> None:
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree, b="missing")  # a path with no model: Ray fails to start it
-    stem_apps: list[str] = []
-
-    def failing() -> None:
-        for name in list(ray.apps):
-            if name.endswith(".canary"):
-                ray.apps[name] = AppStatus.DEPLOY_FAILED
-                stem_apps.append(name)
-
-    for _ in range(12):
-        result = rec.tick(snap)
-        ray.settle()
-        failing()
-        if result.settled and not result.actions:
-            break
+    settle(rec, ray, snap, fail="canary")
     versions = by_version(rec)
     assert versions["canary"].state is State.FAILED
     assert versions["stable"].state is State.RUNNING
@@ -155,10 +150,8 @@ def test_a_restart_reads_the_versions_back(cpu_config: Config, desired_tree: Pat
                                            storage_root: Path) -> None:
     """The records (routed_weight) and the gateway's weights survive the state file."""
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
     clock = FakeClock(at(0), step_s=5)
-    rec = make_reconciler(cpu_config, ray, clock)
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree, clock)
     write(desired_tree)
     settle(rec, ray, snap)
     before = rec.store.models()
@@ -178,9 +171,7 @@ def test_a_version_whose_source_turns_forbidden_is_stopped_alone(
     (``recheck_held``); the other version keeps serving, alone at 100."""
     canary_dir = storage_root / "hf" / "tiny2"
     canary_dir.mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree)
     settle(rec, ray, snap)
     canary_dir.rmdir()
@@ -200,9 +191,7 @@ def test_a_plain_model_turned_into_versions_keeps_its_name_and_never_goes_dark(
     """The plain record keeps serving (and routed) until a version is RUNNING,
     then it is deleted; the versions take its public id. And back."""
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     path = desired_tree / "users" / "alice" / "m.yaml"
     path.write_text("model_id: m\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n")
     settle(rec, ray, snap)
@@ -229,9 +218,7 @@ def test_a_plain_model_turned_into_versions_keeps_its_name_and_never_goes_dark(
 def test_metrics_have_a_series_per_version(cpu_config: Config, desired_tree: Path,
                                           storage_root: Path) -> None:
     (storage_root / "hf" / "tiny2").mkdir()
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree)
     settle(rec, ray, snap)
     public_id = by_version(rec)["stable"].public_id
@@ -256,18 +243,9 @@ def test_a_version_at_0_does_not_take_the_share_of_one_that_fails(
         cpu_config: Config, desired_tree: Path, storage_root: Path) -> None:
     """stable asks 100 and fails; canary asks 0 and serves: the gateway keeps
     the route (pins work) with canary at 0, and the status says why."""
-    ray = FakeRay()
-    rec = make_reconciler(cpu_config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
+    rec, ray, snap = ticking(cpu_config, desired_tree)
     write(desired_tree, a=100, b_weight=0)
-    for _ in range(12):
-        result = rec.tick(snap)
-        ray.settle()
-        for name in list(ray.apps):
-            if name.endswith(".stable"):
-                ray.apps[name] = AppStatus.DEPLOY_FAILED
-        if result.settled and not result.actions:
-            break
+    settle(rec, ray, snap, fail="stable")
     versions = by_version(rec)
     assert versions["stable"].state is State.FAILED
     assert versions["canary"].state is State.RUNNING

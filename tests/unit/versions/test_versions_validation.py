@@ -14,6 +14,7 @@ from servesync.errors import IssueCode
 E400, E403, E409, E422 = (IssueCode.INVALID, IssueCode.FORBIDDEN, IssueCode.CONFLICT,
                           IssueCode.UNPROCESSABLE)
 FILE = "users/alice/m.yaml"
+CPU = ServingConfig(accelerator_type="cpu")
 TWO = """model_id: m
 num_replicas: 2
 engine_kwargs: {max_model_len: 512}
@@ -28,17 +29,25 @@ versions:
 """
 
 
-def _validate(tmp_path: Path, text: str, cache: ValidationCache | None = None) -> DesiredState:
+def validate_files(tmp_path: Path, files: dict[str, str], *,
+                   serving: ServingConfig = CPU,
+                   cache: ValidationCache | None = None) -> DesiredState:
+    """``files`` (path in the tree: text) validated, the storage holding the
+    models ``hf/org/a`` and ``hf/org/b``."""
     root = tmp_path / "tree"
-    (root / FILE).parent.mkdir(parents=True, exist_ok=True)
-    (root / FILE).write_text(text, encoding="utf-8")
+    for rel, body in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(body, encoding="utf-8")
     for name in ("a", "b"):
         model = tmp_path / "private" / "hf" / "org" / name
         model.mkdir(parents=True, exist_ok=True)
         (model / "config.json").write_text("{}", encoding="utf-8")
-    config = Config(storage_root=str(tmp_path / "private"),
-                    serving=ServingConfig(accelerator_type="cpu"))
+    config = Config(storage_root=str(tmp_path / "private"), serving=serving)
     return validate_tree(root, config, cache=cache)
+
+
+def _validate(tmp_path: Path, text: str, cache: ValidationCache | None = None) -> DesiredState:
+    return validate_files(tmp_path, {FILE: text}, cache=cache)
 
 
 def _found(state: DesiredState) -> list[tuple[IssueCode, str, int]]:
@@ -141,6 +150,36 @@ def test_a_cached_pass_sees_a_version_source_turn_into_a_symlink_out(tmp_path: P
     state = validate_tree(root, config, cache=cache)  # the file itself is unchanged
     assert [(i.code, i.pointer) for i in state.issues()] == [(E403, "/versions/1/model_source")]
     assert cache.checked == 2  # a version's source answered otherwise: checked afresh
+
+
+def test_a_cache_hit_merges_no_version(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached file's versions' sources are re-resolved every tick without a
+    merged copy of the document per version."""
+    from servesync.desired import versioning
+
+    cache = ValidationCache()
+    assert len(_validate(tmp_path, TWO, cache).specs) == 2
+    merges: list[str] = []
+    real = versioning.merged
+    monkeypatch.setattr(versioning, "merged", lambda data, version: (
+        merges.append(version["name"]), real(data, version))[1])
+    assert [s.resolved_source[-5:] for s in _validate(tmp_path, TWO, cache).specs] == \
+        ["org/a", "org/b"]
+    assert cache.checked == 1 and merges == []  # a hit; each source checked, nothing merged
+    _validate(tmp_path, TWO.replace("weight: 80", "weight: 70").replace("20", "30"), cache)
+    assert cache.checked == 2 and set(merges) == {"stable", "canary"}  # a miss merges
+
+
+def test_model_source_is_the_merged_documents() -> None:
+    from servesync.desired import versioning
+
+    data = {"model_source": "top", "versions": []}
+    for version in ({"name": "a"}, {"name": "b", "model_source": "own"},
+                    {"name": "c", "model_source": None}):
+        assert versioning.model_source(data, version) == \
+            versioning.merged(data, version).get("model_source")
+    assert versioning.model_source({}, {"name": "a"}) is None
 
 
 def test_a_missing_folder_is_not_a_validation_error(tmp_path: Path) -> None:
