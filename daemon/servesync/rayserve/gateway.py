@@ -363,13 +363,9 @@ def ingress_class() -> type:
             route = self._routes.get(base)
             request = self._request.get(None)
             pinned = request.get("pin") if request is not None else None
-            if sep and route is not None:
-                if route.versions:
-                    raise HTTPException(400, f"model {base} has versions: they serve no "
-                                             f"LoRA adapters")
-                if pinned is not None:
-                    # no versions: choose gives the plain model's refusal of a pin
-                    raise HTTPException(400, str(choose(route, pinned, 0.0)))
+            if sep and route is not None and route.versions:
+                raise HTTPException(400, f"model {base} has versions: they serve no "
+                                         f"LoRA adapters")
             if route is None or (not route.versions and pinned is None):
                 return super()._get_configured_serve_handle(model_id)
             chosen = choose(route, pinned, random.random())
