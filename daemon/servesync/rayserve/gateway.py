@@ -24,19 +24,26 @@ rewritten to ``<public id>:<adapter>`` first (:func:`resolve`). For
 ``lora_paths`` entry; each route carries its model's path (``lora_path``, in
 the same ``user_config``), so the gateway never asks a model's replica for it
 (a call to a model scaled to zero would start it) and a changed path is
-listed as soon as Serve hands the new routes to :meth:`reconfigure`. An
+listed as soon as Serve hands the new routes to :meth:`reconfigure`. Each
+model's adapters are listed on their own: storage that cannot be listed or
+an adapter folder whose ``adapter_config.json`` cannot be read leaves out
+that model's adapters or that adapter, never another model's. An
 adapter name that could step out of that path (:func:`adapter_refusal`:
 ``/``, ``\\``, ``..``, a control character) is refused with a 400 before Ray
 builds ``<path>/<adapter>`` from it.
 A route may also be split among a model's *versions* (issue 11), each its own
 application: the route lists them with the weight in effect the planner
 worked out (only versions whose application serves; the weights sum to 100
-unless all are 0), and each request goes to one version drawn by weight
-(:func:`pick`), never to one at weight 0: with all at 0 an unpinned request
-is a 503 saying so. A request with the header ``X-Servesync-Version: <name>``
-goes to that version (weight 0 included; 404 for a version not routed, 400
-on a model without versions), and every answer of a versioned model names
-its version in that header. Weights ride in the ``user_config`` too: a
+unless all are 0), and each unpinned request goes to the next version of a
+smooth weighted round-robin (:func:`pick`, nginx's; each replica keeps its
+own rotation per model, :class:`Rotation`, restarted when the model's
+versions or weights change), so any 100 requests a replica takes split
+exactly by weight, interleaved; never to one at weight 0: with all at 0 an
+unpinned request is a 503 saying so. A request with the header
+``X-Servesync-Version: <name>`` goes to that version (weight 0 included; 404
+for a version not routed, 400 on a model without versions) and leaves the
+rotation as it was, and every answer of a versioned model names its version
+in that header. Weights ride in the ``user_config`` too: a
 weight change restarts no replica.
 
 Built by :mod:`servesync.rayserve.applier` (``deploy_gateway``) and run inside
@@ -49,13 +56,14 @@ and unit-tested without Ray; :func:`ingress_class` imports Ray Serve LLM.
 from __future__ import annotations
 
 import contextvars
-import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CODE_ID = "servesync-gateway-5"  # 2: aliases; 3: LoRA adapters; 4: versions by weight,
-# LoRA paths in the routes; 5: no unpinned request to a version at weight 0
+CODE_ID = "servesync-gateway-6"  # 2: aliases; 3: LoRA adapters; 4: versions by weight,
+# LoRA paths in the routes; 5: no unpinned request to a version at weight 0; 6: versions
+# split by smooth weighted round-robin (exact per replica, was a random draw), adapters
+# listed one model at a time (one bad folder no longer hides every model's)
 """Part of the gateway's code version; bump it when replicas must restart for
 a change of this module that keeps its routes' format."""
 
@@ -124,25 +132,59 @@ def _versions(entry: Mapping[str, Any], model: str) -> tuple[Backend, ...]:
     return tuple(out)
 
 
-def pick(backends: Sequence[Backend], draw: float) -> Backend | None:
-    """The version a request goes to, for a ``draw`` in [0, 1): by weight,
-    never one at 0; None when all are at 0 (every version that serves asks 0:
-    only a pinned request is taken)."""
-    total = sum(b.weight for b in backends if b.weight > 0)
-    if total <= 0:
-        return None
-    point = draw * total
-    for b in backends:
-        if point < b.weight:
-            return b
-        point -= b.weight
-    return next(b for b in reversed(backends) if b.weight > 0)
+def pick(backends: Sequence[Backend], current: Mapping[str, int]
+         ) -> tuple[Backend | None, dict[str, int]]:
+    """The version the next unpinned request goes to, and the rotation's
+    state after it: smooth weighted round-robin (nginx's). ``current`` is each
+    version's current value by name (none yet: 0). Each pick, every version at
+    weight > 0 adds its weight to its current value, the largest wins (the
+    first listed on a tie) and the winner's is lowered by the total weight.
+    From a fresh state the picks repeat every ``total``, so any ``total``
+    picks in a row give each version exactly its weight, interleaved rather
+    than in blocks (80/20: a a b a a, ...). Never one at 0; None when all are
+    at 0 (every version that serves asks 0: only a pinned request is taken).
+    Pure: the caller keeps the state (:class:`Rotation`)."""
+    live = [b for b in backends if b.weight > 0]
+    if not live:
+        return None, dict(current)
+    raised = {b.version: current.get(b.version, 0) + b.weight for b in live}
+    best = max(live, key=lambda b: raised[b.version])  # max keeps the first of equals
+    raised[best.version] -= sum(b.weight for b in live)
+    return best, raised
 
 
-def choose(route: Route, pinned: str | None, draw: float) -> Backend | str:
-    """The version for a request to ``route`` (``pinned``: the header's name),
-    or why none: an error message (the caller answers 400 for a pin on a model
-    without versions, 404 for a pin to a version not routed, 503 for an
+class Rotation:
+    """One replica's round-robin state (:func:`pick`'s ``current``) of each
+    model with versions. Not shared between replicas: each splits its own
+    requests exactly."""
+
+    def __init__(self, current: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        self._current: dict[str, Mapping[str, int]] = dict(current or {})
+
+    def next(self, route: Route) -> Backend | None:
+        """The version of ``route`` the next unpinned request goes to (the
+        rotation advanced by one)."""
+        chosen, self._current[route.model] = pick(route.versions,
+                                                  self._current.get(route.model, {}))
+        return chosen
+
+    def kept(self, old: Mapping[str, Route], new: Mapping[str, Route]) -> Rotation:
+        """The rotation for ``new`` routes: a model's state is kept when its
+        versions and their weights (in order) are as in ``old``, else it
+        starts afresh (so the new split is exact from its first request)."""
+        return Rotation({m: c for m, c in self._current.items()
+                         if m in old and m in new and _split(old[m]) == _split(new[m])})
+
+
+def _split(route: Route) -> tuple[tuple[str, int], ...]:
+    return tuple((b.version, b.weight) for b in route.versions)
+
+
+def choose(route: Route, pinned: str | None, rotation: Rotation) -> Backend | str:
+    """The version for a request to ``route`` (``pinned``: the header's name;
+    unpinned: the next of ``rotation``, which a pinned request leaves as it
+    is), or why none: an error message (the caller answers 400 for a pin on a
+    model without versions, 404 for a pin to a version not routed, 503 for an
     unpinned request when every routed version is at weight 0: :func:`refusal`)."""
     if pinned is not None:
         if not route.versions:
@@ -153,7 +195,7 @@ def choose(route: Route, pinned: str | None, draw: float) -> Backend | str:
         return (f"version {pinned[:64]!r} of model {route.model} is not routed (unknown, or "
                 f"its application is not RUNNING); routed: "
                 f"{', '.join(b.version for b in route.versions)}")
-    chosen = pick(route.versions, draw)
+    chosen = rotation.next(route)
     if chosen is None:
         return (f"model {route.model} takes no unpinned request now: every version that "
                 f"serves ({', '.join(b.version for b in route.versions)}) has weight 0; "
@@ -276,12 +318,16 @@ def ingress_class() -> type:
     ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``... and its 404
     for a model not routed) starting with no routes, plus :meth:`reconfigure`.
     Imports Ray Serve LLM (seconds), so it is called only when deploying."""
+    import asyncio
     import logging
 
     from fastapi import HTTPException
     from ray import serve
-    from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+    from ray.llm._internal.common.utils import lora_utils
+    from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, ModelList
     from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
+    log = logging.getLogger(__name__)
 
     class ServesyncGateway(OpenAiIngress):
         """``OpenAiIngress`` whose routes Serve sets through ``reconfigure``."""
@@ -291,6 +337,7 @@ def ingress_class() -> type:
             self._routes: dict[str, Route] = {}
             self._aliases: dict[str, str] = {}
             self._versions: dict[str, dict[str, Any]] = {}  # model -> version -> handle
+            self._rotation = Rotation()  # where each model's split stands in this replica
             # per request: the version pinned (``pin``) and the one chosen (``version``);
             # made here, in the replica: a ContextVar cannot be pickled with the class
             self._request: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
@@ -322,32 +369,53 @@ def ingress_class() -> type:
             self._aliases = aliases(new)
             self._model_cards = listed
             self._lora_paths = {m: r.lora_path for m, r in new.items() if r.lora_path}
+            self._rotation = self._rotation.kept(self._routes, new)
             self._routes = new
 
         async def models(self) -> Any:
             """Ray's listing (every model, and ``<model>:<adapter>`` for each
-            adapter folder under the LoRA path its route carries)."""
-            try:
-                return await super().models()
-            except Exception as e:  # e.g. no boto3 on this node: list the models alone
-                if not self._lora_paths:
-                    raise
-                logging.getLogger(__name__).warning(
-                    "gateway: cannot list LoRA adapters (%s)", type(e).__name__)
-                paths, self._lora_paths = self._lora_paths, {}
+            adapter folder under the LoRA path its route carries), one model's
+            adapters at a time: a model whose storage cannot be listed (no
+            boto3 on this node, no access...) is listed without adapters, and
+            an adapter whose config cannot be read is left out (:meth:`model`),
+            neither hiding any other model's. The storage is listed in a worker
+            thread (boto3 blocks), from the routes as they stood at the call:
+            ``reconfigure`` swaps whole dicts, this never writes them."""
+            listed: dict[str, Any] = dict(self._model_cards)
+            paths = self._lora_paths
+            for model_id in list(listed):
+                path = paths.get(model_id)
+                if path is None:
+                    continue
                 try:
-                    return await super().models()
-                finally:
-                    self._lora_paths = paths
+                    found = await asyncio.to_thread(
+                        lora_utils.get_lora_model_ids,
+                        dynamic_lora_loading_path=path, base_model_id=model_id)
+                except Exception as e:
+                    log.warning("gateway: cannot list the LoRA adapters of %s (%s)",
+                                model_id, type(e).__name__)
+                    continue
+                for adapter_id in found:
+                    card = await self.model(adapter_id)
+                    if card is not None:
+                        listed[adapter_id] = card
+            return ModelList(data=list(listed.values()))
 
         async def model(self, model_id: str) -> Any:
             """Ray's card of one name; ``<alias>:<adapter>`` as its public id's;
-            none (Ray's 404) for a refused adapter name, storage never asked."""
+            none (Ray's 404) for a refused adapter name, storage never asked,
+            and for an adapter whose config cannot be read (Ray turns only a
+            missing one into none: a malformed ``adapter_config.json`` raises)."""
             resolved = resolve(self._aliases, model_id)
             if isinstance(resolved, str) and ADAPTER_SEPARATOR in resolved:
                 if adapter_refusal(resolved) is not None:
                     return None
-                return await super().model(resolved)
+                try:
+                    return await super().model(resolved)
+                except Exception as e:
+                    log.warning("gateway: cannot read the config of LoRA adapter %s (%s); "
+                                "not listed", resolved[:256], type(e).__name__)
+                    return None
             return await super().model(model_id)
 
         def _get_configured_serve_handle(self, model_id: str) -> Any:
@@ -368,7 +436,7 @@ def ingress_class() -> type:
                                          f"LoRA adapters")
             if route is None or (not route.versions and pinned is None):
                 return super()._get_configured_serve_handle(model_id)
-            chosen = choose(route, pinned, random.random())
+            chosen = choose(route, pinned, self._rotation)
             if isinstance(chosen, str):
                 raise HTTPException(refusal(route, pinned), chosen)
             if request is not None:

@@ -7,7 +7,6 @@ in test_gateway_aliases.py; the real thing is tests/e2e (versions)."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from typing import Any
 
@@ -17,6 +16,8 @@ from servesync.rayserve import gateway
 from servesync.rayserve.gateway import (
     VERSION_HEADER,
     Backend,
+    Rotation,
+    Route,
     choose,
     pick,
     refusal,
@@ -46,14 +47,85 @@ def test_one_route_per_model_split_among_its_versions() -> None:
     assert "versions" not in user_config([built[B]])["routes"][0]  # a plain route as before
 
 
-def test_pick_follows_the_weights() -> None:
+def picks(weights: tuple[int, ...], n: int, current: dict[str, int] | None = None
+          ) -> tuple[list[str], dict[str, int]]:
+    """``n`` picks among versions v0, v1... at ``weights``, from ``current``
+    (fresh: none), and the state after them."""
+    backends = tuple(Backend(f"v{i}", f"app-{i}", "d", w) for i, w in enumerate(weights))
+    state, out = dict(current or {}), []
+    for _ in range(n):
+        chosen, state = pick(backends, state)
+        assert chosen is not None
+        out.append(chosen.version)
+    return out, state
+
+
+@pytest.mark.parametrize("weights", [(72, 18, 10), (80, 20), (50, 50), (1, 99),
+                                     (45, 45, 10), (60, 0, 40)])
+def test_any_100_picks_split_exactly_by_weight(weights: tuple[int, ...]) -> None:
+    """Smooth weighted round-robin: any 100 picks in a row (not only the first
+    100) give each version exactly its weight, one at 0 none."""
+    got, _ = picks(weights, 300)
+    for start in range(201):
+        window = Counter(got[start:start + 100])
+        assert [window[f"v{i}"] for i in range(len(weights))] == list(weights), start
+
+
+@pytest.mark.parametrize("weights", [(72, 18, 10), (80, 20), (50, 50), (1, 99),
+                                     (45, 45, 10), (97, 2, 1), (40, 30, 20, 10)])
+def test_picks_are_interleaved_not_in_blocks(weights: tuple[int, ...]) -> None:
+    """After every pick each version's count is within one request of its
+    share so far (a random draw or a block per version strays far more)."""
+    got, _ = picks(weights, 100)
+    for k in range(1, 101):
+        seen = Counter(got[:k])
+        for i, w in enumerate(weights):
+            assert abs(seen[f"v{i}"] - k * w / 100) <= 1, (k, i)
+
+
+def test_two_versions_alternate_with_no_run_longer_than_needed() -> None:
+    assert "".join(v[1] for v in picks((80, 20), 10)[0]) == "0010000100"  # a a b a a
+    assert "".join(v[1] for v in picks((50, 50), 6)[0]) == "010101"
+    assert "".join(v[1] for v in picks((20, 80), 5)[0]) == "11011"  # the order is weights'
+    assert "".join(v[1] for v in picks((72, 18, 10), 10)[0]) == "0010020010"
+    for heavy, light in ((80, 20), (72, 28), (99, 1), (51, 49)):
+        got = "".join(v[1] for v in picks((heavy, light), 300)[0])
+        longest = max(len(run) for run in got.split("1"))
+        assert longest == -(-heavy // light), (heavy, light)  # ceil(heavy / light)
+
+
+def test_pick_is_pure_and_never_takes_a_version_at_0() -> None:
     backends = (Backend("a", "x", "d", 80), Backend("b", "y", "d", 20), Backend("c", "z", "d", 0))
-    rng = random.Random(7)
-    counts = Counter(pick(backends, rng.random()).version for _ in range(10_000))
-    assert 7_800 < counts["a"] < 8_200 and counts["c"] == 0
-    assert pick(backends, 0.0).version == "a" and pick(backends, 0.999999).version == "b"
+    state = {"a": 10, "b": -10}
+    chosen, after = pick(backends, state)
+    assert chosen is not None and chosen.version == "a"
+    assert state == {"a": 10, "b": -10} and after == {"a": -10, "b": 10}  # a new dict
+    assert pick(backends, state) == (chosen, after)  # the same state, the same pick
     zero = (Backend("a", "x", "d", 0), Backend("b", "y", "d", 0))
-    assert {pick(zero, d) for d in (0.0, 0.5, 0.999999)} == {None}  # nothing unpinned
+    assert pick(zero, {}) == (None, {})  # nothing unpinned
+    assert pick((), {}) == (None, {})
+
+
+def test_the_rotation_restarts_when_a_models_versions_or_weights_change() -> None:
+    def route(*weights: tuple[str, int], model: str = A) -> Route:
+        return Route(model, "x", "d", {"id": model},
+                     versions=tuple(Backend(v, f"app-{v}", "d", w) for v, w in weights))
+
+    def take(rotation: Rotation, r: Route, n: int) -> str:
+        return "".join(b.version if (b := rotation.next(r)) else "-" for _ in range(n))
+
+    split = {A: route(("a", 80), ("b", 20)), B: route(("c", 50), ("d", 50), model=B)}
+    rotation = Rotation()
+    assert take(rotation, split[A], 3) == "aab" and take(rotation, split[B], 1) == "c"
+    same = rotation.kept(split, dict(split))  # e.g. a card or an alias changed
+    assert take(same, split[A], 2) == "aa" and take(same, split[B], 1) == "d"  # carried on
+    moved = {A: route(("a", 50), ("b", 50)), B: split[B]}
+    fresh = rotation.kept(split, moved)
+    assert take(fresh, moved[A], 4) == "abab"  # from the start: exact from its first request
+    assert take(fresh, moved[B], 1) == "d"  # the other model's kept
+    renamed = {A: route(("a", 80), ("c", 20))}
+    assert take(rotation.kept(split, renamed), renamed[A], 3) == "aac"
+    assert take(rotation.kept(split, {}), split[A], 3) == "aab"  # a model gone, then back
 
 
 def test_all_versions_at_weight_0_refuse_unpinned_requests_but_take_pins() -> None:
@@ -61,21 +133,36 @@ def test_all_versions_at_weight_0_refuse_unpinned_requests_but_take_pins() -> No
     members = tuple((p, app) for p, app, _, _ in zero)
     weights = tuple((app, v, w) for _, app, v, w in zero)
     route = routes(user_config(gateway_routes(members, (), weights)))[A]
-    refused = choose(route, None, 0.5)
+    refused = choose(route, None, Rotation())
     assert isinstance(refused, str) and "weight 0" in refused and VERSION_HEADER in refused
     assert refusal(route, None) == 503 and refusal(route, "v9") == 404
-    pinned = choose(route, "canary", 0.5)
+    pinned = choose(route, "canary", Rotation())
     assert isinstance(pinned, Backend) and pinned.version == "canary"
 
 
 def test_a_pin_names_a_routed_version_or_says_why_not() -> None:
     route = routes(user_config(gateway_routes(MEMBERS, (), WEIGHTS)))[A]
-    chosen = choose(route, "canary", 0.0)
+    chosen = choose(route, "canary", Rotation())
     assert isinstance(chosen, Backend) and chosen.version == "canary"
-    refused = choose(route, "v9", 0.0)
+    refused = choose(route, "v9", Rotation())
     assert isinstance(refused, str) and "'v9'" in refused and "canary, stable" in refused
     plain = routes(user_config(gateway_routes(MEMBERS, (), WEIGHTS)))[B]
-    assert "has no versions" in str(choose(plain, "canary", 0.0))
+    assert "has no versions" in str(choose(plain, "canary", Rotation()))
+
+
+def test_a_pinned_request_leaves_the_rotation_as_it_was() -> None:
+    route = routes(user_config(gateway_routes(MEMBERS, (), WEIGHTS)))[A]  # stable 80, canary 20
+
+    def unpinned(rotation: Rotation, n: int) -> list[str]:
+        return [b.version for _ in range(n)
+                if isinstance(b := choose(route, None, rotation), Backend)]
+
+    rotation, alone = Rotation(), Rotation()
+    assert unpinned(rotation, 2) == unpinned(alone, 2) == ["stable", "stable"]
+    for pin in ("canary", "stable", "canary", "v9"):
+        choose(route, pin, rotation)
+    assert unpinned(rotation, 98) == unpinned(alone, 98)
+    assert unpinned(rotation, 100).count("canary") == 20
 
 
 @pytest.mark.parametrize("versions", [
@@ -106,7 +193,6 @@ def request(pin: str | None = None) -> Any:
 def test_the_replica_splits_requests_by_weight_and_names_the_version(
         replica: tuple[Any, dict[str, Handle]]) -> None:
     instance, handles = replica
-    random.seed(3)
 
     async def ask(n: int, pin: str | None = None) -> list[str]:
         out = []
@@ -115,11 +201,17 @@ def test_the_replica_splits_requests_by_weight_and_names_the_version(
             out.append(response.headers[gateway.VERSION_HEADER])
         return out
 
-    answered = Counter(asyncio.run(ask(1000)))
-    assert 740 < answered["stable"] < 860, answered
-    assert answered["stable"] + answered["canary"] == 1000
-    assert len(handles[CANARY].sent) == answered["canary"]
-    assert asyncio.run(ask(5, pin="canary")) == ["canary"] * 5
+    first = asyncio.run(ask(5))
+    assert first == ["stable", "stable", "canary", "stable", "stable"]  # 80/20, interleaved
+    assert asyncio.run(ask(5, pin="canary")) == ["canary"] * 5  # the rotation stays put
+    answered = Counter(first + asyncio.run(ask(995)))
+    assert answered == {"stable": 800, "canary": 200}  # exact, not drawn
+    assert len(handles[CANARY].sent) == 200 + 5
+    instance.reconfigure(user_config(gateway_routes(  # 50/50: the split starts afresh
+        MEMBERS, (), [(STABLE, "stable", 50), (CANARY, "canary", 50)])))
+    assert asyncio.run(ask(3)) == ["canary", "stable", "canary"]
+    instance.reconfigure(user_config(gateway_routes(MEMBERS, (), WEIGHTS)))  # and again
+    assert asyncio.run(ask(5)) == first  # not carried on from 50/50's mid-cycle state
     listed = asyncio.run(instance.models())
     assert sorted(m.id for m in listed.data) == [A, B]  # the model once
 
