@@ -374,6 +374,14 @@ versions:
 """
 
 
+SPLIT_TOLERANCE = 0.02
+"""The issue asks for the split within 6 points of the weights. The gateway's
+smooth weighted round-robin is exact over every 100 unpinned requests a replica
+routes, and off by less than one request per version in between, so with two
+gateway replicas 500 requests land within 2 requests of the weights; 2 points
+(10 requests) leaves room and is still a third of what the issue allows."""
+
+
 def versions_split(client: OpenAI, model: str, n: int) -> tuple[dict[str, int], list[str]]:
     """``n`` short requests (8 at a time) to ``model``: how many each version
     answered (the gateway's ``X-Servesync-Version`` header), and the failures."""
@@ -457,7 +465,7 @@ def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
     counts, failures = versions_split(client, public_id, 500)
     TIMINGS["versions: 500 requests at 80/20 in effect"] = str(counts)
     assert failures == [] and "broken" not in counts
-    assert abs(counts.get("stable", 0) / 500 - 0.80) <= 0.06, counts
+    assert abs(counts.get("stable", 0) / 500 - 0.80) <= SPLIT_TOLERANCE, counts
 
     pinned = client.chat.completions.with_raw_response.create(
         model=public_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
@@ -478,7 +486,7 @@ def test_weighted_versions(world: World, client: OpenAI, applier: RayApplier,
     counts, failures = versions_split(client, public_id, 500)
     TIMINGS["versions: 500 requests at 50/50 in effect"] = str(counts)
     assert failures == [] and "broken" not in counts
-    assert abs(counts.get("stable", 0) / 500 - 0.50) <= 0.06, counts
+    assert abs(counts.get("stable", 0) / 500 - 0.50) <= SPLIT_TOLERANCE, counts
     assert {v: applier.replica_actor_ids(recs[v].app_name) for v in actors} == actors
     assert applier.replica_actor_ids(GATEWAY_APP) == gateway_actors
 
