@@ -38,9 +38,11 @@ def load_index(status_dir: Path) -> dict[str, Any]:
 def render_table(status_dir: Path) -> str:
     """A human table of the published status, for ``servesync status``."""
     index = load_index(status_dir)
+    committed = index.get("revision_committed_at")
     lines = [
-        f"tick {index.get('tick')}  revision {short(index.get('revision')) or '-'}  "
-        f"at {index.get('generated_at')}  {index.get('openai_base_url')}"
+        f"tick {index.get('tick')}  revision {short(index.get('revision')) or '-'}"
+        + (f" (committed {committed})" if committed else "")
+        + f"  at {index.get('generated_at')}  {index.get('openai_base_url')}"
     ]
     if index.get("source_error"):
         lines.append(f"source error: {index['source_error']}")

@@ -267,6 +267,12 @@ def test_render_table(tmp_path: Path) -> None:
     assert lines[6] == "  users/bob/x.yaml:3: 403 /env/LD_PRELOAD: env name denied"
 
 
+def test_render_table_shows_the_revisions_commit_time(tmp_path: Path) -> None:
+    run(tmp_path, committed_at=datetime(2025, 3, 1, 11, 58, 30, tzinfo=UTC))
+    assert render_table(tmp_path).splitlines()[0].startswith(
+        "tick 7  revision 2222222 (committed 2025-03-01T11:58:30Z)  at 2025-03-01T12:00:00Z")
+
+
 def test_render_table_without_models(tmp_path: Path) -> None:
     run(tmp_path, records={}, desired=None)
     assert "(no models)" in render_table(tmp_path)
