@@ -217,10 +217,14 @@ class SinkStats:
     failed: int = 0  # attempts that failed and will be retried
     refused: int = 0  # entries the receiver refused for good (4xx)
     dropped: int = 0  # entries given up: too old, too many attempts, over max_pending
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """The tick thread (over ``max_pending``) and the sink's delivery thread
+    count into the same counters."""
 
     def count(self, outcome: str, n: int = 1) -> None:
         """Add ``n`` to the counter of ``outcome`` (one of :data:`OUTCOMES`)."""
-        setattr(self, outcome, getattr(self, outcome) + n)
+        with self.lock:
+            setattr(self, outcome, getattr(self, outcome) + n)
 
 
 OUTCOMES = ("delivered", "failed", "refused", "dropped")

@@ -205,9 +205,10 @@ def publish(
             atomic_write(Path(status_dir) / INDEX_FILE,
                          dump_index({**index, **rest}, [memo.lines[k] for k in docs]),
                          mode=STATUS_FILE_MODE, durable=False)
-            memo.index = body
         memo.pages.write_index(rest, rows, rest["errors"])
-        memo.page_rows = rows
+        # remembered once both are written: after a failed page write the next
+        # tick writes them again (docs/ARCHITECTURE.md, "The tick")
+        memo.index, memo.page_rows = body, rows
     gone = [models_dir / f"{k}.json" for k in memo.written if k not in docs] if memo.started \
         else [p for p in models_dir.glob("*.json") if p.stem not in docs]
     if not memo.started:
@@ -236,6 +237,7 @@ def _publish_model(models_dir: Path, key: str, rec: ModelRecord, observed: Obser
                                      issues=issues, now=now),
                         own_secrets([rec], memo.known or ()))
     return _write_model(models_dir, key, doc, inputs, memo, line=rec.spec.get("line"),
+                        revision=rec.attempted_revision or rec.applied_revision,
                         serving=serving, now=now)
 
 
@@ -256,13 +258,19 @@ def _publish_versions(models_dir: Path, key: str, recs: list[ModelRecord], obser
     doc = versioned.versioned_status(recs, observed=observed, one=lambda r: model_status(
         r, observed=observed, base_url=serving.base_url, issues=issues, now=now), old=old)
     known = own_secrets([*recs, *([old] if old is not None else [])], memo.known or ())
+    # the page's source link: the line and the revision it was read at, from one
+    # record (the versions may have been submitted at different revisions)
+    where = max(recs, key=lambda r: (r.updated_at, r.attempted_revision or ""))
     return _write_model(models_dir, key, scrub_strings(doc, known), inputs, memo,
-                        line=recs[0].spec.get("line"), serving=serving, now=now)
+                        line=where.spec.get("line"),
+                        revision=where.attempted_revision or where.applied_revision,
+                        serving=serving, now=now)
 
 
 def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
                  inputs: tuple[object, ...], memo: Memo, *, line: object,
-                 serving: ServingConfig, now: datetime) -> dict[str, Any]:
+                 revision: str | None, serving: ServingConfig,
+                 now: datetime) -> dict[str, Any]:
     """Write a model's JSON file and HTML page where they changed; its index line.
     ``doc["model_key"]`` is ``key`` whatever the scrub did to it: the file's
     own name (public), what the index and the page link to."""
@@ -276,7 +284,7 @@ def _write_model(models_dir: Path, key: str, doc: dict[str, Any],
         assert memo.pages is not None
         memo.pages.write_model(models_dir, key, doc,
                                line=line if isinstance(line, int) else None,
-                               base_url=serving.base_url, now=now)
+                               base_url=serving.base_url, now=now, revision=revision)
         values = row(doc)
         if key not in memo.rows or memo.rows[key].values != values:  # else: as shown
             memo.rows[key] = memo.pages.row(values)

@@ -340,3 +340,29 @@ def test_over_max_pending_the_user_with_most_waiting_loses_its_oldest_first() ->
     assert fair_drops(queue, keep=10) == []
     even = [entry(0, "a"), entry(1, "b"), entry(2, "a"), entry(3, "b")]
     assert sorted(e.id for e in fair_drops(even, keep=2)) == ["e0", "e1"]  # oldest of each
+
+
+def test_two_threads_counting_into_one_sink_lose_no_count() -> None:
+    """The tick thread (over max_pending) and the delivery thread (too old, too
+    many attempts) both count ``dropped``: no increment may be lost."""
+    import sys
+    import threading
+
+    from servesync.status.notifying import SinkStats
+
+    stats = SinkStats()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        def drop() -> None:
+            for _ in range(50_000):
+                stats.count("dropped")
+
+        threads = [threading.Thread(target=drop) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert stats.dropped == 100_000

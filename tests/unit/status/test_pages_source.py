@@ -27,7 +27,7 @@ from tests.support.clock import FakeClock
 from tests.support.fakeray import FakeRay
 from tests.support.gitrepos import git, init_repo
 from tests.unit.status.test_pages import tags
-from tests.unit.status.test_publishing import NOW, OBSERVED, RECORDS, SERVING, SHA1, record
+from tests.unit.status.test_publishing import NOW, OBSERVED, RECORDS, SERVING, SHA1, SHA2, record
 
 WEB_URL = "https://git.example.com/org/desired/blob/{revision}/{path}#L{line}"
 MODEL = "model_id: chat\nmodel_source: $HOME/common/hf/tiny\nnum_replicas: 1\n" \
@@ -174,3 +174,44 @@ def test_one_iso_for_every_time_shown_naive_is_utc() -> None:
     assert scheduling.iso(naive) == scheduling.iso(NOW) == "2025-03-01T12:00:00Z"
     t = pages.timeline([], naive, hours=1)
     assert (t.start, t.end) == ("2025-03-01T11:00:00Z", "2025-03-01T12:00:00Z")
+
+
+def test_a_versioned_models_link_takes_line_and_revision_from_one_record(
+        tmp_path: Path) -> None:
+    """The versions were submitted at different revisions (only canary changed
+    at SHA2, where the document moved to line 9): the link is to SHA2's line 9,
+    never to SHA1 with SHA2's line (nor missing because the revisions differ)."""
+    key = "svc-alice-20250301-120000-1a2b"
+    stable = record(key + ".stable", suffix="chat@stable", attempted_revision=SHA1,
+                    applied_revision=SHA1, spec={"weight": 50, "version": "stable", "line": 4})
+    canary = record(key + ".canary", suffix="chat@canary", attempted_revision=SHA2,
+                    applied_revision=SHA2, updated_at="2025-03-01T12:05:00Z",
+                    spec={"weight": 50, "version": "canary", "line": 9})
+    memo = Memo(pages=pages.Pages(tmp_path, link=pages.SourceLink(WEB_URL)))
+    publish(tmp_path, records={r.model_key: r for r in (stable, canary)}, desired=None,
+            observed=OBSERVED, tick=1, revision=SHA2, source_error=None, serving=SERVING,
+            now=NOW, memo=memo)
+    links, _ = link_of(tmp_path, key)
+    assert [a["href"] for a in links] == [
+        f"https://git.example.com/org/desired/blob/{SHA2}/users/alice/models.yaml#L9"]
+
+
+def test_a_failed_index_page_write_is_written_again_at_the_next_tick(tmp_path: Path) -> None:
+    """index.json was written, index.html was not (disk full): the next tick,
+    with nothing else changed, writes the page with the new revision."""
+    memo = Memo(pages=pages.Pages(tmp_path))
+    kw: dict[str, Any] = {"records": {}, "desired": None, "observed": OBSERVED,
+                          "source_error": None, "serving": SERVING, "now": NOW, "memo": memo}
+    publish(tmp_path, tick=1, revision=SHA1, **kw)
+    assert memo.pages is not None
+    real = memo.pages.write_index
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    memo.pages.write_index = full  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space"):
+        publish(tmp_path, tick=2, revision=SHA2, **kw)
+    memo.pages.write_index = real  # type: ignore[method-assign]
+    publish(tmp_path, tick=3, revision=SHA2, **kw)
+    assert SHA2[:12] in (tmp_path / "index.html").read_text()
