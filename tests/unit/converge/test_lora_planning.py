@@ -15,6 +15,7 @@ from servesync.converge import naming
 from servesync.converge.actions import Action, Deploy, Kind, RecordOnly, UpdateGateway
 from servesync.converge.observed import AppStatus, Observed
 from servesync.converge.planning import plan
+from servesync.converge.reconciling import Reconciler
 from servesync.converge.records import GatewayRecord, ModelRecord, State
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState, Lora
@@ -90,10 +91,9 @@ def test_the_gateway_record_keeps_the_paths_and_an_old_state_file_reads() -> Non
                                     "deployed_at": old.deployed_at}) == old
 
 
-def test_lora_paths_through_the_tick(cpu_config: Config, desired_tree: Path) -> None:
-    """A model with ``lora``: the gateway call carries its path and the store
-    keeps it; a gateway recorded without paths (an older state) gets one
-    gateway call with them, no deploy."""
+def running_with_lora(cpu_config: Config, desired_tree: Path
+                      ) -> tuple[LoraOffer, Config, FakeRay, Reconciler, Snapshot]:
+    """alice's model ``a`` with ``lora.path`` under the offer, ticked until settled."""
     offer = LoraOffer(prefix="s3://adapters/{user_id}/", users={}, max_adapters_per_replica=4)
     config = replace(cpu_config, serving=replace(cpu_config.serving, lora=offer))
     ray = FakeRay()
@@ -107,6 +107,14 @@ def test_lora_paths_through_the_tick(cpu_config: Config, desired_tree: Path) -> 
         ray.settle()
         if result.settled and not result.actions:
             break
+    return offer, config, ray, rec, snap
+
+
+def test_lora_paths_through_the_tick(cpu_config: Config, desired_tree: Path) -> None:
+    """A model with ``lora``: the gateway call carries its path and the store
+    keeps it; a gateway recorded without paths (an older state) gets one
+    gateway call with them, no deploy."""
+    _, _, ray, rec, snap = running_with_lora(cpu_config, desired_tree)
     (a,) = rec.store.models().values()
     assert a.state is State.RUNNING
     assert ray.lora == ((a.public_id, PATH),) == rec.store.gateway().lora
@@ -125,19 +133,7 @@ def test_a_narrowed_lora_offer_revokes_a_held_models_path(cpu_config: Config,
     and the model would be held at its last good spec, lora.path included (in
     its LLMConfig and in the gateway's routes). ``recheck_held`` revokes it
     instead: stopped, out of the gateway, its path gone from the routes."""
-    offer = LoraOffer(prefix="s3://adapters/{user_id}/", users={}, max_adapters_per_replica=4)
-    config = replace(cpu_config, serving=replace(cpu_config.serving, lora=offer))
-    ray = FakeRay()
-    rec = make_reconciler(config, ray, FakeClock(at(0), step_s=5))
-    snap = Snapshot(root=desired_tree, revision="r1", error=None, watch_paths=())
-    (desired_tree / "users" / "alice" / "a.yaml").write_text(
-        "model_id: a\nmodel_source: $HOME/common/hf/tiny\ncpus_per_replica: 1\n"
-        f"lora:\n  path: {PATH}/\n")
-    for _ in range(8):
-        result = rec.tick(snap)
-        ray.settle()
-        if result.settled and not result.actions:
-            break
+    offer, config, ray, rec, snap = running_with_lora(cpu_config, desired_tree)
     (a,) = rec.store.models().values()
     assert a.state is State.RUNNING and rec.store.gateway().lora == ((a.public_id, PATH),)
 
