@@ -154,12 +154,13 @@ class QuotaCache:
     the recorded models (equal, and, from ``Reconciler``'s memo, the same
     objects) and the quotas are equal, last pass's refusals are this pass's:
     an idle tick counts nobody and costs a comparison per file and record.
-    Else, per user: a user's verdicts depend only on that user's quota, valid models (:data:`Valid`)
-    and recorded models (:data:`Row`): a user whose inputs are all the same as
-    last pass's gets last pass's verdicts, without counting again; so an idle
-    pass counts only the users whose files or records changed. The quota
-    and the rows are compared with ``==`` (plain values; the same objects as
-    last tick compare by identity first, so that is cheap); the specs by
+    Else, per user: a user's verdicts depend only on that user's quota, valid
+    models (:data:`Valid`) and recorded models (:data:`Row`): a user whose
+    inputs are all the same as last pass's gets last pass's verdicts, without
+    counting again; so a pass counts only the users whose quota, files or
+    records changed. The quota and the rows are compared with ``==`` (plain
+    values; the same objects as last tick compare by identity first, so that
+    is cheap); the specs by
     identity, their ``id`` being part of :data:`Valid` (the cache holds the
     old specs, so no new object can have an old one's ``id``), since the
     field lines a 422 names are not part of a spec's ``==``, and an unchanged
