@@ -1,6 +1,6 @@
 """Benchmark: ticks at cluster scale, with the fake applier (tests/support/fakeray.py).
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py [--quick] [--repeat R]``.
+Run: ``.venv/bin/python benchmarks/bench_scale.py [--quick] [--repeat R] [--quotas]``.
 For N = 100, 1,000 and 5,000 models (``--quick``: 100 and 1,000), each in
 its own process (so peak RSS is that N's), it writes a desired tree of N
 files in 50 user folders, each model's ``model_source`` a real folder under
@@ -17,6 +17,10 @@ the storage root, and prints:
   cost, which a machine shared with other work inflates less);
 * bytes written per tick (``wchar`` of /proc/self/io: every write() of the
   process, state file and status files together) and peak RSS.
+
+``--quotas``: ``serving.quotas`` gives every user a quota (``default``:
+models, replicas and GPUs, with room for every model), so each tick also runs
+the quota pass (README, Quotas).
 
 Times are the best of R runs. Real Ray is not involved: this measures what
 servesync itself costs per tick (validate, plan, record, publish).
@@ -39,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 from tests.support.clock import FakeClock
 from tests.support.fakeray import SettlingRay, make_reconciler
 
-from servesync.config import Config, ServingConfig
+from servesync.config import Config, Quotas, ServingConfig
 from servesync.converge.reconciling import Reconciler
 from servesync.desired import model_dirs
 from servesync.desired.loading import RACY_NS
@@ -100,7 +104,16 @@ def settle(rec: Reconciler, snap: Snapshot, clock: FakeClock) -> None:
     raise RuntimeError("did not converge in 20 ticks")
 
 
-def one(n: int, repeat: int) -> dict[str, float]:
+def quotas_for(n: int, on: bool) -> Quotas:
+    """No quota, or one for every user (``default``) that every model fits in."""
+    if not on:
+        return Quotas()
+    per_user = n // USERS + 1
+    return Quotas.from_mapping({"default": {"models": per_user, "replicas": 3 * per_user,
+                                            "gpus": 0}})
+
+
+def one(n: int, repeat: int, with_quotas: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         base = Path(tmp)
         tree, storage = make_world(base, n)
@@ -110,7 +123,8 @@ def one(n: int, repeat: int) -> dict[str, float]:
         for run in range(repeat if n <= 1000 else 1):
             config = Config(state_dir=str(base / f"state{run}"),
                             status_dir=str(base / f"status{run}"), storage_root=str(storage),
-                            serving=ServingConfig(accelerator_type="cpu"))
+                            serving=ServingConfig(accelerator_type="cpu",
+                                                  quotas=quotas_for(n, with_quotas)))
             model_dirs.clear_cache()
             clock = FakeClock()
             rec = make_reconciler(config, SettlingRay(), clock)
@@ -143,10 +157,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 100 and 1,000 only")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quotas", action="store_true",
+                        help="give every user a quota (serving.quotas), so the quota pass runs")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: one N
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.repeat)))
+        print(json.dumps(one(args.one, args.repeat, args.quotas)))
         return
     sizes = (100, 1000) if args.quick else (100, 1000, 5000)
     print(f"{'models':>7} {'first tick':>11} {'idle tick':>10} {'(CPU)':>8} {'1-file tick':>12} "
@@ -154,7 +170,8 @@ def main() -> None:
           f"{'peak RSS':>9}")
     for n in sizes:
         out = subprocess.run([sys.executable, __file__, "--one", str(n),
-                              "--repeat", str(args.repeat)],
+                              "--repeat", str(args.repeat),
+                              *(["--quotas"] if args.quotas else [])],
                              check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"{n:>7,} {r['first_s']:>9.3f} s {r['idle_s'] * 1000:>7.1f} ms "

@@ -81,6 +81,8 @@ class Reconciler:
         self.clock = clock
         self.ticks = int(store.meta().get("tick", 0))  # persisted only with real changes
         self.validation = validating.ValidationCache()  # unchanged files aren't checked again
+        self.quota_cache = quotas.QuotaCache()  # users whose inputs are unchanged: not recounted
+        self._admitted: dict[str, tuple[ModelRecord, quotas.Admitted]] = {}  # for admissions()
 
     def read(self, snapshot: Snapshot) -> tuple[DesiredState, Observed]:
         desired = validating.validate_tree(snapshot.root, self.config,
@@ -93,7 +95,8 @@ class Reconciler:
                      r.spec.get("lora")) for r in records]
         desired = validating.recheck_held(desired, recorded, self.config)
         # quotas span files and count in admission order: a pass over the records
-        checked = quotas.apply(desired, admissions(records), self.config.serving.quotas)
+        checked = quotas.apply(desired, admissions(records, self._admitted),
+                               self.config.serving.quotas, cache=self.quota_cache)
         if checked is not desired:  # a refused recorded model is now held: recheck its source
             desired = validating.recheck_held(checked, recorded, self.config)
         try:
@@ -313,15 +316,30 @@ def scrub_messages(observed: Observed, records: Iterable[ModelRecord],
     return replace(observed, apps=apps)
 
 
-def admissions(records: Iterable[ModelRecord]) -> tuple[quotas.Admitted, ...]:
+def admissions(records: Iterable[ModelRecord],
+               memo: dict[str, tuple[ModelRecord, quotas.Admitted]] | None = None,
+               ) -> tuple[quotas.Admitted, ...]:
     """The recorded models as the quota pass counts them: in admission order,
     each with the spec it keeps running while held (``servesync validate``
-    reads them from the state file the same way)."""
-    return tuple(
-        quotas.Admitted(name=(r.user_id, r.suffix), source_file=r.source_file,
-                        order=(r.created_at, r.model_key), spec=r.spec,
-                        running=r.enabled and r.state not in (State.STOPPED, State.DELETING))
-        for r in records)
+    reads them from the state file the same way). ``memo``: last call's, by
+    model key; a record that is the very same (frozen) object as then gives
+    the same :class:`~servesync.desired.quotas.Admitted` object, so the quota
+    pass's cache compares it by identity (the store keeps its records)."""
+    if memo is None:
+        return tuple(_admitted(r) for r in records)
+    out: dict[str, tuple[ModelRecord, quotas.Admitted]] = {}
+    for r in records:
+        hit = memo.get(r.model_key)
+        out[r.model_key] = hit if hit is not None and hit[0] is r else (r, _admitted(r))
+    memo.clear()
+    memo.update(out)
+    return tuple(a for _, a in out.values())
+
+
+def _admitted(r: ModelRecord) -> quotas.Admitted:
+    return quotas.Admitted(name=(r.user_id, r.suffix), source_file=r.source_file,
+                           order=(r.created_at, r.model_key), spec=r.spec,
+                           running=r.enabled and r.state not in (State.STOPPED, State.DELETING))
 
 
 def _outcome(result: TickResult, snapshot: Snapshot, observed: Observed, *,

@@ -46,6 +46,7 @@ untouched.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
@@ -55,6 +56,7 @@ from servesync.config import Quota, Quotas
 from servesync.desired.specs import (
     DesiredState,
     DocumentResult,
+    FileResult,
     ModelName,
     ModelSpec,
     base_suffix,
@@ -116,49 +118,192 @@ class Admitted:
         return usage(self.spec, enabled=self.running)
 
 
-def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas) -> DesiredState:
+Valid = tuple[str, int, int, int, ModelSpec]
+"""A valid model of one user: its file's path, its document's index and
+position in the file's documents, and its spec (a version's, for a model
+with ``versions``), after the spec's ``id``: :class:`QuotaCache` compares
+specs by identity (see there)."""
+
+Row = tuple[Admitted, str | None]
+"""A recorded model of one user and, when it is not declared (valid) now, why
+it still counts: ``"held"`` (its file or document has errors), ``"reshaped"``
+(its other shape is declared), else None (it counts nothing)."""
+
+_Key = tuple[Quota, tuple[Valid, ...], tuple[Row, ...]]
+_Refused = dict[tuple[str, int], tuple[Issue, ...]]  # (path, document position) -> 422s
+_Positions = Mapping[tuple[int, int], tuple[Issue, ...]]  # (file, document position) -> 422s
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """One whole pass's inputs and refusals (:meth:`QuotaCache.unchanged`)."""
+
+    files: tuple[FileResult, ...]
+    revoked: Mapping[ModelName, str]
+    admitted: tuple[Admitted, ...]
+    quotas: Quotas
+    refused: _Positions
+
+
+class QuotaCache:
+    """The previous pass's verdicts, per user, with the inputs they came from.
+
+    First, the whole pass: when every file's result is the very same object
+    as last pass's (:class:`~servesync.desired.validating.ValidationCache`
+    hands back an unchanged file's; results are frozen), and the revocations,
+    the recorded models (equal, and, from ``Reconciler``'s memo, the same
+    objects) and the quotas are equal, last pass's refusals are this pass's:
+    an idle tick counts nobody and costs a comparison per file and record.
+    Else, per user: a user's verdicts depend only on that user's quota, valid
+    models (:data:`Valid`) and recorded models (:data:`Row`): a user whose
+    inputs are all the same as last pass's gets last pass's verdicts, without
+    counting again; so a pass counts only the users whose quota, files or
+    records changed. The quota and the rows are compared with ``==`` (plain
+    values; the same objects as last tick compare by identity first, so that
+    is cheap); the specs by
+    identity, their ``id`` being part of :data:`Valid` (the cache holds the
+    old specs, so no new object can have an old one's ``id``), since the
+    field lines a 422 names are not part of a spec's ``==``, and an unchanged
+    file's spec is the very same object
+    (:class:`~servesync.desired.validating.ValidationCache`). ``counted``
+    counts the users actually counted (for tests). Not thread-safe: one per
+    reconciler."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, tuple[_Key, _Refused]] = {}
+        self._last: _Pass | None = None
+        self.counted = 0
+
+    def unchanged(self, desired: DesiredState, admitted: tuple[Admitted, ...], quotas: Quotas
+                  ) -> _Positions | None:
+        """Last pass's refusals when its inputs are the same as this pass's, else None."""
+        last = self._last
+        if last is None or len(last.files) != len(desired.files) \
+                or not all(map(operator.is_, last.files, desired.files)):
+            return None
+        same = last.quotas == quotas and last.revoked == desired.revoked \
+            and last.admitted == admitted
+        if same:  # keep this pass's equal objects: identical next time
+            self._last = replace(last, admitted=admitted)
+        return last.refused if same else None
+
+    def remember(self, desired: DesiredState, admitted: tuple[Admitted, ...], quotas: Quotas,
+                 refused: _Positions) -> None:
+        """This pass's inputs and refusals, for :meth:`unchanged`."""
+        self._last = _Pass(desired.files, dict(desired.revoked), admitted, quotas, refused)
+
+    def verdicts(self, user: str, key: _Key) -> _Refused:
+        """``user``'s refusals for ``key``: last pass's when its key is equal."""
+        hit = self._users.get(user)
+        if hit is not None and hit[0] == key:
+            self._users[user] = (key, hit[1])  # this pass's equal objects: identical next time
+            return hit[1]
+        self.counted += 1
+        refused = _count(user, *key)
+        self._users[user] = (key, refused)
+        return refused
+
+    def keep_only(self, users: Set[str]) -> None:
+        """Forget the users not counted in this pass."""
+        for gone in [user for user in self._users if user not in users]:
+            del self._users[gone]
+
+
+def apply(desired: DesiredState, admitted: Iterable[Admitted], quotas: Quotas, *,
+          cache: QuotaCache | None = None) -> DesiredState:
     """``desired`` with the documents whose models do not fit their user's quota
-    refused (a 422 each); ``desired`` itself when every model fits."""
+    refused (a 422 each); ``desired`` itself when every model fits. ``cache``:
+    the previous pass's verdicts, reused for the users whose inputs did not
+    change (the same verdicts as without it)."""
     if not quotas.active:
         return desired
-    where: dict[ModelName, tuple[int, int]] = {}  # valid model -> (file, document) position
-    for fi, f in enumerate(desired.files):
+    admitted = tuple(admitted)
+    last = cache.unchanged(desired, admitted, quotas) if cache is not None else None
+    if last is None:
+        last = _count_users(desired, admitted, quotas, cache)
+        if cache is not None:
+            cache.remember(desired, admitted, quotas, last)
+    return _refuse(desired, last) if last else desired
+
+
+def _count_users(desired: DesiredState, admitted: tuple[Admitted, ...], quotas: Quotas,
+                 cache: QuotaCache | None) -> _Positions:
+    """Every limited user's refusals, by (file, document) position: counted,
+    or, with ``cache``, last pass's for a user whose inputs are the same."""
+    valid: dict[str, list[Valid]] = defaultdict(list)  # by user, in file then document order
+    for f in desired.files:
         for di, d in enumerate(f.documents):
             if d.ok and d.spec is not None:
                 for one in d.spec.expanded():  # each version counts as a model of its own
-                    where[one.name] = (fi, di)
+                    valid[one.user_id].append((f.path, d.index, di, id(one), one))
     recorded: dict[str, list[Admitted]] = defaultdict(list)
-    for a in sorted(admitted, key=lambda a: a.order):
+    for a in admitted:
         recorded[a.name[0]].append(a)
-    known = {a.name for rows in recorded.values() for a in rows}
-    shapes = {_shape(name) for name in where}
-    new: dict[str, list[ModelSpec]] = defaultdict(list)
-    for name, (fi, di) in sorted(where.items(), key=lambda kv: (
-            desired.files[kv[1][0]].path, desired.files[kv[1][0]].documents[kv[1][1]].index)):
-        if name not in known:
-            new[name[0]].append(_spec(desired, fi, di, name))
-    refused: dict[tuple[int, int], tuple[Issue, ...]] = {}
-    for user in sorted({name[0] for name in where}):
+    refused: _Refused = {}
+    counted = set()
+    for user, models in valid.items():
         quota = quotas.for_user(user)
         if not quota.limited:
             continue
-        ledger = _Ledger(user, quota)
-        asks: list[_Ask] = []
-        for a in recorded.get(user, ()):
-            if a.name in where:
-                asks.append(ledger.keep(_spec(desired, *where[a.name], a.name), a))
-            elif a.name not in desired.revoked and desired.holds(a.name, a.source_file):
-                ledger.used += a.usage  # held at its last good version: it keeps running
-            elif a.name not in desired.revoked and _reshaped(a.name, shapes):
-                ledger.used += a.usage  # its old shape: serves until the new one does
-                if a.running:
-                    ledger.reshaping.add(base_suffix(a.name[1]))
-        asks += [ledger.keep(spec, None) for spec in new.get(user, ())]
-        for ask in asks:
-            issues = ledger.grow(ask)
-            if issues:
-                refused[where[ask.spec.name]] = issues
-    return _refuse(desired, refused) if refused else desired
+        declared = {one.name for *_, one in models}
+        rows = _rows(desired, recorded.get(user, ()), declared)
+        key = (quota, tuple(models), rows)
+        counted.add(user)
+        refused.update(cache.verdicts(user, key) if cache is not None else _count(user, *key))
+    if cache is not None:
+        cache.keep_only(counted)
+    if not refused:
+        return {}
+    at = {f.path: fi for fi, f in enumerate(desired.files)}
+    return {(at[path], di): issues for (path, di), issues in refused.items()}
+
+
+def _rows(desired: DesiredState, recorded: Iterable[Admitted], declared: Set[ModelName]
+          ) -> tuple[Row, ...]:
+    """One user's recorded models, each with why it still counts when it is
+    not declared (:data:`Row`). ``declared``: the user's valid models."""
+    rows: list[Row] = []
+    shapes: set[tuple[str, str, bool]] | None = None  # worked out only when needed
+    for a in recorded:
+        why = None
+        if a.name in declared or a.name in desired.revoked:
+            pass
+        elif desired.holds(a.name, a.source_file):
+            why = "held"  # held at its last good version: it keeps running
+        else:
+            if shapes is None:
+                shapes = {_shape(name) for name in declared}
+            why = "reshaped" if _reshaped(a.name, shapes) else None
+        rows.append((a, why))
+    return tuple(rows)
+
+
+def _count(user: str, quota: Quota, models: tuple[Valid, ...], rows: tuple[Row, ...]
+           ) -> _Refused:
+    """One user's refusals: the count of the module's docstring."""
+    where: dict[ModelName, Valid] = {}
+    for model in models:
+        where[model[-1].name] = model
+    ledger = _Ledger(user, quota)
+    asks: list[tuple[_Ask, tuple[str, int]]] = []
+    for a, why in sorted(rows, key=lambda row: row[0].order):
+        if a.name in where:
+            path, _, di, _, one = where[a.name]
+            asks.append((ledger.keep(one, a), (path, di)))
+        elif why is not None:
+            ledger.used += a.usage
+            if why == "reshaped" and a.running:
+                ledger.reshaping.add(base_suffix(a.name[1]))
+    known = {a.name for a, _ in rows}
+    for path, _, di, _, one in sorted((m for name, m in where.items() if name not in known),
+                                   key=lambda m: (m[0], m[1])):
+        asks.append((ledger.keep(one, None), (path, di)))
+    refused: _Refused = {}
+    for ask, at in asks:
+        issues = ledger.grow(ask)
+        if issues:
+            refused[at] = issues
+    return refused
 
 
 def _shape(name: ModelName) -> tuple[str, str, bool]:
@@ -174,14 +319,6 @@ def _reshaped(name: ModelName, shapes: Set[tuple[str, str, bool]]) -> bool:
     counts until it is deleted (``running``)."""
     user, model_id, plain = _shape(name)
     return (user, model_id, not plain) in shapes
-
-
-def _spec(desired: DesiredState, fi: int, di: int, name: ModelName) -> ModelSpec:
-    """The spec named ``name`` in document ``di`` of file ``fi``: the document's
-    own, or one of its versions'."""
-    spec = desired.files[fi].documents[di].spec
-    assert spec is not None  # positions come from valid documents only
-    return next(s for s in spec.expanded() if s.name == name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ from jsonschema import Draft202012Validator
 
 from servesync import schemas
 from servesync.config import Config, Quota, Quotas, ServingConfig
-from servesync.converge.reconciling import Reconciler
+from servesync.converge.reconciling import Reconciler, admissions
 from servesync.converge.records import ModelRecord, State
+from servesync.desired import quotas
 from servesync.desired.sources import Snapshot
 from tests.support.clock import FakeClock
 from tests.support.fakeray import FakeRay, make_reconciler
@@ -202,3 +203,41 @@ def test_a_reshape_into_versions_counts_the_plain_model_until_it_is_deleted(
     assert {s: r.spec["gpus_per_replica"] for s, r in c.records().items()} == {"m@a": 2,
                                                                                "m@b": 2}
     assert c.index()["errors"] == []
+
+
+def test_an_idle_tick_counts_no_quota_and_a_commit_only_its_user(
+        tmp_path: Path, storage_root: Path, desired_tree: Path) -> None:
+    """The reconciler keeps the quota pass's cache (desired/quotas.QuotaCache)
+    and hands it the same ``Admitted`` for a record that did not change."""
+    c = Cluster(tmp_path, storage_root, desired_tree, Quotas(default=Quota(gpus=3)))
+    c.write("alice/a.yaml", model("a", 2))
+    c.write("bob/x.yaml", model("x", 2))
+    c.commit()
+    c.converge()
+    counted = c.rec.quota_cache.counted
+    c.rec.tick(c.snapshot())
+    assert c.rec.quota_cache.counted == counted  # nothing changed: nobody counted
+    c.write("alice/b.yaml", model("b", 2))  # over alice's quota
+    c.commit()
+    c.rec.tick(c.snapshot())
+    assert c.rec.quota_cache.counted == counted + 1  # alice only
+    assert [e["path"] for e in c.index()["errors"]] == ["users/alice/b.yaml"]  # type: ignore
+
+
+def test_admissions_reuses_the_admitted_of_an_unchanged_record(
+        tmp_path: Path, storage_root: Path, desired_tree: Path) -> None:
+    c = Cluster(tmp_path, storage_root, desired_tree, Quotas(default=Quota(gpus=3)))
+    c.write("alice/a.yaml", model("a", 1))
+    c.write("alice/b.yaml", model("b", 1))
+    c.commit()
+    c.converge()
+    memo: dict[str, tuple[ModelRecord, quotas.Admitted]] = {}
+    records = c.rec.store.models()
+    first = admissions(records.values(), memo)
+    a, b = (records[k] for k in sorted(records))
+    stopped = replace(b, state=State.STOPPED)
+    second = admissions([a, stopped], memo)
+    assert second[0] is first[0] and second[1] is not first[1]
+    assert second == admissions([a, stopped])  # the same values as without the memo
+    assert not second[1].running
+    assert admissions([a], memo) == (first[0],) and set(memo) == {a.model_key}
