@@ -37,7 +37,15 @@ from servesync.converge.ports import (
     TickOutcome,
     TickReport,
 )
-from servesync.converge.records import Event, EventKind, GatewayRecord, ModelRecord, State, stamp
+from servesync.converge.records import (
+    Event,
+    EventKind,
+    GatewayRecord,
+    ModelRecord,
+    State,
+    own_secrets,
+    stamp,
+)
 from servesync.desired import quotas, validating
 from servesync.desired.sources import Snapshot
 from servesync.desired.specs import DesiredState
@@ -96,7 +104,8 @@ class Reconciler:
         desired = validating.recheck_held(desired, recorded, self.config)
         # quotas span files and count in admission order: a pass over the records
         checked = quotas.apply(desired, admissions(records, self._admitted),
-                               self.config.serving.quotas, cache=self.quota_cache)
+                               self.config.serving.quotas, cache=self.quota_cache) \
+            if self.config.serving.quotas.active else desired
         if checked is not desired:  # a refused recorded model is now held: recheck its source
             desired = validating.recheck_held(checked, recorded, self.config)
         try:
@@ -247,9 +256,9 @@ class Reconciler:
         Ray's and pydantic's errors may quote the deployment's config: the
         model's env values are taken out before the error is logged or recorded."""
         text = str(error)
-        if isinstance(action, act.Deploy):
-            env = [*action.spec.env.values(), *self.config.serving.replica_env.values()]
-            text = scrub(text, known_secrets(env))
+        if isinstance(action, act.Deploy):  # the spec being deployed: not yet recorded
+            text = scrub(text, known_secrets([*action.spec.env.values(),
+                                              *self.config.serving.replica_env.values()]))
         log.warning("%s failed (%s): %s", act.describe(action),
                     "transient" if isinstance(error, TransientError) else "permanent", text)
         record = None
@@ -304,13 +313,15 @@ def scrub_messages(observed: Observed, records: Iterable[ModelRecord],
     (``operator``) and URL credentials and token-shaped strings, before the
     planner copies it into a record (an error summary, an event, a
     notification) or the status files show it."""
+    if not any(obs.message for obs in observed.apps.values()):
+        return observed  # the usual tick: nothing to scrub
     operator = tuple(operator)
-    env = {r.app_name: r.spec.get("env") for r in records}
+    by_app = {r.app_name: r for r in records}
     apps = {}
     for name, obs in observed.apps.items():
         if obs.message:
-            own = env.get(name)
-            known = known_secrets([*operator, *(own.values() if isinstance(own, Mapping) else ())])
+            own = by_app.get(name)
+            known = own_secrets([own] if own is not None else [], operator)
             obs = replace(obs, message=scrub(obs.message, known))
         apps[name] = obs
     return replace(observed, apps=apps)

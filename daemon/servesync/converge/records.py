@@ -7,12 +7,14 @@ what :mod:`servesync.rayserve.applier` reads from Ray each tick. Pure; no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from servesync.desired.specs import base_suffix, version_of
+from servesync.redaction import known_secrets
 
 MAX_EVENTS = 50
 
@@ -216,3 +218,16 @@ class GatewayRecord:
                    aliases=tuple((a[0], a[1]) for a in d.get("aliases", ())),
                    weights=tuple((w[0], w[1], int(w[2])) for w in d.get("weights", ())),
                    lora=tuple((p[0], p[1]) for p in d.get("lora", ())))
+
+
+def env_values(rec: ModelRecord) -> list[object]:
+    """The env values of a recorded spec (kept in the state file, never published)."""
+    env = rec.spec.get("env")
+    return list(env.values()) if isinstance(env, Mapping) else []
+
+
+def own_secrets(recs: Iterable[ModelRecord], operator: Iterable[object]) -> tuple[str, ...]:
+    """What text about these records is scrubbed of: their env values and the
+    operator's secrets (``operator``: ``replica_env``'s values), nobody else's.
+    One rule for Ray's messages, the status files and notification bodies."""
+    return known_secrets([*operator, *(v for rec in recs for v in env_values(rec))])

@@ -65,8 +65,8 @@ from prometheus_client.registry import Collector
 
 from servesync.config import Config, NotificationSink
 from servesync.converge.ports import Transition
-from servesync.converge.records import ModelRecord, State
-from servesync.redaction import known_secrets, scrub
+from servesync.converge.records import ModelRecord, State, own_secrets
+from servesync.redaction import scrub
 from servesync.state.outbox import Entry, Outbox
 from servesync.status.metrics import write_registry
 
@@ -95,8 +95,7 @@ def payload(t: Transition, operator: Iterable[str] = ()) -> dict[str, Any]:
     model's env values, the operator's ``replica_env`` values (``operator``),
     URL credentials and token-shaped strings."""
     r = t.record
-    env = r.spec.get("env")
-    known = known_secrets([*operator, *(env.values() if isinstance(env, Mapping) else ())])
+    known = own_secrets([r], operator)
     return {
         "event": str(r.state),
         "model": {"public_id": r.public_id, "model_key": r.model_key, "user_id": r.user_id,

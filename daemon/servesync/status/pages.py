@@ -285,7 +285,7 @@ class Pages:
                      mode=PAGE_MODE, durable=False)
 
     def render_model(self, doc: Mapping[str, Any], *, line: int | None, base_url: str,
-                     now: datetime, revision: str | None = None) -> bytes:
+                     now: datetime, revision: str | None) -> bytes:
         return self._env.get_template("model.html.j2").render(
             doc=doc, line=line, base_url=base_url, spec=spec_text(doc),
             source_url=self.source_url(doc, line, revision),
@@ -294,20 +294,18 @@ class Pages:
             refresh_s=REFRESH_S, states=sorted(set(STATE_OF_EVENT.values()))).encode()
 
     def source_url(self, doc: Mapping[str, Any], line: int | None,
-                   revision: str | None = None) -> str | None:
+                   revision: str | None) -> str | None:
         """The link to the model's file and line in the operator's git web UI,
-        at the revision its spec was last submitted from (the attempted one:
-        the record's spec, and so its line, is that revision's), or None.
-        ``revision``: the revision ``line`` was read at, when the caller knows
-        it (a model with versions: the record the line came from)."""
+        or None. ``revision``: the one ``line`` was read at (the record's
+        attempted revision: its spec, and so its line, is that revision's; for
+        a model with versions, that of the record the line came from)."""
         if self.link is None or not doc.get("source_file"):
             return None
-        revision = revision or doc.get("attempted_revision") or doc.get("applied_revision")
         return self.link.url(str(doc["source_file"]), revision=revision, line=line)
 
     def write_model(self, models_dir: Path, key: str, doc: Mapping[str, Any], *,
                     line: int | None, base_url: str, now: datetime,
-                    revision: str | None = None) -> None:
+                    revision: str | None) -> None:
         self.write_assets()
         atomic_write(models_dir / f"{key}.html",
                      self.render_model(doc, line=line, base_url=base_url, now=now,

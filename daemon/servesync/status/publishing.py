@@ -65,7 +65,7 @@ from servesync.converge import scheduling
 from servesync.converge.naming import GATEWAY_APP
 from servesync.converge.observed import AppObservation, Observed
 from servesync.converge.ports import TickReport
-from servesync.converge.records import ModelRecord, State
+from servesync.converge.records import ModelRecord, State, own_secrets
 from servesync.converge.scheduling import iso
 from servesync.desired.specs import DesiredState
 from servesync.errors import Issue
@@ -479,18 +479,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return REDACTED if SECRET_VALUE.match(value) else scrub(value)
     return value
-
-
-def env_values(rec: ModelRecord) -> list[object]:
-    """The env values of a recorded spec (kept in the state file, never published)."""
-    env = rec.spec.get("env")
-    return list(env.values()) if isinstance(env, Mapping) else []
-
-
-def own_secrets(recs: Iterable[ModelRecord], operator: Iterable[str]) -> tuple[str, ...]:
-    """What one model's document is scrubbed of: its records' env values and
-    the operator's secrets (``replica_env``'s values), nobody else's."""
-    return known_secrets([*operator, *(v for rec in recs for v in env_values(rec))])
 
 
 def scrub_strings(value: Any, known: Iterable[str] = ()) -> Any:
