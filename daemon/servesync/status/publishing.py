@@ -377,8 +377,8 @@ def schedule_status(rec: ModelRecord, now: datetime) -> dict[str, Any]:
     stop_at, start_at = scheduling.next_stop_at(rec, now), scheduling.next_start_at(rec, now)
     return {
         "schedule": rec.spec.get("schedule"),
-        "next_stop_at": scheduling.iso(stop_at) if stop_at else None,
-        "next_start_at": scheduling.iso(start_at) if start_at else None,
+        "next_stop_at": iso(stop_at) if stop_at else None,
+        "next_start_at": iso(start_at) if start_at else None,
         "stopped_reason": stopped_reason(rec),
     }
 
